@@ -1,0 +1,3 @@
+from lighthouse_csi.server import main
+
+main()
