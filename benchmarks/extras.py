@@ -1,0 +1,127 @@
+"""Throughput, cross-node propagation, memory and start-up of a started target."""
+
+import os
+import time
+
+import psutil
+
+from .mounts import Skip
+from .stats import summarize
+
+
+def closes_per_s(target, quick):
+    """Files created, written (100 B) and closed per second through the mount."""
+    n = 500 if quick else 5000
+    d = target.root / "closes"
+    d.mkdir()
+    t0 = time.perf_counter()
+    for i in range(n):
+        fd = os.open(f"{d}/c{i}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, b"%-99d\n" % i)
+        os.close(fd)
+    return {"n": n, "closes_per_s": round(n / (time.perf_counter() - t0), 1)}
+
+
+def propagation(target, quick, timeout=5.0):
+    """Delay from close() of a write on one mount to the new content read on another.
+
+    The reader polls (open + read + close, then 100 µs sleep), so the delay includes
+    up to one poll interval.
+    """
+    other = target.second_view()
+    if other is None:
+        raise Skip("no second view of the same data")
+    n = 20 if quick else 200
+    src, dst = target.root / "prop", other / "prop"
+    src.write_bytes(b"start")
+    if not _wait_content(dst, b"start", 30):
+        raise RuntimeError("the second mount never saw the file")
+    samples, timeouts = [], 0
+    for i in range(n):
+        want = b"version %d" % i
+        fd = os.open(src, os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, want)
+        os.close(fd)
+        t0 = time.perf_counter_ns()
+        if _wait_content(dst, want, timeout):
+            samples.append(time.perf_counter_ns() - t0)
+        else:
+            timeouts += 1
+    result = summarize(samples) if samples else {"n": 0}
+    result.pop("ops_per_s", None)
+    result["timeouts"] = timeouts
+    result["timeout_s"] = timeout
+    return result
+
+
+def _wait_content(path, want, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if os.read(fd, len(want) + 1) == want:
+                    return True
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.0001)
+
+
+def rss_bytes(pids):
+    """Resident memory of the daemons and their children."""
+    total = 0
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            total += sum(q.memory_info().rss for q in [p] + p.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def memory_startup(target, quick):
+    """Per file count N: mount-to-ready time with N files, first stat after it, and the
+    daemon's RSS after a walk that stats all N files. Files are added through the mount."""
+    levels = (1000, 10000) if quick else (1000, 10000, 100000)
+    base = target.root / "mem"
+    base.mkdir()
+    have, out = 0, []
+    for n in levels:
+        t0 = time.perf_counter()
+        for i in range(have, n):
+            if i % 1000 == 0:
+                (base / f"d{i // 1000:03d}").mkdir()
+            fd = os.open(f"{base}/d{i // 1000:03d}/f{i % 1000:03d}", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"%d\n" % i)
+            os.close(fd)
+        create_s = time.perf_counter() - t0
+        have = n
+        ready_s = target.restart()
+        target.pin()
+        t0 = time.perf_counter()
+        os.stat(base / "d000" / "f000")
+        first_stat_ms = (time.perf_counter() - t0) * 1000
+        rss_ready = rss_bytes(target.daemon_pids())
+        t0 = time.perf_counter()
+        seen = 0
+        for top, _, names in os.walk(base):
+            for f in names:
+                os.stat(f"{top}/{f}")
+            seen += len(names)
+        walk_s = time.perf_counter() - t0
+        if seen != n:
+            raise RuntimeError(f"walk saw {seen} of {n} files after restart")
+        out.append({"files": n, "create_s": round(create_s, 3), "mount_ready_ms": round(ready_s * 1000, 1),
+                    "first_stat_ms": round(first_stat_ms, 3), "walk_s": round(walk_s, 3),
+                    "rss_ready_mib": round(rss_ready / 2**20, 1),
+                    "rss_after_walk_mib": round(rss_bytes(target.daemon_pids()) / 2**20, 1)})
+    return out
+
+
+def api_events(target, quick):
+    """Events appended per second through the Python API (single and batched)."""
+    raise Skip("Python API not measured yet")

@@ -1,0 +1,381 @@
+"""Targets to measure (tmpfs, bindfs, lighthousefs in one of its modes) and their cleanup.
+
+A target owns a temp dir, its mounts, its daemons and a redis-server if it needs one.
+Every resource is registered with ``cleanup`` the moment it exists, so an error, Ctrl-C
+or SIGTERM still unmounts and kills everything (``run_cleanups`` also runs at exit).
+"""
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+MODES = ("sqlite", "redis-warm", "redis-cold", "redis-2node")
+
+_cleanups = {}  # token -> (description, callable); run newest first
+_next_token = 0
+
+
+class Skip(Exception):
+    """The target cannot run here; the message says why."""
+
+
+def cleanup(description, fn, *args):
+    """Register fn(*args) to run at cleanup; returns a token for ``done``."""
+    global _next_token
+    _next_token += 1
+    _cleanups[_next_token] = (description, lambda: fn(*args))
+    return _next_token
+
+
+def done(token):
+    """Run one registered cleanup now (once)."""
+    entry = _cleanups.pop(token, None)
+    if entry:
+        entry[1]()
+
+
+def checkpoint():
+    """A mark for ``run_cleanups(after=...)``: cleanups registered later than now."""
+    return _next_token
+
+
+def run_cleanups(after=0):
+    """Run pending cleanups registered after the mark, newest first; report failures
+    but keep going."""
+    for token in sorted((t for t in _cleanups if t > after), reverse=True):
+        description, fn = _cleanups.pop(token)
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - cleanup must go on
+            print(f"cleanup failed: {description}: {e}", file=sys.stderr)
+
+
+def _sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def install_handlers():
+    """Cleanups at exit; SIGTERM/SIGHUP unwind like Ctrl-C so finally blocks run."""
+    atexit.register(run_cleanups)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _sigterm)
+
+
+def run(cmd, timeout=120, check=True, **kw):
+    """subprocess.run with captured text output; raises with stderr on failure."""
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and p.returncode:
+        raise RuntimeError(f"{' '.join(map(str, cmd))}: exit {p.returncode}: {p.stderr.strip()[-500:]}")
+    return p
+
+
+def wait_for(predicate, timeout, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def unmount(path, fuse=True):
+    """Unmount path; lazy unmount if a normal one keeps failing (busy)."""
+    path = str(path)
+    if not os.path.ismount(path):
+        return
+    cmd, lazy = (["fusermount3", "-u", path], ["fusermount3", "-uz", path]) if fuse else (
+        ["umount", path], ["umount", "-l", path])
+    for _ in range(5):
+        if run(cmd, check=False, timeout=30).returncode == 0 or not os.path.ismount(path):
+            return
+        time.sleep(0.2)
+    run(lazy, check=False, timeout=30)
+
+
+def kill(pid, timeout=5):
+    """SIGTERM, then SIGKILL after timeout; a missing process is fine."""
+    try:
+        p = psutil.Process(pid)
+        p.terminate()
+        p.wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        p.kill()
+
+
+def remove_tree(path):
+    """rm -r a temp dir, but never through a mount that is still up."""
+    path = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        mounted = [line.split()[1] for line in f]
+    if any(m == path or m.startswith(path + "/") for m in mounted):
+        print(f"not removing {path}: still mounted", file=sys.stderr)
+        return
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def set_affinity(pid, cpus):
+    """Pin every thread of pid to cpus (affinity is per thread on Linux)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+def fuse_pids(mountpoint, name=None):
+    """Pids of processes whose command line names mountpoint (the FUSE daemon)."""
+    mp = str(mountpoint)
+    pids = []
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if mp in cmd and p.info["pid"] != os.getpid() and (name is None or p.info["name"] == name):
+            pids.append(p.info["pid"])
+    return pids
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mount_tmpfs(path):
+    path.mkdir(parents=True, exist_ok=True)
+    run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "tmpfs", str(path)])
+    cleanup(f"umount {path}", unmount, path, False)
+
+
+class Target:
+    """A filesystem to measure: ``root`` is where fixtures are written, ``read_root``
+    where operations are measured (the same dir unless the mode says otherwise)."""
+
+    name = "?"
+    has_daemon = False
+    warm = True  # False: measure without warm-up iterations (cold caches)
+
+    def __init__(self, cpu=None):
+        self.cpu = cpu  # pin daemons to this CPU, or None
+        self.dir = Path(tempfile.mkdtemp(prefix=f"lhbench-{self.name}-"))
+        cleanup(f"rm -r {self.dir}", remove_tree, self.dir)
+
+    @property
+    def prefix(self):
+        return ["taskset", "-c", str(self.cpu)] if self.cpu is not None else []
+
+    def start(self):
+        raise NotImplementedError
+
+    def prepared(self):
+        """Called after the fixtures are written, before measuring."""
+
+    def daemon_pids(self):
+        return []
+
+    def restart(self):
+        """Unmount and mount again on the same data; returns seconds to ready."""
+        raise Skip("no daemon")
+
+    def second_view(self):
+        """Another mount of the same data (for propagation), or None."""
+        return None
+
+    def pin(self):
+        if self.cpu is not None:
+            for pid in self.daemon_pids():
+                set_affinity(pid, {self.cpu})
+
+
+class Tmpfs(Target):
+    name = "tmpfs"
+
+    def start(self):
+        self.root = self.read_root = self.dir / "mnt"
+        mount_tmpfs(self.root)
+
+
+class Bindfs(Target):
+    """bindfs (C, FUSE passthrough) over a tmpfs dir: the cost of FUSE itself."""
+
+    name = "bindfs"
+    has_daemon = True
+
+    def start(self):
+        self.back = self.dir / "back"
+        mount_tmpfs(self.back)
+        self.root = self.read_root = self._mount(self.dir / "mnt")
+
+    def _mount(self, mnt):
+        mnt.mkdir(exist_ok=True)
+        run(self.prefix + ["bindfs", str(self.back), str(mnt)])
+        cleanup(f"fusermount3 -u {mnt}", unmount, mnt)
+        return mnt
+
+    def daemon_pids(self):
+        return fuse_pids(self.root, "bindfs")
+
+    def restart(self):
+        unmount(self.root)
+        t0 = time.perf_counter()
+        self._mount(self.root)
+        return time.perf_counter() - t0
+
+    def second_view(self):
+        return self._mount(self.dir / "mnt2")
+
+
+class Redis:
+    """A private redis-server on a free loopback port, data in dir."""
+
+    def __init__(self, dir, cpu=None):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        log = open(dir / "redis.log", "w")
+        prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        self.proc = subprocess.Popen(
+            prefix + ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                      "--dir", str(dir), "--save", "", "--appendonly", "yes"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cleanup(f"stop redis-server :{self.port}", self.stop)
+        if not wait_for(self.ping, 10):
+            raise Skip(f"redis-server did not answer on port {self.port}")
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def lighthouse_cmd():
+    return [sys.executable, "-m", "lighthousefs.cli"]
+
+
+def lighthouse_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+class Lighthouse(Target):
+    """lighthousefs, started the way ``mode`` says:
+
+    sqlite       embedded store, one mount (a second mount on the same file follows it)
+    redis-warm   Redis store, one mount; fixtures and measurements through it
+    redis-cold   Redis store; fixtures through one daemon, which is then unmounted, and
+                 a fresh daemon is measured without warm-up (empty caches)
+    redis-2node  Redis store, two daemons: A writes the fixtures, B is measured
+    """
+
+    has_daemon = True
+
+    def __init__(self, mode, cpu=None):
+        self.mode = mode
+        self.name = f"lighthousefs-{mode}"
+        self.warm = mode != "redis-cold"
+        super().__init__(cpu)
+        self._mounts = {}  # mountpoint -> cleanup token
+        self._pids = {}  # mountpoint -> daemon pid, read once at mount
+
+    def start(self):
+        try:
+            import importlib.util
+            sys.path.insert(0, str(REPO))
+            if importlib.util.find_spec("lighthousefs.cli") is None:
+                raise Skip("lighthousefs.cli not found (core not there yet)")
+        finally:
+            sys.path.remove(str(REPO))
+        if self.mode == "sqlite":
+            self.store = f"sqlite:///{self.dir}/store.db"
+        else:
+            self.store = Redis(self.dir, self.cpu).url
+        self.mnt = self._mount(self.dir / "a", "bench-a")
+        self.root = self.read_root = self.mnt / "projects" / "bench"
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.mode == "redis-2node":
+            self.read_mnt = self._mount(self.dir / "b", "bench-b")
+            self.read_root = self.read_mnt / "projects" / "bench"
+
+    def _mount(self, mnt, agent):
+        mnt.mkdir(exist_ok=True)
+        cmd = self.prefix + lighthouse_cmd() + ["mount", str(mnt), "--store", self.store, "--agent", agent]
+        p = run(cmd, check=False, timeout=120, env=lighthouse_env(), cwd=self.dir)
+        self._mounts[mnt] = cleanup(f"lighthouse umount {mnt}", self._umount, mnt)
+        if p.returncode or not os.path.ismount(mnt):
+            raise Skip(f"mount failed (exit {p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
+        self._pids[mnt] = pid = self._health_pid(mnt)
+        if pid and self.cpu is not None:
+            set_affinity(pid, {self.cpu})
+        return mnt
+
+    @staticmethod
+    def _health_pid(mnt):
+        try:
+            return int(json.loads((mnt / ".lighthouse" / "health").read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pids = fuse_pids(mnt)
+            return pids[0] if pids else None
+
+    def _umount(self, mnt):
+        pid = self._pids.pop(mnt, None)
+        run(lighthouse_cmd() + ["umount", str(mnt)], check=False, timeout=60, env=lighthouse_env())
+        unmount(mnt)
+        if pid:
+            kill(pid)
+
+    def umount(self, mnt):
+        done(self._mounts.pop(mnt))
+
+    def prepared(self):
+        if self.mode == "redis-cold":
+            self.restart()
+        elif self.mode == "redis-2node":  # wait until B sees the last fixture A wrote
+            marker = self.read_root / "fixtures-done"
+            if not wait_for(marker.exists, 30):
+                raise RuntimeError("node B did not see node A's fixtures within 30 s")
+
+    def daemon_pids(self):
+        pid = self._pids.get(self.mnt)
+        return [pid] if pid else []
+
+    def restart(self):
+        self.umount(self.mnt)
+        t0 = time.perf_counter()
+        self._mount(self.mnt, "bench-a")
+        return time.perf_counter() - t0
+
+    def second_view(self):
+        if self.mode == "redis-2node":
+            return self.read_mnt / "projects" / "bench"
+        return self._mount(self.dir / "c", "bench-c") / "projects" / "bench"
+
+
+def make_target(name, cpu=None):
+    if name == "tmpfs":
+        return Tmpfs(cpu)
+    if name == "bindfs":
+        return Bindfs(cpu)
+    return Lighthouse(name.removeprefix("lighthousefs-"), cpu)
