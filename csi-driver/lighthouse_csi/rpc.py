@@ -40,13 +40,13 @@ def _strip(msg) -> None:
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
                 for key in list(value):
                     value[key] = STRIPPED
-            elif field.label == field.LABEL_REPEATED:
+            elif field.is_repeated:
                 del value[:]
                 value.append(STRIPPED)
             else:
                 setattr(msg, field.name, STRIPPED)
         elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
-            for item in (value if field.label == field.LABEL_REPEATED else [value]):
+            for item in (value if field.is_repeated else [value]):
                 _strip(item)
 
 

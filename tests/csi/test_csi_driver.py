@@ -1,0 +1,152 @@
+"""The driver as a process on a unix socket, called through the generated
+stubs: identity, capabilities, and every error that must be caught before
+anything is mounted. (Real mounts: test_csi_mount.py.)"""
+
+import concurrent.futures
+import json
+import time
+
+import grpc
+import pytest
+
+from conftest import _mounts_under, code_of, mount_cap
+from lighthouse_csi import DRIVER_NAME, csi_pb2
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+# A stand-in CLI that fails slowly: enough to hold a volume busy and to see a
+# failed mount leave nothing behind. (Publish itself is tested on real mounts.)
+FAILING_CLI = "sh -c 'sleep 2; echo mount failed: store redis://:hunter2@h:1/0 down >&2; exit 3' lighthouse"
+
+
+def publish_request(driver, **overrides):
+    fields = dict(volume_id="vol1", target_path=str(driver.kubelet / "pods" / "p1" / "mount"),
+                  volume_capability=mount_cap(), volume_context={"project": "alpha", "agent": "bot"})
+    fields.update(overrides)
+    return csi_pb2.NodePublishVolumeRequest(**fields)
+
+
+def assert_nothing_mounted(driver):
+    assert _mounts_under(str(driver.base)) == []
+    state = driver.state_dir / "node-state.json"
+    if state.exists():
+        assert json.loads(state.read_text())["volumes"] == {}
+
+
+def test_identity(make_driver):
+    driver = make_driver()
+    info = driver.identity.GetPluginInfo(csi_pb2.GetPluginInfoRequest())
+    assert info.name == DRIVER_NAME and info.vendor_version
+    assert driver.identity.Probe(csi_pb2.ProbeRequest()).ready.value is True
+    caps = driver.identity.GetPluginCapabilities(csi_pb2.GetPluginCapabilitiesRequest())
+    assert [c.service.type for c in caps.capabilities] == [
+        csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE]
+
+
+def test_probe_not_ready_without_the_cli(make_driver):
+    driver = make_driver(lighthouse_cmd="/nonexistent/lighthouse")
+    assert driver.identity.Probe(csi_pb2.ProbeRequest()).ready.value is False
+
+
+def test_capabilities_and_node_info(make_driver):
+    driver = make_driver()
+    caps = driver.controller.ControllerGetCapabilities(csi_pb2.ControllerGetCapabilitiesRequest())
+    assert [c.rpc.type for c in caps.capabilities] == [
+        csi_pb2.ControllerServiceCapability.RPC.CREATE_DELETE_VOLUME]
+    assert list(driver.node.NodeGetCapabilities(csi_pb2.NodeGetCapabilitiesRequest()).capabilities) == []
+    assert driver.node.NodeGetInfo(csi_pb2.NodeGetInfoRequest()).node_id == "test-node"
+
+
+@pytest.mark.parametrize("overrides", [
+    {"volume_id": ""},
+    {"volume_id": "../../etc"},
+    {"volume_id": "a/b"},
+    {"target_path": "/etc/lighthouse-target"},
+    {"target_path": "relative/target"},
+    {"target_path": "{kubelet}/pods/../../escape"},
+    {"volume_context": {"project": "alpha"}},                          # no agent
+    {"volume_context": {"agent": "bot"}},                              # no project
+    {"volume_context": {"project": "..", "agent": "bot"}},
+    {"volume_context": {"project": "alpha", "agent": "bot", "subpath": "../beta"}},
+    {"volume_context": {"project": "alpha", "agent": "bot", "readonly": "true"}},  # typo
+    {"volume_capability": None},
+    {"volume_capability": csi_pb2.VolumeCapability(
+        block=csi_pb2.VolumeCapability.BlockVolume(), access_mode=mount_cap().access_mode)},
+])
+def test_publish_rejects_bad_input_and_mounts_nothing(make_driver, overrides):
+    driver = make_driver()
+    if "target_path" in overrides:
+        overrides["target_path"] = overrides["target_path"].format(kubelet=driver.kubelet)
+    if overrides.get("volume_capability", 0) is None:
+        del overrides["volume_capability"]
+        request = publish_request(driver, **overrides)
+        request.ClearField("volume_capability")
+    else:
+        request = publish_request(driver, **overrides)
+    assert code_of(lambda: driver.node.NodePublishVolume(request)) == INVALID
+    assert_nothing_mounted(driver)
+
+
+def test_unpublish_of_a_path_not_mounted_succeeds(make_driver):
+    driver = make_driver()
+    target = driver.kubelet / "pods" / "p9" / "mount"
+    driver.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(
+        volume_id="never-published", target_path=str(target)))
+    target.mkdir(parents=True)
+    driver.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(
+        volume_id="never-published", target_path=str(target)))
+    assert not target.exists()  # the empty target dir is cleaned up
+    assert code_of(lambda: driver.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(
+        volume_id="v", target_path="/etc"))) == INVALID
+    assert code_of(lambda: driver.node.NodeUnpublishVolume(csi_pb2.NodeUnpublishVolumeRequest(
+        volume_id="x/..", target_path=str(target)))) == INVALID
+
+
+@pytest.mark.parametrize("request_", [
+    csi_pb2.CreateVolumeRequest(name="", volume_capabilities=[mount_cap()], parameters={"agent": "a"}),
+    csi_pb2.CreateVolumeRequest(name="pvc-1", parameters={"agent": "a"}),   # no capabilities
+    csi_pb2.CreateVolumeRequest(name="pvc-1", volume_capabilities=[mount_cap()]),  # no agent
+    csi_pb2.CreateVolumeRequest(name="pvc-1", volume_capabilities=[mount_cap()],
+                                parameters={"agent": "a", "project": "../x"}),
+    csi_pb2.CreateVolumeRequest(name="pvc-1", volume_capabilities=[mount_cap()],
+                                parameters={"agent": "a", "deleteProject": "true"}),  # unknown
+    csi_pb2.CreateVolumeRequest(name="pvc-1", volume_capabilities=[mount_cap()],
+                                parameters={"agent": "a", "onDelete": "sometimes"}),
+    csi_pb2.CreateVolumeRequest(name="weird name/with slash", volume_capabilities=[mount_cap()],
+                                parameters={"agent": "a"}),  # no project given, name unusable
+])
+def test_create_rejects_bad_input(make_driver, request_):
+    driver = make_driver()
+    assert code_of(lambda: driver.controller.CreateVolume(request_)) == INVALID
+    assert_nothing_mounted(driver)
+
+
+def test_delete_validates_and_never_deletes_silently(make_driver):
+    driver = make_driver()
+    assert code_of(lambda: driver.controller.DeleteVolume(
+        csi_pb2.DeleteVolumeRequest(volume_id="../x"))) == INVALID
+    # Retained and foreign ids: success without touching any store.
+    driver.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="alpha~retain~00ff"))
+    driver.controller.DeleteVolume(csi_pb2.DeleteVolumeRequest(volume_id="csi-static-handle"))
+    assert_nothing_mounted(driver)
+
+
+def test_busy_volume_is_aborted_and_failed_mount_leaves_nothing(make_driver):
+    driver = make_driver(lighthouse_cmd=FAILING_CLI)
+    request = publish_request(driver, secrets={"redisPassword": "hunter2"})
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(lambda: driver.node.NodePublishVolume(request, timeout=30))
+        time.sleep(0.7)  # the first call is now inside the slow mount
+        assert code_of(lambda: driver.node.NodePublishVolume(request)) == grpc.StatusCode.ABORTED
+        other = publish_request(driver, volume_id="vol2",
+                                target_path=str(driver.kubelet / "pods" / "p2" / "mount"))
+        second = pool.submit(lambda: driver.node.NodePublishVolume(other, timeout=30))
+        with pytest.raises(grpc.RpcError) as info:
+            first.result()
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert "mount failed" in info.value.details()
+        with pytest.raises(grpc.RpcError):  # another volume was not blocked by vol1
+            second.result()
+    assert_nothing_mounted(driver)
+    log = driver.log_text()
+    assert "hunter2" not in log and "hunter2" not in info.value.details()
+    assert "***stripped***" in log
