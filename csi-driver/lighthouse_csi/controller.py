@@ -17,6 +17,7 @@ from lighthouse_csi.rpc import rpc
 
 log = logging.getLogger(__name__)
 RPC = csi_pb2.ControllerServiceCapability.RPC
+PVC_NAME = "csi.storage.k8s.io/pvc/name"
 
 
 class Controller(csi_pb2_grpc.ControllerServicer):
@@ -44,7 +45,10 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         if not request.name:
             raise InvalidArgument("name is required")
         validate.capabilities(request.volume_capabilities)
-        default_project = request.name if validate.is_name(request.name) else ""
+        # The project defaults to the PVC's name (passed by csi-provisioner
+        # --extra-create-metadata), else to the CO's volume name.
+        default_project = next((n for n in (request.parameters.get(PVC_NAME), request.name)
+                                if n and validate.is_name(n)), "")
         volume, policy = volumes.from_parameters(request.parameters, default_project)
         # Idempotent: an existing project (or subpath) is taken as it is, so a
         # retried call, or a PVC naming an existing project, both succeed.

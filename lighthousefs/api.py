@@ -1,0 +1,131 @@
+"""A Python API for producers that are not on a mount: append events, read them back,
+and write or read whole files by path.
+
+    with Client("sqlite:///var/lib/lighthouse.db", actor="planner") as client:
+        client.append("task.started", "projects/demo", {"task": 42})
+        client.write_file("projects/demo/result.md", b"done\\n")
+        for event in client.read(after_seq=0):
+            print(event.to_json_line())
+
+Blocking calls; every mount that shares the store sees these events within its
+follow interval.
+"""
+from __future__ import annotations
+
+import stat
+import time
+from typing import Any, Iterator
+
+from . import content, errors, events
+from .events import Draft, Event
+from .journal import Journal, replay
+from .store import Store, default_url, open_store
+from .tree import Tree
+
+
+class Client:
+    def __init__(self, store_url: str | None = None, actor: str = "api"):
+        self.store: Store = open_store(store_url or default_url())
+        self.actor = actor
+        self._tree: Tree | None = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ---- events ----------------------------------------------------------------------
+
+    def append(self, type_: str, path: str = "", data: dict[str, Any] | None = None) -> Event:
+        """Append one annotation event (a type the filesystem does not interpret)."""
+        return self.append_many([(type_, path, data)])[0]
+
+    def append_many(self, items: list[tuple[str, str, dict[str, Any] | None]]) -> list[Event]:
+        """Append annotation events in one durable batch."""
+        drafts = []
+        for type_, path, data in items:
+            if not type_ or type_ in events.TREE_TYPES:
+                raise errors.InvalidArgument(f"event type {type_!r} is reserved or empty; "
+                                             "change files with write_file or through a mount")
+            drafts.append(Draft(type_, path, dict(data or {}), self.actor))
+        return self.store.append(drafts, {})
+
+    def read(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
+        return self.store.read(after_seq, limit)
+
+    def read_all(self, after_seq: int = 0) -> Iterator[Event]:
+        while batch := self.store.read(after_seq, 1000):
+            yield from batch
+            after_seq = batch[-1].seq
+
+    def follow(self, after_seq: int = 0, poll_s: float = 0.05) -> Iterator[Event]:
+        """Every event after `after_seq`, waiting for new ones forever."""
+        while True:
+            batch = self.store.read(after_seq, 1000)
+            if not batch:
+                time.sleep(poll_s)
+                continue
+            yield from batch
+            after_seq = batch[-1].seq
+
+    # ---- files -------------------------------------------------------------------------
+
+    def tree(self) -> Tree:
+        """The current namespace (loaded once, then brought up to date)."""
+        if self._tree is None:
+            self._tree = Journal.load_tree(self.store)
+        else:
+            replay(self.store, self._tree, float("inf"))
+        return self._tree
+
+    def _submit(self, draft: Draft, chunks: dict[bytes, bytes] | None = None) -> Event:
+        tree = self.tree()
+        tree.check(draft)
+        [event] = self.store.append([draft], chunks or {})
+        replay(self.store, tree, event.seq - 1)
+        if tree.apply(event) is None:
+            raise errors.Exists(f"{draft.path}: changed by another producer at the same time")
+        return event
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> Event:
+        """Create or replace the file at `path` (parents are created): one event."""
+        parts = [p for p in path.strip("/").split("/") if p]
+        if len(parts) < 2:
+            raise errors.InvalidArgument(f"{path}: not a file path below a top-level directory")
+        parent = self.mkdirs("/".join(parts[:-1]))
+        name = parts[-1].encode()
+        hashes, chunks = content.split(data)
+        existing = self.tree().find(parent.ino, name)
+        if existing is None:
+            return self._submit(Draft(events.MKNOD, "/".join(parts), {
+                "parent": parent.ino, "name": name, "mode": stat.S_IFREG | mode,
+                "size": len(data), "chunks": hashes}, self.actor), chunks)
+        return self._submit(Draft(events.WRITE, "/".join(parts), {
+            "ino": existing.ino, "size": len(data), "chunks": hashes}, self.actor), chunks)
+
+    def mkdirs(self, path: str):
+        tree = self.tree()
+        node = tree.resolve("")
+        walked = []
+        for part in [p for p in path.strip("/").split("/") if p]:
+            walked.append(part)
+            child = tree.find(node.ino, part.encode())
+            if child is None:
+                event = self._submit(Draft(events.MKNOD, "/".join(walked), {
+                    "parent": node.ino, "name": part.encode(), "mode": stat.S_IFDIR | 0o755}, self.actor))
+                child = tree.get(events.ino_for_seq(event.seq))
+            elif not child.is_dir:
+                raise errors.NotADirectory(f"{'/'.join(walked)} is not a directory")
+            node = child
+        return node
+
+    def read_file(self, path: str) -> bytes:
+        node = self.tree().resolve(path)
+        if not stat.S_ISREG(node.mode):
+            raise errors.InvalidArgument(f"{path} is not a regular file")
+        return b"".join(self.store.get_chunk(h) if h != content.ZERO_CHUNK_HASH else content.ZERO_CHUNK
+                        for h in node.chunks)

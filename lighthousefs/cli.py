@@ -1,0 +1,208 @@
+"""The `lighthouse` command: mount, umount, status, emit, log."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+from . import errors
+from .store import default_url
+
+log = logging.getLogger("lighthousefs")
+
+READY_TIMEOUT_S = 60.0
+
+
+def _log_path(mountpoint: str) -> str:
+    import platformdirs
+    name = os.path.abspath(mountpoint).strip("/").replace("/", "_") or "root"
+    directory = platformdirs.user_log_dir("lighthousefs")
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(directory, f"{name}.log")
+
+
+def _setup_logging(verbose: bool, path: str | None = None) -> None:
+    handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def cmd_mount(args) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    if not args.foreground:
+        return _mount_in_background(args, mountpoint)
+    _setup_logging(args.verbose, args.log)
+    import trio
+    from .daemon import MountConfig, serve
+
+    config = MountConfig(mountpoint, args.store, args.agent, args.read_only, args.demo,
+                         debug_fuse=args.debug_fuse)
+
+    def on_ready():
+        if args.ready_fd is not None:
+            os.write(args.ready_fd, b"ready\n")
+            os.close(args.ready_fd)
+
+    try:
+        trio.run(serve, config, on_ready)
+    except errors.StoreOpenError as exc:
+        log.error("cannot mount: %s", exc)
+        print(f"lighthouse: cannot mount {mountpoint}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _mount_in_background(args, mountpoint: str) -> int:
+    """Start the daemon detached and return once it answers (or say why it did not)."""
+    log_file = args.log or _log_path(mountpoint)
+    read_fd, write_fd = os.pipe()
+    command = [sys.executable, "-m", "lighthousefs.cli", "mount", mountpoint, "--foreground",
+               "--store", args.store, "--ready-fd", str(write_fd), "--log", log_file]
+    for flag, value in (("--agent", args.agent),):
+        if value:
+            command += [flag, value]
+    for flag, on in (("--read-only", args.read_only), ("--demo", args.demo), ("--verbose", args.verbose)):
+        if on:
+            command.append(flag)
+    stderr_path = log_file + ".stderr"
+    with open(stderr_path, "ab") as stderr:
+        child = subprocess.Popen(command, pass_fds=(write_fd,), start_new_session=True,
+                                 stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as ready:
+        answer = ready.readline()   # EOF if the daemon exits before it is ready
+    if answer == b"ready\n":
+        print(f"lighthouse: mounted {mountpoint} (pid {child.pid}, log {log_file})")
+        return 0
+    try:
+        code = child.wait(timeout=READY_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        code = -9
+    with open(stderr_path, "rb") as stderr:
+        tail = stderr.read()[-4000:].decode(errors="replace").strip()
+    print(f"lighthouse: mount of {mountpoint} failed (exit {code})" + (f":\n{tail}" if tail else ""),
+          file=sys.stderr)
+    return code if code and code > 0 else 1
+
+
+def _health(mountpoint: str) -> dict:
+    with open(os.path.join(mountpoint, ".lighthouse", "health"), "rb") as f:
+        return json.loads(f.read())
+
+
+def cmd_umount(args) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    try:
+        pid = _health(mountpoint)["pid"]
+    except (OSError, ValueError, KeyError):
+        pid = None
+    result = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"lighthouse: umount {mountpoint}: {result.stderr.strip()}", file=sys.stderr)
+        return 1
+    # The daemon stores a snapshot after the unmount; wait for it, so a remount is quick.
+    deadline = time.monotonic() + 30
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    return 0
+
+
+def cmd_status(args) -> int:
+    mountpoint = os.path.abspath(args.mountpoint)
+    try:
+        health = _health(mountpoint)
+        with open(os.path.join(mountpoint, ".lighthouse", "stats"), "rb") as f:
+            stats = f.read().decode()
+    except OSError as exc:
+        print(f"lighthouse: {mountpoint} is not answering: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(json.dumps(health, indent=2))
+    print(stats, end="")
+    return 0
+
+
+def cmd_emit(args) -> int:
+    from .api import Client
+    try:
+        data = json.loads(args.data) if args.data else None
+    except ValueError as exc:
+        print(f"lighthouse: --data is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with Client(args.store, actor=args.actor) as client:
+            event = client.append(args.type, args.path, data)
+    except (errors.LighthouseError, errors.StoreOpenError) as exc:
+        print(f"lighthouse: emit: {exc}", file=sys.stderr)
+        return 2
+    print(event.to_json_line().decode(), end="")
+    return 0
+
+
+def cmd_log(args) -> int:
+    from .api import Client
+    with Client(args.store) as client:
+        for event in client.read_all(args.after):
+            sys.stdout.write(event.to_json_line().decode())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="lighthouse", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def with_store(p):
+        p.add_argument("--store", default=os.environ.get("LIGHTHOUSE_STORE") or default_url(),
+                       help="sqlite:///path.db (default, embedded) or redis://host:port/db")
+        return p
+
+    mount = with_store(sub.add_parser("mount", help="mount the namespace"))
+    mount.add_argument("mountpoint")
+    mount.add_argument("--agent", help="act as this agent (its events carry this actor)")
+    mount.add_argument("--foreground", action="store_true", help="serve until SIGINT/SIGTERM")
+    mount.add_argument("--read-only", action="store_true")
+    mount.add_argument("--demo", action="store_true", help="add a demo project to an empty namespace")
+    mount.add_argument("--log", help="log file (background mounts log to the user's log directory)")
+    mount.add_argument("--verbose", action="store_true")
+    mount.add_argument("--debug-fuse", action="store_true", help=argparse.SUPPRESS)
+    mount.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    mount.set_defaults(run=cmd_mount)
+
+    umount = sub.add_parser("umount", help="unmount and wait for the daemon to finish")
+    umount.add_argument("mountpoint")
+    umount.set_defaults(run=cmd_umount)
+
+    status = sub.add_parser("status", help="health and statistics of a mount")
+    status.add_argument("mountpoint")
+    status.set_defaults(run=cmd_status)
+
+    emit = with_store(sub.add_parser("emit", help="append an annotation event to the log"))
+    emit.add_argument("type")
+    emit.add_argument("--path", default="")
+    emit.add_argument("--data", help="JSON payload")
+    emit.add_argument("--actor", default=os.environ.get("LIGHTHOUSE_AGENT", "cli"))
+    emit.set_defaults(run=cmd_emit)
+
+    log_cmd = with_store(sub.add_parser("log", help="print the event log as JSON lines"))
+    log_cmd.add_argument("--after", type=int, default=0, help="start after this sequence number")
+    log_cmd.set_defaults(run=cmd_log)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Domain errors. Storage and projection code raise these; only fs.py turns them into errno.
+
+Each error carries the errno it maps to, so the FUSE boundary needs no table.
+"""
+import errno
+
+
+class LighthouseError(Exception):
+    """An expected failure: it becomes an errno at the FUSE boundary."""
+
+    errno = errno.EIO
+
+    def __init__(self, message: str = "", *, errno_: int | None = None):
+        super().__init__(message)
+        if errno_ is not None:
+            self.errno = errno_
+
+
+def _kind(name: str, code: int) -> type[LighthouseError]:
+    return type(name, (LighthouseError,), {"errno": code, "__doc__": f"Maps to {errno.errorcode[code]}."})
+
+
+NotFound = _kind("NotFound", errno.ENOENT)
+Exists = _kind("Exists", errno.EEXIST)
+NotEmpty = _kind("NotEmpty", errno.ENOTEMPTY)
+IsADirectory = _kind("IsADirectory", errno.EISDIR)
+NotADirectory = _kind("NotADirectory", errno.ENOTDIR)
+InvalidArgument = _kind("InvalidArgument", errno.EINVAL)
+NameTooLong = _kind("NameTooLong", errno.ENAMETOOLONG)
+ReadOnly = _kind("ReadOnly", errno.EROFS)
+PermissionDenied = _kind("PermissionDenied", errno.EACCES)
+NotPermitted = _kind("NotPermitted", errno.EPERM)
+NoAttribute = _kind("NoAttribute", errno.ENODATA)
+CrossDevice = _kind("CrossDevice", errno.EXDEV)
+
+
+class StoreUnavailable(LighthouseError):
+    """The store cannot be reached or answered with an error: EIO, quickly."""
+
+    errno = errno.EIO
+
+
+class StoreOpenError(Exception):
+    """The store cannot be opened at mount time (corrupt, locked, wrong URL): no mount."""

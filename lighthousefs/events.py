@@ -1,0 +1,85 @@
+"""Event types and their msgpack encoding. Pure data, no I/O.
+
+An event is one change to the namespace. Events that create a node do not name an
+inode: the new node's inode is derived from the event's sequence number
+(`ino_for_seq`), so inode numbers are unique across every producer and identical on
+every replay without any allocation protocol.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from typing import Any
+
+import msgpack
+
+# Inodes below this are fixed (root, top-level directories, control files).
+INO_BASE = 1000
+
+# Types that change the tree. Any other type is an annotation (from `lighthouse emit`
+# or the API): recorded and shown in `events`, ignored by the projection.
+MKNOD = "mknod"          # parent, name, mode, uid, gid, rdev, target (symlinks), size+chunks
+LINK = "link"            # ino, parent, name
+UNLINK = "unlink"        # parent, name (files, symlinks and empty directories)
+RENAME = "rename"        # parent, name, new_parent, new_name, exchange
+SETATTR = "setattr"      # ino and any of mode, uid, gid, atime, mtime
+WRITE = "write"          # ino, size, chunks (hashes), mtime: one close() of a written file
+SETXATTR = "setxattr"    # ino, name, value
+REMOVEXATTR = "removexattr"  # ino, name
+
+TREE_TYPES = frozenset({MKNOD, LINK, UNLINK, RENAME, SETATTR, WRITE, SETXATTR, REMOVEXATTR})
+
+
+def ino_for_seq(seq: int) -> int:
+    return INO_BASE + seq
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Draft:
+    """An event before the store gave it a sequence number and a time."""
+
+    type: str
+    path: str
+    payload: dict[str, Any]
+    actor: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    seq: int
+    time_ns: int
+    actor: str
+    type: str
+    path: str
+    payload: dict[str, Any]
+
+    def to_json_line(self) -> bytes:
+        """The line shown in the `events` file: readable, without chunk hashes."""
+        shown = {k: v for k, v in self.payload.items() if k != "chunks"}
+        for key, value in list(shown.items()):
+            if isinstance(value, bytes):
+                shown[key] = value.decode("utf-8", "backslashreplace")
+        when = datetime.datetime.fromtimestamp(self.time_ns / 1e9, datetime.timezone.utc)
+        record = {
+            "seq": self.seq,
+            "time": when.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "actor": self.actor,
+            "type": self.type,
+            "path": self.path,
+        }
+        if shown:
+            record["data"] = shown
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def encode(time_ns: int, draft: Draft) -> bytes:
+    """The stored body of an event (the sequence number is the store's key)."""
+    return msgpack.packb([1, time_ns, draft.actor, draft.type, draft.path, draft.payload], use_bin_type=True)
+
+
+def decode(seq: int, body: bytes) -> Event:
+    version, time_ns, actor, type_, path, payload = msgpack.unpackb(body, raw=False)
+    if version != 1:
+        raise ValueError(f"event {seq}: unknown encoding version {version}")
+    return Event(seq, time_ns, actor, type_, path, payload)

@@ -1,0 +1,780 @@
+"""The pyfuse3 Operations: FUSE requests in, tree queries and journal submissions out.
+
+Errors are translated at one boundary (`_guarded`): domain errors become their errno,
+anything unexpected is logged with its traceback and answered with EIO. Handlers do no
+blocking I/O on the trio thread: the store is reached through the journal, the
+history and the events file, which use worker threads.
+
+Concurrency: namespace changes hold `_ns_lock` from their check to the applied event,
+so no other local change can slip between "the name is free" and "the name is taken".
+File contents are committed without it (a write event can never conflict by name).
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import inspect
+import itertools
+import logging
+import os
+import stat
+from collections import Counter
+from typing import Callable
+
+import pyfuse3
+import trio
+from cachetools import LRUCache
+
+from . import errors, events, policy as policy_mod
+from .content import FileBuffer, chunk_count
+from .events import Draft, Event
+from .events_file import EventsFile
+from .history import History
+from .journal import Journal
+from .policy import Policy, validate_format
+from .tree import Change, Node, ROOT_INO, PROJECTS_INO, MEMORIES_INO, AGENTS_INO
+
+log = logging.getLogger(__name__)
+
+# The kernel may keep names and attributes this long: every change made elsewhere is
+# pushed to it by explicit invalidation, so a long timeout costs no staleness.
+CACHE_TIMEOUT = 300.0
+
+EVENTS_INO = 6
+CONTROL_INO = 7
+CONTROL_FILES = {b"stats": 8, b"health": 9, b"version": 10}
+CONTROL_INOS = {ino: name for name, ino in CONTROL_FILES.items()}
+HISTORY_NAME = b".history"
+FIRST_HISTORY_INO = 1 << 56
+LARGE_COMMIT = 1 << 20
+CHUNK_CACHE_BYTES = 64 << 20
+XATTR_VALUE_MAX = 64 * 1024
+EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
+
+
+def _guarded(fn):
+    """The error boundary of one handler (see the module docstring)."""
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    async def wrapper(self, *args):
+        self.counters[name] += 1
+        try:
+            return await fn(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except errors.LighthouseError as exc:
+            self.counters["errors"] += 1
+            if exc.errno in EXPECTED_ERRNOS:
+                log.debug("%s: %s", name, exc)
+            else:
+                log.info("%s refused (%s): %s", name, errno.errorcode.get(exc.errno, exc.errno), exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except Exception:
+            self.counters["failures"] += 1
+            log.exception("%s%r failed unexpectedly; answering EIO", name, args[:-1] if args else ())
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class OpenFile:
+    """The one buffer shared by every handle open on an inode."""
+
+    __slots__ = ("ino", "buffer", "refs")
+
+    def __init__(self, ino: int, buffer: FileBuffer):
+        self.ino = ino
+        self.buffer = buffer
+        self.refs = 0
+
+
+class FileHandle:
+    __slots__ = ("open_file", "writable")
+
+    def __init__(self, open_file: OpenFile, writable: bool):
+        self.open_file = open_file
+        self.writable = writable
+
+
+class BytesHandle:
+    """A read-only file whose whole content was fixed at open (control files)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+
+class ReadOnlyFile:
+    """A past version of a file, read through a buffer that is never written."""
+
+    __slots__ = ("buffer",)
+
+    def __init__(self, buffer: FileBuffer):
+        self.buffer = buffer
+
+
+class EventsHandle:
+    __slots__ = ()
+
+
+class LighthouseOperations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, journal: Journal, policy: Policy, control: Callable[[bytes], bytes]):
+        super().__init__()
+        self.journal = journal
+        self.tree = journal.tree
+        self.store = journal.store
+        self.policy = policy
+        self.control = control
+        self.counters: Counter[str] = Counter()
+        self.history = History(self.store)
+        self.events_file = EventsFile(self.store, self._event_visible)
+        self.kernel_attached = False   # True once mounted: invalidations go to the kernel
+        self._ns_lock = trio.Lock()
+        self._lookups: dict[int, int] = {}
+        self._where: dict[int, tuple[int, bytes]] = {}
+        self._open_files: dict[int, OpenFile] = {}
+        self._handles: dict[int, object] = {}
+        self._next_fh = itertools.count(1)
+        self._chunks: LRUCache[bytes, bytes] = LRUCache(CHUNK_CACHE_BYTES, getsizeof=len)
+        self._hist_keys: dict[int, tuple] = {}
+        self._hist_inos: dict[tuple, int] = {}
+        self._next_hist_ino = itertools.count(FIRST_HISTORY_INO)
+        self._invalidate_send, self._invalidate_recv = trio.open_memory_channel(10_000)
+        self.tree.is_pinned = self._is_pinned
+        journal.listeners.append(self._on_applied)
+
+    # ---- helpers ---------------------------------------------------------------------
+
+    def _is_pinned(self, ino: int) -> bool:
+        return ino in self._lookups or ino in self._open_files
+
+    def _remember(self, ino: int, parent: int | None = None, name: bytes | None = None) -> None:
+        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+        if parent is not None:
+            self._where[ino] = (parent, name)
+
+    async def _fetch_chunk(self, digest: bytes) -> bytes:
+        data = self._chunks.get(digest)
+        if data is None:
+            data = await trio.to_thread.run_sync(self.store.get_chunk, digest)
+            self._chunks[digest] = data
+        return data
+
+    def _attr(self, node: Node, ino: int | None = None, read_only: bool = False) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = ino or node.ino
+        attr.entry_timeout = CACHE_TIMEOUT
+        attr.attr_timeout = CACHE_TIMEOUT
+        attr.st_mode = node.mode & ~0o222 if read_only else node.mode
+        attr.st_nlink = node.nlink
+        attr.st_uid = node.uid
+        attr.st_gid = node.gid
+        attr.st_rdev = node.rdev
+        open_file = self._open_files.get(node.ino) if ino is None else None
+        size = open_file.buffer.size if open_file is not None else node.size
+        attr.st_size = size
+        attr.st_blksize = 4096
+        attr.st_blocks = -(-size // 512)
+        attr.st_atime_ns = node.atime_ns
+        attr.st_mtime_ns = node.mtime_ns
+        attr.st_ctime_ns = node.ctime_ns
+        return attr
+
+    def _virtual_attr(self, ino: int, mode: int, size: int = 0, volatile: bool = False) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = ino
+        attr.entry_timeout = CACHE_TIMEOUT
+        attr.attr_timeout = 0 if volatile else CACHE_TIMEOUT
+        attr.st_mode = mode
+        attr.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        attr.st_size = size
+        attr.st_blksize = 4096
+        root = self.tree.nodes[ROOT_INO]
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = root.mtime_ns
+        return attr
+
+    def _path_of(self, ino: int) -> str:
+        node = self.tree.nodes.get(ino)
+        if node is not None and node.is_dir:
+            return self.tree.dir_path(ino)
+        where = self._where.get(ino)
+        if where is not None:
+            parent, name = where
+            if self.tree.find(parent, name) is node:
+                return self.tree.path(parent, name)
+        for candidate in self.tree.walk():
+            if candidate.is_dir:
+                for name, child in candidate.entries.items():
+                    if child == ino:
+                        self._where[ino] = (candidate.ino, name)
+                        return self.tree.path(candidate.ino, name)
+        return f"inode/{ino}"
+
+    def _require_tree_dir(self, ino: int) -> Node:
+        """The directory `ino` of the live tree, or the errno a change inside it gets."""
+        if ino in self._hist_keys:
+            raise errors.ReadOnly(".history is read-only")
+        if ino in (EVENTS_INO, CONTROL_INO) or ino in CONTROL_INOS:
+            raise errors.NotPermitted("the control files cannot be changed")
+        return self.tree.get_dir(ino)
+
+    def _require_tree_node(self, ino: int) -> Node:
+        if ino in self._hist_keys:
+            raise errors.ReadOnly(".history is read-only")
+        if ino in (EVENTS_INO, CONTROL_INO) or ino in CONTROL_INOS:
+            raise errors.NotPermitted("the control files cannot be changed")
+        return self.tree.get(ino)
+
+    def _check_writable_inode(self, ino: int) -> None:
+        where = self._where.get(ino)
+        node = self.tree.nodes.get(ino)
+        if node is not None and node.is_dir:
+            self.policy.check_writable(node.parent if ino not in (ROOT_INO,) else ROOT_INO)
+        elif where is not None:
+            self.policy.check_writable(where[0])
+        else:
+            self.policy.check_writable(ROOT_INO if self.policy.agent is None else -1)
+
+    async def _submit_one(self, draft: Draft, chunks: dict[bytes, bytes] | None = None) -> tuple[Event, Change | None]:
+        [result] = await self.journal.submit([draft], chunks)
+        return result
+
+    def _event_visible(self, event: Event) -> bool:
+        """Agents do not see the events of other agents' memories."""
+        if self.policy.agent is None or not event.path.startswith("memories/"):
+            return True
+        owner = event.path.split("/", 2)[1] if "/" in event.path else ""
+        return owner in ("", "shared", self.policy.agent.decode())
+
+    # ---- changes from the journal ------------------------------------------------------
+
+    def _on_applied(self, event: Event, change: Change | None, local: bool) -> None:
+        self.events_file.on_applied(event)
+        if local or change is None:
+            return
+        for ino in change.inodes:
+            open_file = self._open_files.get(ino)
+            node = self.tree.nodes.get(ino)
+            if open_file is not None and node is not None and not open_file.buffer.changed \
+                    and not node.is_dir:
+                open_file.buffer = FileBuffer(node.chunks, node.size, self._fetch_chunk)
+        if not self.kernel_attached:
+            return
+        for parent, name in change.entries:
+            try:
+                pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
+            except OSError as exc:
+                log.debug("invalidate_entry(%d, %r): %s", parent, name, exc)
+        for ino in change.inodes:
+            if ino in self._lookups or ino < events.INO_BASE:
+                try:
+                    self._invalidate_send.send_nowait(ino)
+                except trio.WouldBlock:
+                    log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout", ino)
+
+    async def run_invalidator(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """invalidate_inode can block on page locks, so it runs in a worker thread."""
+        task_status.started()
+        async for ino in self._invalidate_recv:
+            try:
+                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, False)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    log.warning("invalidate_inode(%d): %s", ino, exc)
+
+    # ---- lookups and attributes ----------------------------------------------------------
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        if len(name) > 255:
+            raise errors.NameTooLong(f"name of {len(name)} bytes")
+        if parent_inode == ROOT_INO:
+            if name == b"events":
+                return await self._events_attr()
+            if name == b".lighthouse":
+                return self._virtual_attr(CONTROL_INO, stat.S_IFDIR | 0o555)
+        if parent_inode == CONTROL_INO:
+            if name not in CONTROL_FILES:
+                raise errors.NotFound(f".lighthouse/{name!r}")
+            ino = CONTROL_FILES[name]
+            return self._virtual_attr(ino, stat.S_IFREG | 0o444, len(self.control(name)), volatile=True)
+        if parent_inode in self._hist_keys:
+            return await self._history_lookup(parent_inode, name)
+        if name == HISTORY_NAME and self.policy.is_project(parent_inode):
+            key = ("H", parent_inode)
+            return self._virtual_attr(self._hist_ino(key), stat.S_IFDIR | 0o555)
+        self.policy.check_see(parent_inode, name)
+        node = self.tree.find(parent_inode, name)
+        if node is None:
+            self.tree.get_dir(parent_inode)   # ENOENT / ENOTDIR for a bad parent
+            attr = pyfuse3.EntryAttributes()
+            attr.st_ino = 0                     # a negative entry the kernel may cache
+            attr.entry_timeout = CACHE_TIMEOUT
+            return attr
+        self._remember(node.ino, parent_inode, name)
+        return self._attr(node)
+
+    async def forget(self, inode_list):
+        for ino, count in inode_list:
+            left = self._lookups.get(ino, 0) - count
+            if left > 0:
+                self._lookups[ino] = left
+                continue
+            self._lookups.pop(ino, None)
+            if ino not in self._open_files:
+                self._where.pop(ino, None)
+                self.tree.release_orphan(ino)
+
+    async def getattr(self, inode, ctx=None):
+        if inode == EVENTS_INO:
+            return await self._events_attr()
+        if inode == CONTROL_INO:
+            return self._virtual_attr(CONTROL_INO, stat.S_IFDIR | 0o555)
+        if inode in CONTROL_INOS:
+            return self._virtual_attr(inode, stat.S_IFREG | 0o444, len(self.control(CONTROL_INOS[inode])),
+                                      volatile=True)
+        if inode in self._hist_keys:
+            return await self._history_attr(inode)
+        return self._attr(self.tree.get(inode))
+
+    async def _events_attr(self):
+        await self.events_file.ensure_built(self.tree.applied_seq)
+        return self._virtual_attr(EVENTS_INO, stat.S_IFREG | 0o444, self.events_file.size, volatile=True)
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        node = self._require_tree_node(inode)
+        self._check_writable_inode(inode)
+        if fields.update_size:
+            if not stat.S_ISREG(node.mode):
+                raise errors.InvalidArgument("only regular files can be truncated")
+            handle = self._handles.get(fh) if fh is not None else None
+            if isinstance(handle, FileHandle):
+                # ftruncate and O_TRUNC: part of the open file's next commit at close.
+                await handle.open_file.buffer.truncate(attr.st_size)
+            else:
+                await self._truncate_now(node, attr.st_size)
+        payload = {}
+        if fields.update_mode:
+            payload["mode"] = attr.st_mode & 0o7777
+        if fields.update_uid:
+            payload["uid"] = attr.st_uid
+        if fields.update_gid:
+            payload["gid"] = attr.st_gid
+        if fields.update_atime:
+            payload["atime"] = attr.st_atime_ns
+        if fields.update_mtime:
+            payload["mtime"] = attr.st_mtime_ns
+        if payload:
+            payload["ino"] = inode
+            await self._submit_one(Draft(events.SETATTR, self._path_of(inode), payload))
+        return self._attr(self.tree.get(inode))
+
+    async def _truncate_now(self, node: Node, size: int) -> None:
+        """truncate(2) by path: one write event now (the file may not be open at all)."""
+        open_file = self._open_files.get(node.ino)
+        buffer = open_file.buffer if open_file else FileBuffer(node.chunks, node.size, self._fetch_chunk)
+        await buffer.truncate(size)
+        await self._commit(node.ino, buffer, open_file)
+
+    # ---- namespace changes -------------------------------------------------------------
+
+    async def _make(self, parent: int, name: bytes, mode: int, ctx, target: bytes = b"", rdev: int = 0) -> Node:
+        self._require_tree_dir(parent)
+        self.policy.check_entry(parent, name, stat.S_ISDIR(mode))
+        payload = {"parent": parent, "name": name, "mode": mode, "uid": ctx.uid, "gid": ctx.gid}
+        if target:
+            payload["target"] = target
+        if rdev:
+            payload["rdev"] = rdev
+        async with self._ns_lock:
+            draft = Draft(events.MKNOD, self.tree.path(parent, name), payload)
+            self.tree.check(draft)
+            event, change = await self._submit_one(draft)
+        if change is None:
+            raise errors.Exists(f"{draft.path} was created by another producer first")
+        node = self.tree.get(events.ino_for_seq(event.seq))
+        self._remember(node.ino, parent, name)
+        return node
+
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        return self._attr(await self._make(parent_inode, name, stat.S_IFDIR | (mode & 0o7777), ctx))
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            raise errors.NotPermitted("device files are not supported")
+        return self._attr(await self._make(parent_inode, name, mode, ctx, rdev=rdev))
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        return self._attr(await self._make(parent_inode, name, stat.S_IFLNK | 0o777, ctx, target=target))
+
+    async def readlink(self, inode, ctx):
+        node = self._history_node(inode) if inode in self._hist_keys else self.tree.get(inode)
+        if node is None or not stat.S_ISLNK(node.mode):
+            raise errors.InvalidArgument("not a symbolic link")
+        return node.target
+
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        node = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx)
+        return self._open_tree_file(node, flags), self._attr(node)
+
+    async def _remove(self, parent: int, name: bytes, want_dir: bool) -> None:
+        self._require_tree_dir(parent)
+        if name == HISTORY_NAME and self.policy.is_project(parent):
+            raise errors.ReadOnly(".history is read-only")
+        self.policy.check_see(parent, name)
+        async with self._ns_lock:
+            node = self.tree.child(parent, name)
+            if want_dir and not node.is_dir:
+                raise errors.NotADirectory(f"{self.tree.path(parent, name)} is not a directory")
+            if not want_dir and node.is_dir:
+                raise errors.IsADirectory(f"{self.tree.path(parent, name)} is a directory")
+            self.policy.check_remove(parent, name)
+            draft = Draft(events.UNLINK, self.tree.path(parent, name), {"parent": parent, "name": name})
+            self.tree.check(draft)
+            _, change = await self._submit_one(draft)
+        if change is None:
+            raise errors.NotFound(f"{draft.path} was removed by another producer first")
+
+    async def unlink(self, parent_inode, name, ctx):
+        await self._remove(parent_inode, name, want_dir=False)
+
+    async def rmdir(self, parent_inode, name, ctx):
+        await self._remove(parent_inode, name, want_dir=True)
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        for parent in (parent_inode_old, parent_inode_new):
+            self._require_tree_dir(parent)
+        for parent, name in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
+            if name == HISTORY_NAME and self.policy.is_project(parent):
+                raise errors.ReadOnly(".history is read-only")
+            self.policy.check_see(parent, name)
+        async with self._ns_lock:
+            node = self.tree.child(parent_inode_old, name_old)
+            self.policy.check_remove(parent_inode_old, name_old)
+            self.policy.check_entry(parent_inode_new, name_new, node.is_dir)
+            exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
+            if exchange:
+                other = self.tree.child(parent_inode_new, name_new)
+                self.policy.check_entry(parent_inode_old, name_old, other.is_dir)
+                await self._check_format(self.policy.format_of(parent_inode_old, name_old), other)
+            await self._check_format(self.policy.format_of(parent_inode_new, name_new), node)
+            payload = {"parent": parent_inode_old, "name": name_old,
+                       "new_parent": parent_inode_new, "new_name": name_new}
+            if exchange:
+                payload["exchange"] = True
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                payload["noreplace"] = True
+            draft = Draft(events.RENAME, self.tree.path(parent_inode_old, name_old),
+                          dict(payload, to=self.tree.path(parent_inode_new, name_new)))
+            self.tree.check(draft)
+            _, change = await self._submit_one(draft)
+        if change is None:
+            raise errors.NotFound(f"{draft.path} was changed by another producer first")
+        self._where[node.ino] = (parent_inode_new, name_new)
+
+    async def _check_format(self, kind: bytes | None, node: Node) -> None:
+        """A file that becomes agents/<a>/state.json or status must already fit the format."""
+        if kind is None:
+            return
+        if not stat.S_ISREG(node.mode):
+            raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
+        open_file = self._open_files.get(node.ino)
+        buffer = open_file.buffer if open_file else FileBuffer(node.chunks, node.size, self._fetch_chunk)
+        validate_format(kind, await buffer.read(0, buffer.size))
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        node = self._require_tree_node(inode)
+        self._require_tree_dir(new_parent_inode)
+        self.policy.check_entry(new_parent_inode, new_name, node.is_dir)
+        await self._check_format(self.policy.format_of(new_parent_inode, new_name), node)
+        async with self._ns_lock:
+            draft = Draft(events.LINK, self.tree.path(new_parent_inode, new_name),
+                          {"ino": inode, "parent": new_parent_inode, "name": new_name})
+            self.tree.check(draft)
+            _, change = await self._submit_one(draft)
+        if change is None:
+            raise errors.NotFound(f"inode {inode} was removed by another producer first")
+        self._remember(inode, new_parent_inode, new_name)
+        return self._attr(self.tree.get(inode))
+
+    # ---- file contents -------------------------------------------------------------------
+
+    def _new_fh(self, handle: object) -> int:
+        fh = next(self._next_fh)
+        self._handles[fh] = handle
+        return fh
+
+    def _open_tree_file(self, node: Node, flags: int) -> pyfuse3.FileInfo:
+        open_file = self._open_files.get(node.ino)
+        if open_file is None:
+            open_file = OpenFile(node.ino, FileBuffer(node.chunks, node.size, self._fetch_chunk))
+            self._open_files[node.ino] = open_file
+        open_file.refs += 1
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        return pyfuse3.FileInfo(fh=self._new_fh(FileHandle(open_file, writable)), keep_cache=False)
+
+    async def open(self, inode, flags, ctx):
+        writing = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if inode == EVENTS_INO or inode in CONTROL_INOS or inode in self._hist_keys:
+            if writing:
+                if inode in self._hist_keys:
+                    raise errors.ReadOnly(".history is read-only")
+                raise errors.PermissionDenied("the control files are read-only")
+            if inode == EVENTS_INO:
+                await self.events_file.ensure_built(self.tree.applied_seq)
+                return pyfuse3.FileInfo(fh=self._new_fh(EventsHandle()), direct_io=True, keep_cache=False)
+            if inode in CONTROL_INOS:
+                data = self.control(CONTROL_INOS[inode])
+                return pyfuse3.FileInfo(fh=self._new_fh(BytesHandle(data)), direct_io=True, keep_cache=False)
+            node = self._history_node(inode)
+            if node is None or not stat.S_ISREG(node.mode):
+                raise errors.InvalidArgument("not a regular file")
+            buffer = FileBuffer(node.chunks, node.size, self._fetch_chunk)
+            return pyfuse3.FileInfo(fh=self._new_fh(ReadOnlyFile(buffer)), keep_cache=True)
+        node = self.tree.get(inode)
+        if node.is_dir:
+            raise errors.IsADirectory("is a directory")
+        if writing:
+            self._check_writable_inode(inode)
+        return self._open_tree_file(node, flags)
+
+    async def read(self, fh, off, size):
+        handle = self._handles[fh]
+        if isinstance(handle, FileHandle):
+            return await handle.open_file.buffer.read(off, size)
+        if isinstance(handle, ReadOnlyFile):
+            return await handle.buffer.read(off, size)
+        if isinstance(handle, BytesHandle):
+            return handle.data[off:off + size]
+        return await self.events_file.read(off, size)
+
+    async def write(self, fh, off, buf):
+        handle = self._handles[fh]
+        if not isinstance(handle, FileHandle) or not handle.writable:
+            raise errors.PermissionDenied("file not open for writing")
+        await handle.open_file.buffer.write(off, buf)
+        return len(buf)
+
+    async def flush(self, fh):
+        handle = self._handles.get(fh)
+        if isinstance(handle, FileHandle) and handle.open_file.buffer.changed:
+            await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
+
+    async def fsync(self, fh, datasync):
+        await self.flush(fh)
+
+    async def release(self, fh):
+        handle = self._handles.pop(fh, None)
+        if not isinstance(handle, FileHandle):
+            return
+        open_file = handle.open_file
+        try:
+            if open_file.buffer.changed and handle.writable:
+                await self._commit(open_file.ino, open_file.buffer, open_file)
+        finally:
+            open_file.refs -= 1
+            if open_file.refs == 0:
+                del self._open_files[open_file.ino]
+                if open_file.ino not in self._lookups:
+                    self.tree.release_orphan(open_file.ino)
+
+    async def _commit(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
+        """One close() of a written file: one write event, durable when this returns."""
+        node = self.tree.nodes.get(ino)
+        if node is None or node.nlink == 0:
+            return  # unlinked while open: nothing visible changes, nothing to store
+        kind = self.policy.format_of_inode(ino)
+        if kind is not None:
+            try:
+                validate_format(kind, await buffer.read(0, buffer.size))
+            except errors.InvalidArgument:
+                if open_file is not None:   # the old content stays, for every handle
+                    open_file.buffer = FileBuffer(node.chunks, node.size, self._fetch_chunk)
+                raise
+        pending = buffer.snapshot()
+        if buffer.dirty_bytes() > LARGE_COMMIT:
+            await trio.to_thread.run_sync(pending.seal)
+        else:
+            pending.seal()
+        draft = Draft(events.WRITE, self._path_of(ino),
+                      {"ino": ino, "size": pending.size, "chunks": pending.hashes})
+        await self._submit_one(draft, pending.chunks)
+        buffer.mark_committed(pending)
+
+    # ---- directories ---------------------------------------------------------------------
+
+    async def opendir(self, inode, ctx):
+        if inode == CONTROL_INO:
+            entries = [(name, ino) for name, ino in CONTROL_FILES.items()]
+        elif inode in self._hist_keys:
+            entries = await self._history_listing(inode)
+        else:
+            directory = self.tree.get_dir(inode)
+            entries = [(name, ino) for name, ino in directory.entries.items() if self.policy.can_see(inode, name)]
+            if inode == ROOT_INO:
+                entries += [(b"events", EVENTS_INO), (b".lighthouse", CONTROL_INO)]
+            # A project's .history is reachable by name but not listed (like ZFS's hidden
+            # .zfs): cp -r, rm -r, find and grep -r would otherwise walk every past version.
+        return self._new_fh(entries)
+
+    async def readdir(self, fh, start_id, token):
+        entries = self._handles[fh]
+        for index in range(start_id, len(entries)):
+            name, ino = entries[index]
+            try:
+                attr = await self.getattr(ino) if ino < events.INO_BASE or ino >= FIRST_HISTORY_INO \
+                    else self._attr(self.tree.get(ino))
+            except (errors.NotFound, pyfuse3.FUSEError):
+                continue   # removed since opendir
+            if not pyfuse3.readdir_reply(token, name, attr, index + 1):
+                return
+            if events.INO_BASE <= ino < FIRST_HISTORY_INO:
+                self._remember(ino, None)
+
+    async def releasedir(self, fh):
+        self._handles.pop(fh, None)
+
+    async def fsyncdir(self, fh, datasync):
+        pass   # every namespace change is durable before its reply
+
+    async def statfs(self, ctx):
+        usage = await trio.to_thread.run_sync(self.store.usage)
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = out.f_frsize = 4096
+        used = usage["used_bytes"] // 4096
+        free = usage["free_bytes"] // 4096
+        out.f_blocks = used + free
+        out.f_bfree = out.f_bavail = free
+        out.f_files = len(self.tree.nodes) + 1_000_000
+        out.f_ffree = out.f_favail = 1_000_000
+        out.f_namemax = 255
+        return out
+
+    async def access(self, inode, mode, ctx):
+        return True   # default_permissions: the kernel checks mode bits itself
+
+    # ---- extended attributes -------------------------------------------------------------
+
+    @staticmethod
+    def _check_xattr_name(name: bytes) -> None:
+        if not name.startswith(b"user."):
+            raise errors.LighthouseError("only user.* attributes are supported", errno_=errno.EOPNOTSUPP)
+
+    async def setxattr(self, inode, name, value, ctx):
+        self._check_xattr_name(name)
+        if len(value) > XATTR_VALUE_MAX:
+            raise errors.LighthouseError(f"attribute value over {XATTR_VALUE_MAX} bytes", errno_=errno.E2BIG)
+        self._require_tree_node(inode)
+        self._check_writable_inode(inode)
+        await self._submit_one(Draft(events.SETXATTR, self._path_of(inode),
+                                     {"ino": inode, "name": name, "value": value}))
+
+    async def getxattr(self, inode, name, ctx):
+        node = self._history_node(inode) if inode in self._hist_keys else self.tree.nodes.get(inode)
+        if node is None or not node.xattrs or name not in node.xattrs:
+            raise errors.NoAttribute(f"no attribute {name!r}")
+        return node.xattrs[name]
+
+    async def listxattr(self, inode, ctx):
+        node = self._history_node(inode) if inode in self._hist_keys else self.tree.nodes.get(inode)
+        return list(node.xattrs) if node is not None and node.xattrs else []
+
+    async def removexattr(self, inode, name, ctx):
+        self._check_xattr_name(name)
+        self._require_tree_node(inode)
+        self._check_writable_inode(inode)
+        draft = Draft(events.REMOVEXATTR, self._path_of(inode), {"ino": inode, "name": name})
+        self.tree.check(draft)
+        await self._submit_one(draft)
+
+    # ---- history -------------------------------------------------------------------------
+
+    def _hist_ino(self, key: tuple) -> int:
+        ino = self._hist_inos.get(key)
+        if ino is None:
+            ino = next(self._next_hist_ino)
+            self._hist_inos[key] = ino
+            self._hist_keys[ino] = key
+        return ino
+
+    def _project_path(self, project_ino: int) -> str:
+        return self.tree.dir_path(project_ino)
+
+    async def _history_version_root(self, project_ino: int, seq: int) -> Node | None:
+        """The project directory as it was just after event `seq`."""
+        tree = await self.history.tree_at(seq)
+        node = tree.nodes.get(project_ino)
+        if node is None or not node.is_dir:
+            try:
+                node = tree.resolve(self._project_path(project_ino))
+            except errors.LighthouseError:
+                return None
+        return node
+
+    def _history_node(self, ino: int) -> Node | None:
+        key = self._hist_keys.get(ino)
+        if key is None or key[0] != "N":
+            return None
+        tree = self.history._trees.get(key[1])
+        return None if tree is None else tree.nodes.get(key[2])
+
+    async def _history_attr(self, ino: int):
+        key = self._hist_keys[ino]
+        if key[0] in ("H", "V"):
+            return self._virtual_attr(ino, stat.S_IFDIR | 0o555)
+        tree = await self.history.tree_at(key[1])
+        node = tree.nodes.get(key[2])
+        if node is None:
+            raise errors.NotFound(f".history: inode {key[2]} at {key[1]}")
+        return self._attr(node, ino=ino, read_only=True)
+
+    async def _history_lookup(self, parent: int, name: bytes):
+        key = self._hist_keys[parent]
+        if key[0] == "H":
+            if not name.isdigit():
+                raise errors.NotFound(f".history/{name!r}: versions are event numbers")
+            seq = int(name)
+            if seq not in await self.history.versions(self._project_path(key[1])):
+                raise errors.NotFound(f".history/{seq}: no event of this project has that number")
+            return self._virtual_attr(self._hist_ino(("V", key[1], seq)), stat.S_IFDIR | 0o555)
+        if key[0] == "V":
+            seq = key[2]
+            directory = await self._history_version_root(key[1], seq)
+        else:
+            seq = key[1]
+            directory = (await self.history.tree_at(seq)).nodes.get(key[2])
+        child_ino = directory.entries.get(name) if directory is not None and directory.is_dir else None
+        if child_ino is None:
+            raise errors.NotFound(f".history/{seq}: no entry {name!r}")
+        ino = self._hist_ino(("N", seq, child_ino))
+        tree = await self.history.tree_at(seq)
+        return self._attr(tree.nodes[child_ino], ino=ino, read_only=True)
+
+    async def _history_listing(self, ino: int) -> list[tuple[bytes, int]]:
+        key = self._hist_keys[ino]
+        if key[0] == "H":
+            seqs = await self.history.versions(self._project_path(key[1]))
+            return [(str(seq).encode(), self._hist_ino(("V", key[1], seq))) for seq in seqs]
+        if key[0] == "V":
+            seq, directory = key[2], await self._history_version_root(key[1], key[2])
+        else:
+            seq, directory = key[1], (await self.history.tree_at(key[1])).nodes.get(key[2])
+        if directory is None or not directory.is_dir:
+            return []
+        return [(name, self._hist_ino(("N", seq, child))) for name, child in directory.entries.items()]
+
+
+def _wrap_handlers(cls):
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_") or name in ("forget", "run_invalidator"):
+            continue
+        if inspect.iscoroutinefunction(member) and hasattr(pyfuse3.Operations, name):
+            setattr(cls, name, _guarded(member))
+    return cls
+
+
+_wrap_handlers(LighthouseOperations)

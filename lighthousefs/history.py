@@ -1,0 +1,39 @@
+"""Read-only views of a project as it was after an earlier event: projects/<p>/.history/<seq>/.
+
+A past tree is rebuilt from the newest snapshot at or before that event plus the
+events in between, in a worker thread, and the last few are kept. Contents need no
+copy: past versions name chunks that the content-addressed store still holds.
+"""
+from __future__ import annotations
+
+import cachetools
+import trio
+
+from .journal import replay
+from .store import Store
+from .tree import Tree
+
+TREES_KEPT = 8
+
+
+class History:
+    def __init__(self, store: Store):
+        self.store = store
+        self._trees: cachetools.LRUCache[int, Tree] = cachetools.LRUCache(TREES_KEPT)
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def versions(self, project_path: str) -> list[int]:
+        return await trio.to_thread.run_sync(self.store.scope_seqs, project_path)
+
+    async def tree_at(self, seq: int) -> Tree:
+        tree = self._trees.get(seq)
+        if tree is None:
+            tree = await trio.to_thread.run_sync(self._build, seq, limiter=self._limiter)
+            self._trees[seq] = tree
+        return tree
+
+    def _build(self, seq: int) -> Tree:
+        snap = self.store.latest_snapshot(seq)
+        tree = Tree.load(snap[1]) if snap else Tree()
+        replay(self.store, tree, seq)
+        return tree

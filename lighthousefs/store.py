@@ -1,0 +1,88 @@
+"""The event store: append events durably, read them back from a position.
+
+Every method blocks; callers run them in worker threads (see journal.py). Two
+backends share this interface: SQLite (embedded default, `sqlite:///path`) and Redis
+(`redis://`, shared by many daemons).
+"""
+from __future__ import annotations
+
+import abc
+import os
+import urllib.parse
+
+from . import errors
+from .events import Draft, Event
+
+
+class Store(abc.ABC):
+    url: str
+
+    @abc.abstractmethod
+    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes]) -> list[Event]:
+        """Store the chunks, then the events in order; durable when this returns.
+
+        Assigns consecutive sequence numbers and non-decreasing times. Raises
+        StoreUnavailable if nothing was stored.
+        """
+
+    @abc.abstractmethod
+    def read(self, after_seq: int, limit: int = 1000) -> list[Event]:
+        """Events with seq > after_seq, in order, at most `limit`."""
+
+    @abc.abstractmethod
+    def last_seq(self) -> int:
+        """The highest sequence number stored (0 for an empty log)."""
+
+    @abc.abstractmethod
+    def get_chunk(self, digest: bytes) -> bytes:
+        """The chunk named `digest`; NotFound if the store does not have it."""
+
+    @abc.abstractmethod
+    def scope_seqs(self, scope: str) -> list[int]:
+        """Sequence numbers of the events whose path lies in `scope` (e.g. projects/x)."""
+
+    @abc.abstractmethod
+    def put_snapshot(self, seq: int, blob: bytes) -> None:
+        """Keep a snapshot of the projection after event `seq` (older ones may be pruned)."""
+
+    @abc.abstractmethod
+    def latest_snapshot(self, max_seq: int | None = None) -> tuple[int, bytes] | None:
+        """The newest snapshot at or before max_seq, as (seq, blob)."""
+
+    @abc.abstractmethod
+    def usage(self) -> dict[str, int]:
+        """Bytes used and bytes free, for statfs and stats."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+def scope_of(path: str) -> str:
+    """The stream a path belongs to: `projects/<name>`, `memories`, `agents` or ``."""
+    parts = path.split("/", 2)
+    if parts[0] == "projects" and len(parts) > 1:
+        return "/".join(parts[:2])
+    return parts[0] if parts[0] in ("memories", "agents") else ""
+
+
+def default_url() -> str:
+    import platformdirs
+    return "sqlite://" + os.path.join(platformdirs.user_data_dir("lighthousefs"), "lighthouse.db")
+
+
+def open_store(url: str) -> Store:
+    """Open the store named by `url`; StoreOpenError with a clear reason if it cannot be."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme == "sqlite":
+        from .store_sqlite import SQLiteStore
+        path = url[len("sqlite://"):]
+        if not path.startswith("/"):
+            raise errors.StoreOpenError(f"{url}: the SQLite path must be absolute (sqlite:///path/to.db)")
+        return SQLiteStore(path)
+    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        try:
+            from .store_redis import RedisStore
+        except ImportError as exc:
+            raise errors.StoreOpenError(f"{url}: the Redis store is not available: {exc}") from None
+        return RedisStore(url)
+    raise errors.StoreOpenError(f"{url}: unknown store (use sqlite:///path or redis://host:port/db)")

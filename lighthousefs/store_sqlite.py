@@ -1,0 +1,138 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Durability: synchronous=FULL, so a commit is on disk when append() returns. One
+connection writes and one reads; each is guarded by its own lock because calls
+arrive from several worker threads.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import threading
+import time
+
+from . import errors, events
+from .events import Draft, Event
+from .store import Store, scope_of
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, scope TEXT NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS events_by_scope ON events(scope, seq);
+CREATE TABLE IF NOT EXISTS chunks(hash BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, blob BLOB NOT NULL);
+"""
+FORMAT = "1"
+SNAPSHOTS_KEPT = 3
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, busy_timeout_s: float = 2.0):
+        self.url = "sqlite://" + path
+        self.path = path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            self._writer = self._connect(busy_timeout_s)
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            with self._writer:
+                self._writer.executescript(SCHEMA)
+                row = self._writer.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+                if row is None:
+                    self._writer.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+                elif row[0] != FORMAT:
+                    raise errors.StoreOpenError(f"{path}: store format {row[0]}, this daemon reads {FORMAT}")
+            self._reader = self._connect(busy_timeout_s)
+            self._last_time_ns = 0
+            last = self._reader.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
+            if last:
+                self._last_time_ns = events.decode(last, self._reader.execute(
+                    "SELECT body FROM events WHERE seq=?", (last,)).fetchone()[0]).time_ns
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise errors.StoreOpenError(f"{path}: the store is locked by another process ({exc})") from None
+            raise errors.StoreOpenError(f"{path}: cannot open the store: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise errors.StoreOpenError(f"{path}: the store is corrupt or not a lighthousefs store: {exc}") from None
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+
+    def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes]) -> list[Event]:
+        with self._write_lock:
+            conn = self._writer
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if chunks:
+                        conn.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)", chunks.items())
+                    seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+                    # Another process may have appended since our last call: keep time monotonic.
+                    now = max(time.time_ns(), self._last_time_ns)
+                    out = []
+                    rows = []
+                    for draft in drafts:
+                        seq += 1
+                        rows.append((seq, scope_of(draft.path), events.encode(now, draft)))
+                        out.append(Event(seq, now, draft.actor, draft.type, draft.path, draft.payload))
+                    conn.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise errors.StoreUnavailable(f"append to {self.path} failed: {exc}") from exc
+            self._last_time_ns = now
+            return out
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._read_lock:
+            try:
+                return self._reader.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise errors.StoreUnavailable(f"read from {self.path} failed: {exc}") from exc
+
+    def read(self, after_seq: int, limit: int = 1000) -> list[Event]:
+        rows = self._query("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit))
+        return [events.decode(seq, body) for seq, body in rows]
+
+    def last_seq(self) -> int:
+        return self._query("SELECT coalesce(max(seq), 0) FROM events")[0][0]
+
+    def get_chunk(self, digest: bytes) -> bytes:
+        rows = self._query("SELECT data FROM chunks WHERE hash=?", (digest,))
+        if not rows:
+            raise errors.NotFound(f"chunk {digest.hex()} is missing from {self.path}")
+        return rows[0][0]
+
+    def scope_seqs(self, scope: str) -> list[int]:
+        return [row[0] for row in self._query("SELECT seq FROM events WHERE scope=? ORDER BY seq", (scope,))]
+
+    def put_snapshot(self, seq: int, blob: bytes) -> None:
+        with self._write_lock:
+            try:
+                with self._writer:
+                    self._writer.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (seq, blob))
+                    self._writer.execute(
+                        "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
+                        (SNAPSHOTS_KEPT,))
+            except sqlite3.Error as exc:
+                raise errors.StoreUnavailable(f"snapshot to {self.path} failed: {exc}") from exc
+
+    def latest_snapshot(self, max_seq: int | None = None) -> tuple[int, bytes] | None:
+        rows = self._query("SELECT seq, blob FROM snapshots WHERE seq <= ? ORDER BY seq DESC LIMIT 1",
+                           (max_seq if max_seq is not None else 2**62,))
+        return rows[0] if rows else None
+
+    def usage(self) -> dict[str, int]:
+        used = sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+        return {"used_bytes": used, "free_bytes": shutil.disk_usage(os.path.dirname(self.path)).free}
+
+    def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            conn.close()
