@@ -24,10 +24,11 @@ def _documents():
                 yield pytest.param(doc, id=f"{path.name}#{index}-{doc.get('kind')}")
 
 
-DOCS = [p.values[0] for p in _documents()]
+PARAMS = list(_documents())
+DOCS = [p.values[0] for p in PARAMS]
 
 
-@pytest.mark.parametrize("doc", _documents())
+@pytest.mark.parametrize("doc", PARAMS)
 @pytest.mark.parametrize("version", [K8S_VERSION, "latest"])
 def test_manifest_is_a_valid_kubernetes_object(doc, version):
     version = kubernetes_validate.latest_version() if version == "latest" else version
@@ -35,6 +36,21 @@ def test_manifest_is_a_valid_kubernetes_object(doc, version):
         kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as err:
         pytest.fail(f"{doc['kind']} {doc['metadata'].get('name')}: {err.message} at {list(err.path)}")
+
+
+@pytest.mark.parametrize("breakage", ["unknown field", "wrong type", "missing required"])
+def test_the_validator_is_not_vacuous(breakage):
+    import copy
+    ds = copy.deepcopy(next(d for d in DOCS if d["kind"] == "DaemonSet"))
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    if breakage == "unknown field":
+        container["mountPropogation"] = "Bidirectional"
+    elif breakage == "wrong type":
+        container["ports"][0]["containerPort"] = "9808"
+    else:
+        del container["name"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
 
 
 def by_kind(kind):
