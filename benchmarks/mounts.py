@@ -66,8 +66,10 @@ def _sigterm(signum, frame):
 
 
 def install_handlers():
-    """Cleanups at exit; SIGTERM/SIGHUP unwind like Ctrl-C so finally blocks run."""
+    """Cleanups at exit; SIGTERM/SIGHUP unwind like Ctrl-C so finally blocks run.
+    SIGINT too when started in the background (where the shell had it ignored)."""
     atexit.register(run_cleanups)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _sigterm)
 
