@@ -123,28 +123,23 @@ def memory_startup(target, quick):
 
 
 def api_events(target, quick, batch=100):
-    """Events appended per second through the Python API: one event per call (each
-    durable on return), and ``batch`` events per call. Annotation events, which the
-    projection records but does not apply, on the target's store."""
+    """Events appended per second through the Python API (lighthousefs.api.Client), on
+    the target's store: one event per call (each durable on return), and ``batch``
+    events per call (append_many)."""
     try:
-        from lighthousefs.events import Draft
-        from lighthousefs.store import open_store
+        from lighthousefs.api import Client
     except ImportError as e:
         raise Skip(f"no Python API: {e}") from None
     n = 200 if quick else 2000
-    store = open_store(target.store)
-    try:
-        draft = lambda i: Draft("bench", "projects/bench/api", {"i": i}, "bench")  # noqa: E731
+    calls = 10 * n // batch
+    with Client(target.store, actor="bench") as client:
         t0 = time.perf_counter()
         for i in range(n):
-            store.append([draft(i)], {})
+            client.append("bench", "projects/bench/api", {"i": i})
         single = n / (time.perf_counter() - t0)
-        calls = 10 * n // batch
         t0 = time.perf_counter()
         for k in range(calls):
-            store.append([draft(k * batch + j) for j in range(batch)], {})
+            client.append_many([("bench", "projects/bench/api", {"i": k * batch + j}) for j in range(batch)])
         batched = calls * batch / (time.perf_counter() - t0)
-    finally:
-        store.close()
-    return {"api": "lighthousefs.store.Store.append", "n_single": n, "single_per_s": round(single, 1),
+    return {"n_single": n, "single_per_s": round(single, 1),
             "batch": batch, "n_batched": calls * batch, "batched_per_s": round(batched, 1)}

@@ -323,11 +323,15 @@ class Lighthouse(Target):
 
     def _mount(self, mnt, agent):
         mnt.mkdir(exist_ok=True)
-        cmd = self.prefix + lighthouse_cmd() + ["mount", str(mnt), "--store", self.store, "--agent", agent]
+        cmd = self.prefix + lighthouse_cmd() + ["mount", str(mnt), "--store", self.store,
+                                                  "--agent", agent, "--log", f"{mnt}.log"]
         p = run(cmd, check=False, timeout=120, env=lighthouse_env(), cwd=self.dir)
         self._mounts[mnt] = cleanup(f"lighthouse umount {mnt}", self._umount, mnt)
         if p.returncode or not os.path.ismount(mnt):
-            raise Skip(f"mount failed (exit {p.returncode}): {(p.stderr or p.stdout).strip()[-300:]}")
+            log = Path(f"{mnt}.log")
+            why = log.read_text(errors="replace") if log.exists() else ""
+            why = " | ".join((why or p.stderr or p.stdout).strip().splitlines()[-3:])
+            raise Skip(f"mount failed (exit {p.returncode}): {why[-400:]}")
         self._pids[mnt] = pid = self._health_pid(mnt)
         if pid and self.cpu is not None:
             set_affinity(pid, {self.cpu})

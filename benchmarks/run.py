@@ -184,7 +184,7 @@ def main(argv=None):
                     res = run_target(name, cpu, args, with_extras=pass_ == args.passes[-1])
                 except Skip as e:
                     doc["skipped"][name] = str(e)
-                    print(f"skipped: {name}: {e}", flush=True)
+                    print(f"skipped: {name}: {e}", file=sys.stderr, flush=True)
                     break
                 except Exception as e:  # noqa: BLE001 - report it, measure the rest
                     traceback.print_exc()
