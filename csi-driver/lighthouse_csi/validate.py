@@ -58,6 +58,15 @@ def subpath(value: str) -> str:
     return "/".join(parts)
 
 
+def agent(value: str) -> str:
+    """An agent id, by the core's rule (lighthousefs.policy.AGENT_NAME): caught
+    here so a bad one is InvalidArgument, not a failed mount."""
+    name("agent", value)
+    if len(value) > 64 or value == "shared":
+        raise InvalidArgument(f"agent {value!r} is not valid: at most 64 characters, not 'shared'")
+    return value
+
+
 def boolean(key: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("true", "yes", "1"):

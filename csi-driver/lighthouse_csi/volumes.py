@@ -55,7 +55,7 @@ def from_context(values, volume_id: str = "") -> Volume:
     project = own.get("project") or parse_id(volume_id)[0]
     return Volume(
         project=validate.name("project", project or ""),
-        agent=validate.name("agent", own.get("agent", "")),
+        agent=validate.agent(own.get("agent", "")),
         subpath=validate.subpath(own.get("subpath", "")),
         read_only=validate.boolean("readOnly", own.get("readOnly", "false")),
     )

@@ -62,7 +62,7 @@ class Driver:
         self.socket = base / "csi" / "csi.sock"
         self.state_dir = base / "state"
         self.kubelet = base / "kubelet"
-        self.store = f"sqlite:///{base / 'store' / 'lighthouse.db'}"
+        self.store = f"sqlite://{base / 'store' / 'lighthouse.db'}"
         self.lighthouse_cmd = lighthouse_cmd
         self.log = base / "driver.log"
         self.proc = None

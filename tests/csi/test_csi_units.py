@@ -64,6 +64,9 @@ def test_context_parsing_ignores_co_keys_and_rejects_typos():
         volumes.from_context({"project": "alpha"})
     with pytest.raises(InvalidArgument):
         volumes.from_context({"project": "../etc", "agent": "bot"})
+    for bad_agent in ("shared", "a" * 65, "-x", "a/b"):
+        with pytest.raises(InvalidArgument):
+            volumes.from_context({"project": "alpha", "agent": bad_agent})
 
 
 def test_volume_id_carries_project_and_policy():
