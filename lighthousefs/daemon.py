@@ -44,7 +44,7 @@ class MountConfig:
     agent: str | None = None
     read_only: bool = False
     demo: bool = False
-    follow_interval: float = 0.05
+    follow_interval: float = 0.02
     debug_fuse: bool = False
 
 

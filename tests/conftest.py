@@ -1,0 +1,53 @@
+"""Fixtures: real lighthousefs mounts in temporary directories, always unmounted.
+
+A mount's daemon log is read at teardown: a traceback or an "unexpectedly" in it fails
+the test that caused it, even when every assertion passed.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from mounting import Mount, mount, unmount_quietly  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.path.exists("/dev/fuse"):
+        skip = pytest.mark.skip(reason="needs /dev/fuse")
+        for item in items:
+            if "mount" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def store_url(tmp_path) -> str:
+    return f"sqlite://{tmp_path}/store.db"
+
+
+@pytest.fixture
+def mounter(tmp_path, store_url):
+    """Mount lighthousefs as often as a test likes; everything is unmounted at the end."""
+    mounts: list[Mount] = []
+
+    def _mount(name: str = "mnt", *args: str, store: str | None = None) -> Mount:
+        m = mount(tmp_path / name, store or store_url, *args, log=tmp_path / f"{name}.log")
+        mounts.append(m)
+        return m
+
+    yield _mount
+    problems = []
+    for m in mounts:
+        unmount_quietly(m.path)
+        problems += m.log_problems()
+    assert not problems, "daemon logged unexpected errors:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def mnt(mounter) -> Mount:
+    return mounter()

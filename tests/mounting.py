@@ -1,0 +1,95 @@
+"""Mounting helpers shared by the tests (and usable from a Python shell)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+BAD_LOG_MARKERS = ("Traceback", "unexpectedly")
+
+
+@dataclasses.dataclass
+class Mount:
+    path: pathlib.Path
+    store: str
+    log: pathlib.Path
+
+    def __truediv__(self, other) -> pathlib.Path:
+        return self.path / other
+
+    @property
+    def pid(self) -> int:
+        return json.loads((self.path / ".lighthouse" / "health").read_bytes())["pid"]
+
+    def log_problems(self) -> list[str]:
+        try:
+            text = self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if any(m in line for m in BAD_LOG_MARKERS)]
+
+
+def lighthouse(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lighthousefs.cli", *args], capture_output=True,
+                          text=True, check=check, timeout=120, **kw)
+
+
+def mount(path: pathlib.Path, store: str, *args: str, log: pathlib.Path) -> Mount:
+    path.mkdir(parents=True, exist_ok=True)
+    result = lighthouse("mount", str(path), "--store", store, "--log", str(log), *args, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"mount failed ({result.returncode}): {result.stderr}")
+    return Mount(path, store, log)
+
+
+def is_mounted(path) -> bool:
+    target = os.path.abspath(path)
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == target for line in f)
+
+
+def unmount_quietly(path) -> None:
+    """Unmount, waiting for the daemon; lazily detach if that fails. Never raises."""
+    if not is_mounted(path):
+        return
+    try:
+        pid = json.loads((pathlib.Path(path) / ".lighthouse" / "health").read_bytes())["pid"]
+    except (OSError, ValueError):
+        pid = None
+    if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode != 0:
+        subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
+    deadline = time.monotonic() + 20
+    while pid and time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def eventually(check, timeout: float = 10.0, interval: float = 0.01):
+    """Poll `check` until it returns a truthy value or raises nothing; for propagation
+    between mounts, which follow the shared store asynchronously. Not a timing assertion:
+    the timeout only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

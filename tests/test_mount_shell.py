@@ -1,0 +1,166 @@
+"""A real mount driven by the shell tools people and agents use."""
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+pytestmark = pytest.mark.mount
+
+
+def sh(command: str, cwd) -> str:
+    result = subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{command!r} failed: {result.stderr}"
+    return result.stdout
+
+
+def test_layout(mnt):
+    assert sorted(os.listdir(mnt.path)) == [".lighthouse", "agents", "events", "memories", "projects"]
+    assert os.listdir(mnt / "memories") == ["shared"]
+    assert json.loads((mnt / ".lighthouse" / "health").read_text())["status"] == "ok"
+    assert (mnt / ".lighthouse" / "version").read_text().startswith("lighthousefs ")
+    assert "applied_seq" in (mnt / ".lighthouse" / "stats").read_text()
+
+
+def test_everyday_shell_tools(mnt):
+    p = mnt / "projects"
+    sh("mkdir -p demo/src/deep && echo hello > demo/src/a.txt && echo world >> demo/src/a.txt", p)
+    assert sh("cat demo/src/a.txt", p) == "hello\nworld\n"
+    assert "a.txt" in sh("ls -la demo/src", p)
+    sh("cp -r demo copy && mv copy/src/a.txt copy/src/b.txt", p)
+    assert sh("grep -r world .", p).splitlines() == ["./copy/src/b.txt:world", "./demo/src/a.txt:world"] or \
+        sorted(sh("grep -r world .", p).splitlines()) == ["./copy/src/b.txt:world", "./demo/src/a.txt:world"]
+    assert sorted(sh("find copy", p).split()) == ["copy", "copy/src", "copy/src/b.txt", "copy/src/deep"]
+    sh("sed -i 's/hello/bye/' demo/src/a.txt", p)
+    assert (p / "demo/src/a.txt").read_text() == "bye\nworld\n"
+    sh("rm -r copy", p)
+    assert os.listdir(p) == ["demo"]
+    sh("ln -s src/a.txt demo/link && ln demo/src/a.txt demo/hard", p)
+    assert os.readlink(p / "demo/link") == "src/a.txt"
+    assert (p / "demo/link").read_text() == "bye\nworld\n"
+    assert os.stat(p / "demo/hard").st_ino == os.stat(p / "demo/src/a.txt").st_ino
+    assert os.stat(p / "demo/hard").st_nlink == 2
+    sh("chmod 600 demo/hard && touch -d '2020-01-02 03:04:05' demo/hard", p)
+    st = os.stat(p / "demo/src/a.txt")
+    assert oct(st.st_mode & 0o777) == "0o600" and st.st_mtime == pytest.approx(1577934245, abs=86400)
+
+
+def test_git_in_a_project(mnt):
+    p = mnt / "projects" / "repo"
+    p.mkdir()
+    sh("git init -q . && git config user.email a@b && git config user.name agent", p)
+    for i in range(30):
+        (p / f"file{i}.txt").write_text(f"line {i}\n")
+    sh("git add -A && git commit -qm first", p)
+    (p / "file3.txt").write_text("changed\n")
+    sh("git commit -qam second", p)
+    assert sh("git log --oneline", p).count("\n") == 2
+    assert sh("git status --porcelain", p) == ""
+    assert sh("git fsck --no-progress 2>&1", p) == "" or "dangling" not in sh("git fsck 2>&1", p)
+
+
+def test_tarfile_extracts_a_tree(mnt):
+    blob = io.BytesIO()
+    with tarfile.open(fileobj=blob, mode="w") as tar:
+        for i in range(20):
+            data = (f"member {i}\n" * (i * 500)).encode()
+            info = tarfile.TarInfo(f"pkg/dir{i % 3}/m{i}.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob.seek(0)
+    with tarfile.open(fileobj=blob) as tar:
+        tar.extractall(mnt / "projects", filter="data")
+    blob.seek(0)
+    with tarfile.open(fileobj=blob) as tar:
+        for member in tar.getmembers():
+            assert (mnt / "projects" / member.name).read_bytes() == tar.extractfile(member).read()
+
+
+def test_large_file_and_offsets(mnt):
+    path = mnt / "projects" / "p" / "big"
+    path.parent.mkdir()
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    path.write_bytes(data)
+    assert path.read_bytes() == data
+    with open(path, "r+b") as f:
+        f.seek(1_000_000)
+        f.write(b"PATCH")
+        f.truncate(2_000_000)
+    expected = data[:1_000_000] + b"PATCH" + data[1_000_005:2_000_000]
+    assert path.read_bytes() == expected
+    os.truncate(path, 10)
+    assert path.read_bytes() == expected[:10]
+
+
+def test_unlinked_file_stays_usable_while_open(mnt):
+    (mnt / "projects" / "p").mkdir()
+    path = mnt / "projects" / "p" / "tmpfile"
+    with open(path, "w+b") as f:
+        f.write(b"still here")
+        f.flush()
+        os.unlink(path)
+        assert not path.exists()
+        f.seek(0)
+        assert f.read() == b"still here"
+        f.write(b" and more")
+        f.seek(0)
+        assert f.read() == b"still here and more"
+        assert os.fstat(f.fileno()).st_nlink == 0
+
+
+def test_xattrs_and_statfs(mnt):
+    (mnt / "projects" / "p").mkdir()
+    path = mnt / "projects" / "p" / "x"
+    path.write_text("x")
+    os.setxattr(path, "user.topic", b"memory")
+    assert os.getxattr(path, "user.topic") == b"memory"
+    assert os.listxattr(path) == ["user.topic"]
+    os.removexattr(path, "user.topic")
+    with pytest.raises(OSError) as err:
+        os.getxattr(path, "user.topic")
+    assert err.value.errno == errno.ENODATA
+    fs = os.statvfs(mnt.path)
+    assert fs.f_namemax == 255 and fs.f_bavail > 0
+
+
+def test_tail_follows_events_and_cat_ends(mnt):
+    events = mnt / "events"
+    (mnt / "projects" / "a").mkdir()
+    lines = events.read_text().splitlines()
+    assert json.loads(lines[-1])["path"] == "projects/a"
+    tail = subprocess.Popen(["tail", "-n", "0", "-F", "-s", "0.1", str(events)], stdout=subprocess.PIPE, text=True)
+    try:
+        import time
+        time.sleep(0.5)     # let tail reach the end before the change (not a timing assertion)
+        (mnt / "projects" / "a" / "note.md").write_text("hi")
+        line = tail.stdout.readline()
+        record = json.loads(line)
+        assert record["path"] == "projects/a/note.md" and record["type"] == "mknod"
+    finally:
+        tail.kill()
+    # cat and grep -r end at the current end instead of waiting for more.
+    assert sh("timeout 20 grep -r -c note .", mnt.path)
+    assert subprocess.run(["timeout", "20", "cat", str(events)], capture_output=True).returncode == 0
+
+
+def test_history_keeps_both_versions(mnt):
+    project = mnt / "projects" / "h"
+    project.mkdir()
+    (project / "doc.md").write_text("one")
+    (project / "doc.md").write_text("two")
+    history = project / ".history"
+    assert ".history" not in os.listdir(project)      # hidden from listings, reachable by name
+    versions = sorted(int(v) for v in os.listdir(history))
+    contents = [(history / str(v) / "doc.md").read_text() for v in versions if (history / str(v) / "doc.md").exists()]
+    assert "one" in contents and "two" in contents
+    with pytest.raises(OSError) as err:
+        (history / str(versions[-1]) / "doc.md").write_text("three")
+    assert err.value.errno == errno.EROFS
+    with pytest.raises(OSError) as err:
+        os.unlink(history / str(versions[-1]) / "doc.md")
+    assert err.value.errno == errno.EROFS

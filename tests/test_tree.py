@@ -1,0 +1,208 @@
+"""The projection, driven by events directly: no FUSE, no store."""
+from __future__ import annotations
+
+import stat
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from lighthousefs import errors, events
+from lighthousefs.events import Draft, Event
+from lighthousefs.tree import PROJECTS_INO, Tree
+
+FILE = stat.S_IFREG | 0o644
+DIR = stat.S_IFDIR | 0o755
+
+
+class Log:
+    """A tree plus the events that built it, as the journal would append them."""
+
+    def __init__(self):
+        self.tree = Tree()
+        self.events: list[Event] = []
+
+    def do(self, type_: str, **payload) -> int:
+        draft = Draft(type_, "projects/x", payload)
+        self.tree.check(draft)
+        event = Event(len(self.events) + 1, 1000 + len(self.events), "test", type_, draft.path, payload)
+        self.events.append(event)
+        assert self.tree.apply(event) is not None
+        return events.ino_for_seq(event.seq)
+
+    def mk(self, parent: int, name: bytes, mode=FILE) -> int:
+        return self.do(events.MKNOD, parent=parent, name=name, mode=mode)
+
+
+def state(tree: Tree) -> dict:
+    return {ino: node.dump() for ino, node in tree.nodes.items()}
+
+
+def test_create_lookup_unlink():
+    log = Log()
+    project = log.mk(PROJECTS_INO, b"p", DIR)
+    f = log.mk(project, b"a.txt")
+    assert log.tree.child(project, b"a.txt").ino == f
+    assert log.tree.nodes[project].nlink == 2
+    log.do(events.UNLINK, parent=project, name=b"a.txt")
+    assert f not in log.tree.nodes
+    with pytest.raises(errors.NotFound):
+        log.tree.child(project, b"a.txt")
+
+
+@pytest.mark.parametrize("name, error", [
+    (b"", errors.InvalidArgument), (b"a/b", errors.InvalidArgument), (b"a\0b", errors.InvalidArgument),
+    (b"..", errors.InvalidArgument), (b"x" * 256, errors.NameTooLong)])
+def test_bad_names(name, error):
+    with pytest.raises(error):
+        Log().mk(PROJECTS_INO, name, DIR)
+
+
+def test_name_of_255_bytes_is_fine():
+    Log().mk(PROJECTS_INO, b"x" * 255, DIR)
+
+
+def test_rmdir_of_non_empty_directory():
+    log = Log()
+    project = log.mk(PROJECTS_INO, b"p", DIR)
+    log.mk(project, b"f")
+    with pytest.raises(errors.NotEmpty):
+        log.do(events.UNLINK, parent=PROJECTS_INO, name=b"p")
+
+
+def test_rename_into_itself_is_refused():
+    log = Log()
+    a = log.mk(PROJECTS_INO, b"a", DIR)
+    b = log.mk(a, b"b", DIR)
+    with pytest.raises(errors.InvalidArgument):
+        log.do(events.RENAME, parent=PROJECTS_INO, name=b"a", new_parent=b, new_name=b"a")
+
+
+def test_rename_over_file_and_directory_rules():
+    log = Log()
+    p = log.mk(PROJECTS_INO, b"p", DIR)
+    f = log.mk(p, b"f")
+    g = log.mk(p, b"g")
+    d = log.mk(p, b"d", DIR)
+    log.mk(d, b"inside")
+    e = log.mk(p, b"e", DIR)
+    with pytest.raises(errors.IsADirectory):
+        log.do(events.RENAME, parent=p, name=b"f", new_parent=p, new_name=b"d")
+    with pytest.raises(errors.NotADirectory):
+        log.do(events.RENAME, parent=p, name=b"e", new_parent=p, new_name=b"f")
+    with pytest.raises(errors.NotEmpty):
+        log.do(events.RENAME, parent=p, name=b"e", new_parent=p, new_name=b"d")
+    with pytest.raises(errors.Exists):
+        log.do(events.RENAME, parent=p, name=b"f", new_parent=p, new_name=b"g", noreplace=True)
+    log.do(events.RENAME, parent=p, name=b"f", new_parent=p, new_name=b"g")
+    assert log.tree.child(p, b"g").ino == f and g not in log.tree.nodes
+    log.do(events.RENAME, parent=p, name=b"e", new_parent=d, new_name=b"e2")
+    assert log.tree.nodes[e].parent == d and log.tree.nodes[d].nlink == 3 and log.tree.nodes[p].nlink == 3
+
+
+def test_exchange_swaps_entries():
+    log = Log()
+    p = log.mk(PROJECTS_INO, b"p", DIR)
+    f, d = log.mk(p, b"f"), log.mk(p, b"d", DIR)
+    log.do(events.RENAME, parent=p, name=b"f", new_parent=p, new_name=b"d", exchange=True)
+    assert log.tree.child(p, b"f").ino == d and log.tree.child(p, b"d").ino == f
+
+
+def test_hard_links_count_and_survive_unlink():
+    log = Log()
+    p = log.mk(PROJECTS_INO, b"p", DIR)
+    f = log.mk(p, b"f")
+    log.do(events.LINK, ino=f, parent=p, name=b"g")
+    assert log.tree.nodes[f].nlink == 2
+    log.do(events.UNLINK, parent=p, name=b"f")
+    assert log.tree.child(p, b"g").ino == f and log.tree.nodes[f].nlink == 1
+
+
+def test_pinned_orphan_stays_until_released():
+    log = Log()
+    p = log.mk(PROJECTS_INO, b"p", DIR)
+    f = log.mk(p, b"f")
+    pinned = {f}
+    log.tree.is_pinned = pinned.__contains__
+    log.do(events.UNLINK, parent=p, name=b"f")
+    assert log.tree.nodes[f].nlink == 0
+    pinned.clear()
+    log.tree.release_orphan(f)
+    assert f not in log.tree.nodes
+
+
+def test_layout_cannot_be_removed():
+    log = Log()
+    with pytest.raises(errors.NotPermitted):
+        log.do(events.UNLINK, parent=1, name=b"projects")
+
+
+def test_annotation_events_change_nothing():
+    tree = Tree()
+    before = state(tree)
+    assert tree.apply(Event(1, 1, "a", "task.started", "projects/x", {"k": 1})) is not None
+    assert state(tree) == before and tree.applied_seq == 1
+
+
+def test_event_that_no_longer_fits_is_skipped_alike_everywhere():
+    tree = Tree()
+    mk = {"parent": PROJECTS_INO, "name": b"same", "mode": DIR}
+    assert tree.apply(Event(1, 1, "a", events.MKNOD, "projects/same", mk)) is not None
+    assert tree.apply(Event(2, 2, "b", events.MKNOD, "projects/same", mk)) is None
+    assert tree.child(PROJECTS_INO, b"same").ino == events.ino_for_seq(1)
+
+
+def test_events_round_trip_through_msgpack():
+    draft = Draft(events.WRITE, "projects/x/f", {"ino": 1001, "size": 3, "chunks": [b"\x01" * 20]}, "agent-7")
+    event = events.decode(9, events.encode(123, draft))
+    assert event == Event(9, 123, "agent-7", events.WRITE, "projects/x/f", draft.payload)
+    assert b'"seq":9' in event.to_json_line() and b"chunks" not in event.to_json_line()
+
+
+names = st.sampled_from([b"a", b"b", b"c", b"d"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["file", "dir", "unlink", "rename", "link", "chmod", "write"]),
+                          names, names, st.integers(0, 3)), max_size=40))
+def test_replay_and_snapshot_rebuild_the_same_tree(ops):
+    """Live state == replay of the log == snapshot + replay of the rest."""
+    log = Log()
+    dirs = [PROJECTS_INO]
+    for kind, name, other, pick in ops:
+        parent = dirs[pick % len(dirs)]
+        target_dir = dirs[(pick + 1) % len(dirs)]
+        try:
+            if kind == "file":
+                log.mk(parent, name)
+            elif kind == "dir":
+                dirs.append(log.mk(parent, name, DIR))
+            elif kind == "unlink":
+                log.do(events.UNLINK, parent=parent, name=name)
+            elif kind == "rename":
+                log.do(events.RENAME, parent=parent, name=name, new_parent=target_dir, new_name=other)
+            elif kind == "link":
+                log.do(events.LINK, ino=log.tree.child(parent, name).ino, parent=target_dir, name=other)
+            elif kind == "chmod":
+                log.do(events.SETATTR, ino=log.tree.child(parent, name).ino, mode=0o600)
+            else:
+                log.do(events.WRITE, ino=log.tree.child(parent, name).ino, size=3, chunks=[b"h" * 20])
+        except errors.LighthouseError:
+            pass
+        dirs = [d for d in dirs if d in log.tree.nodes]
+    replayed = Tree()
+    for event in log.events:
+        replayed.apply(event)
+    assert state(replayed) == state(log.tree)
+    half = len(log.events) // 2
+    partial = Tree()
+    for event in log.events[:half]:
+        partial.apply(event)
+    resumed = Tree.load(partial.dump())
+    for event in log.events[half:]:
+        resumed.apply(event)
+    assert state(resumed) == state(log.tree)
+    # Directory link counts are what POSIX says: 2 + subdirectories.
+    for node in log.tree.nodes.values():
+        if node.is_dir:
+            subdirs = sum(1 for i in node.entries.values() if log.tree.nodes[i].is_dir)
+            assert node.nlink == 2 + subdirs
