@@ -83,10 +83,10 @@ def rss_bytes(pids):
     return total
 
 
-def memory_startup(target, quick):
-    """Per file count N: mount-to-ready time with N files, first stat after it, and the
-    daemon's RSS after a walk that stats all N files. Files are added through the mount."""
-    levels = (1000, 10000) if quick else (1000, 10000, 100000)
+def memory_startup(target, levels):
+    """Per file count N (ascending): mount-to-ready time with N files, first stat after
+    it, and the daemon's RSS after a walk that stats all N files. Files are added
+    through the mount, 1000 per directory."""
     base = target.root / "mem"
     base.mkdir()
     have, out = 0, []

@@ -42,6 +42,8 @@ def parse_args(argv):
     p.add_argument("--ops", default=",".join(OPS), help="operations, comma-separated (default: all)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"what to run (default: {','.join(PARTS)})")
     p.add_argument("--iterations", type=int, help="iterations per operation (overrides --quick's)")
+    p.add_argument("--mem-files", help="file counts for memory and start-up, comma-separated "
+                   "(default: 1000,10000, and 100000 without --quick)")
     p.add_argument("--check", action="store_true",
                    help=f"exit 1 if a common operation's p99 exceeds {CHECK_P99_MS} ms, or anything failed")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="results directory")
@@ -50,6 +52,8 @@ def parse_args(argv):
     args.modes = [] if args.modes in ("", "none") else args.modes.split(",")
     args.ops = [o for o in args.ops.split(",") if o]
     args.parts = args.parts.split(",")
+    args.mem_files = ([int(n) for n in args.mem_files.split(",")] if args.mem_files
+                      else [1000, 10000] if args.quick else [1000, 10000, 100000])
     for bad, known, what in ((args.modes, MODES, "mode"), (args.ops, OPS, "operation"),
                              (args.parts, PARTS, "part")):
         if set(bad) - set(known):
@@ -106,7 +110,7 @@ def run_memory(name, args):
     try:
         t = make_target(name)
         t.start()
-        return extras.memory_startup(t, args.quick)
+        return extras.memory_startup(t, args.mem_files)
     finally:
         run_cleanups(after=mark)
 
@@ -170,7 +174,7 @@ def main(argv=None):
     doc = {"schema": 1, "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "quick": args.quick, "argv": sys.argv[1:] if argv is None else list(argv), "host": host_info(),
            "config": {"passes": args.passes, "pin_cpu": args.cpu, "modes": args.modes, "ops": args.ops,
-                      "parts": args.parts, "check_p99_ms": CHECK_P99_MS,
+                      "parts": args.parts, "mem_files": args.mem_files, "check_p99_ms": CHECK_P99_MS,
                       "iterations": {k: iterations(k, args.quick, args.iterations) for k in ("op", "cmd")}},
            "ops": {name: {"kind": kind, "what": what} for name, (kind, what) in OPS.items()},
            "results": {p: {} for p in args.passes}, "extras": {}, "skipped": {}, "errors": []}
