@@ -1,0 +1,441 @@
+"""The shared store: one Redis (standalone, TLS or Cluster) carries the event log.
+
+URLs: `redis://[:password@]host:port/db`, `rediss://...` (TLS) and
+`redis+cluster://host:port` / `rediss+cluster://...` (Redis Cluster). Query
+parameters of our own (the rest go to redis-py, e.g. `ssl_ca_certs`):
+
+    namespace=NAME       the log to use (default `default`); many may share one Redis
+    timeout=S            socket and connect timeout in seconds (default 2): never hang
+    connect_timeout=S    connect timeout alone (default: `timeout`)
+    wait_replicas=N      after each append, WAIT for N replicas (default 0)
+    waitaof=1            after each append, WAITAOF until the primary's AOF is fsynced
+                         (Redis >= 7.2; older servers: warned once, then skipped)
+    wait_timeout_ms=MS   how long WAIT/WAITAOF may take (default 1000)
+
+Durability: an append is acknowledged once Redis executed it. That is durable only as
+far as Redis persists it: run Redis with `appendonly yes` and `appendfsync always`
+(nothing acknowledged is lost) or `everysec` (up to a second is lost on a crash of the
+host). `waitaof=1` makes everysec as safe as always for our appends.
+
+Layout. Every key of a namespace carries the hash tag `{ns}`, so a namespace lives on
+one Cluster slot and the Lua scripts below may touch all its keys atomically:
+
+    lh:{ns}:meta          hash: id (random marker), format, seq (last assigned), time
+    lh:{ns}:events        stream; entry id `<seq>-0`, field `b` = events.encode(...)
+    lh:{ns}:scope:<s>     list of the seqs whose path lies in scope <s>, ascending
+    lh:{ns}:chunk:<hex>   string: a content chunk, named by its hash
+    lh:{ns}:snaps         sorted set of snapshot seqs; blobs in lh:{ns}:snap:<seq>
+    lh:{ns}:done:<token>  first seq of an append, kept 10 min: makes a retried append
+                          (reply lost to a dropped connection) return the first result
+                          instead of appending twice
+
+Why a stream with ids `<seq>-0` rather than a sorted set: XRANGE by id is a range read
+by seq with no score precision limits, XADD refuses an id at or below the last one (a
+second guard against reuse of a seq), and the follower can later block on XREAD
+instead of polling. Only the append script writes it; an `XADD *` by anything else
+would break the seq = id invariant.
+
+One stream per namespace for now; DESIGN.md's per-project streams (positions as
+(stream, seq)) are a later step, and will put each project's stream under its own tag.
+
+Continuity. Redis may come back empty (no persistence, lost volume) or from an older
+AOF. The marker hash holds a random id; this process remembers the id and the highest
+seq it has seen. When the marker is gone or replaced, or the seq is below what was
+seen, every call raises StoreUnavailable("... Redis lost its data ...") from then on,
+logged at ERROR once, instead of serving a log that forks from what was applied.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+import time
+import urllib.parse
+
+import redis
+import redis.cluster
+import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from . import errors, events
+from .events import Draft, Event
+from .store import Store, scope_of
+
+log = logging.getLogger(__name__)
+
+FORMAT = "1"
+SNAPSHOTS_KEPT = 3
+DONE_TTL_S = 600
+TIME_RETRIES = 20
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+OUR_PARAMS = ("namespace", "timeout", "connect_timeout", "wait_replicas", "waitaof", "wait_timeout_ms")
+# Errors meaning "Redis cannot serve us now" (RedisClusterException is no RedisError).
+REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
+
+# Creates the marker of a fresh namespace; returns {id, seq, format}. An events stream
+# without a marker means part of the data is gone: id '' tells the caller.
+INIT = """
+local meta = redis.call('HMGET', KEYS[1], 'id', 'seq', 'format')
+if meta[1] then return {meta[1], meta[2] or '0', meta[3] or ''} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'', '', ''} end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', '0', 'time', '0', 'format', ARGV[2])
+return {ARGV[1], '0', ARGV[2]}
+"""
+
+# KEYS: meta, events, done:<token>, then one scope list per event.
+# ARGV: marker id, time_ns (decimal string), then one body per event.
+# Times are compared as decimal strings: Lua numbers are doubles, ns times exceed 2^53.
+# Nothing is written before every check passed (a failing script is not rolled back).
+APPEND = """
+local done = redis.call('GET', KEYS[3])
+if done then return {'ok', done} end
+local meta = redis.call('HMGET', KEYS[1], 'id', 'seq', 'time')
+if meta[1] ~= ARGV[1] then return {'lost', meta[1] or '', meta[2] or '0'} end
+local last, t = meta[3] or '0', ARGV[2]
+if #t < #last or (#t == #last and t < last) then return {'time', last} end
+local n = #ARGV - 2
+local first = redis.call('HINCRBY', KEYS[1], 'seq', n) - n + 1
+for i = 1, n do
+  local seq = string.format('%d', first + i - 1)
+  redis.call('XADD', KEYS[2], seq .. '-0', 'b', ARGV[2 + i])
+  redis.call('RPUSH', KEYS[3 + i], seq)
+end
+redis.call('HSET', KEYS[1], 'time', t)
+redis.call('SET', KEYS[3], string.format('%d', first), 'EX', DONE_TTL_S)
+return {'ok', string.format('%d', first)}
+""".replace("DONE_TTL_S", str(DONE_TTL_S))
+
+# KEYS: meta, events. ARGV: first stream id wanted, count (0: only the marker).
+READ = """
+local meta = redis.call('HMGET', KEYS[1], 'id', 'seq')
+local entries = {}
+if tonumber(ARGV[2]) > 0 then
+  entries = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
+end
+return {meta[1] or '', meta[2] or '0', entries}
+"""
+
+# KEYS: snaps, snap:<seq>. ARGV: seq, blob, kept, key prefix of blobs.
+PUT_SNAPSHOT = """
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1])
+local old = redis.call('ZRANGE', KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
+for _, seq in ipairs(old) do
+  redis.call('DEL', ARGV[4] .. seq)
+  redis.call('ZREM', KEYS[1], seq)
+end
+return #old
+"""
+
+
+def _parse(url: str) -> tuple[str, bool, dict[str, str]]:
+    """(URL for redis-py, cluster?, our options). ValueError on a malformed URL."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme
+    cluster = scheme.endswith("+cluster")
+    if cluster:
+        scheme = scheme[: -len("+cluster")]
+    if scheme not in ("redis", "rediss"):
+        raise ValueError(f"unsupported scheme {parts.scheme!r}")
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    ours = {k: v[-1] for k, v in query.items() if k in OUR_PARAMS}
+    rest = urllib.parse.urlencode([(k, x) for k, v in query.items() if k not in OUR_PARAMS for x in v])
+    return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, rest, "")), cluster, ours
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+class RedisStore(Store):
+    """Thread-safe: redis-py's clients keep a connection pool, and our own few fields
+    (marker, highest seq seen, last time) are guarded by a lock never held across I/O.
+
+    Every method raises StoreUnavailable (naming the cause) when Redis cannot be
+    reached, times out, answers with an error, or has lost its data.
+    """
+
+    def __init__(self, url: str, *, expect_marker: str | None = None):
+        """Connect, PING, and create or check the namespace marker.
+
+        StoreOpenError on a malformed URL, a refused connection, a wrong password, a
+        namespace whose events outlived its marker, or `expect_marker` (an id the
+        caller remembered from an earlier run) not matching: the daemon does not mount.
+        """
+        self.url = _redacted(url)
+        try:
+            redis_url, cluster, opts = _parse(url)
+            self.namespace = opts.get("namespace", "default")
+            if not NAMESPACE_RE.match(self.namespace):
+                raise ValueError(f"namespace {self.namespace!r} must match {NAMESPACE_RE.pattern}")
+            timeout = float(opts.get("timeout", 2.0))
+            connect_timeout = float(opts.get("connect_timeout", timeout))
+            self._wait_replicas = int(opts.get("wait_replicas", 0))
+            self._waitaof = opts.get("waitaof", "0") not in ("0", "", "false", "no")
+            self._wait_timeout_ms = int(opts.get("wait_timeout_ms", 1000))
+        except ValueError as exc:
+            raise errors.StoreOpenError(f"{self.url}: not a valid Redis store URL: {exc}") from None
+        ns = self.namespace
+        self._k_meta = f"lh:{{{ns}}}:meta"
+        self._k_events = f"lh:{{{ns}}}:events"
+        self._k_snaps = f"lh:{{{ns}}}:snaps"
+        self._p_snap = f"lh:{{{ns}}}:snap:"
+        self._p_chunk = f"lh:{{{ns}}}:chunk:"
+        self._p_scope = f"lh:{{{ns}}}:scope:"
+        self._p_done = f"lh:{{{ns}}}:done:"
+        self._cluster = cluster
+        # One immediate retry on a dropped connection (a pooled socket that died with a
+        # Redis restart); none on timeouts, which would double the wait. Retrying the
+        # append script is safe: its done:<token> key makes it idempotent.
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+        kwargs = dict(socket_timeout=timeout, socket_connect_timeout=connect_timeout, retry=retry)
+        self._lock = threading.Lock()
+        self._seen_seq = 0
+        self._last_time_ns = 0
+        self._lost: str | None = None
+        self._waitaof_warned = False
+        try:
+            if cluster:
+                self._r = redis.cluster.RedisCluster.from_url(redis_url, **kwargs)
+            else:
+                self._r = redis.Redis.from_url(redis_url, **kwargs)
+            self._r.ping()
+            self._init_script = self._r.register_script(INIT)
+            self._append_script = self._r.register_script(APPEND)
+            self._read_script = self._r.register_script(READ)
+            self._snap_script = self._r.register_script(PUT_SNAPSHOT)
+            marker, seq, fmt = self._decode_all(self._init_script(
+                keys=[self._k_meta, self._k_events], args=[secrets.token_hex(16), FORMAT]))
+        except redis.exceptions.AuthenticationError as exc:
+            raise errors.StoreOpenError(f"{self.url}: Redis refused our credentials: {exc}") from None
+        except (*REDIS_ERRORS, ValueError) as exc:
+            raise errors.StoreOpenError(f"{self.url}: cannot open the Redis store: {exc}") from None
+        if not marker:
+            self.close()
+            raise errors.StoreOpenError(
+                f"{self.url}: namespace {ns!r} has events but no marker: Redis lost part of its data")
+        if fmt != FORMAT:
+            self.close()
+            raise errors.StoreOpenError(f"{self.url}: store format {fmt}, this daemon reads {FORMAT}")
+        if expect_marker is not None and marker != expect_marker:
+            self.close()
+            raise errors.StoreOpenError(
+                f"{self.url}: namespace {ns!r} has marker {marker}, expected {expect_marker}: "
+                "Redis lost its data or this is another store")
+        self.marker = marker
+        self._seen_seq = int(seq)
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _decode_all(values) -> list[str]:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        """Run one Redis call, turning every Redis failure into StoreUnavailable."""
+        if self._lost:
+            raise errors.StoreUnavailable(self._lost)
+        try:
+            return fn(*args, **kwargs)
+        except REDIS_ERRORS as exc:
+            raise errors.StoreUnavailable(
+                f"{what} on {self.url} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _declare_lost(self, why: str) -> None:
+        with self._lock:
+            first = self._lost is None
+            if first:
+                self._lost = (f"{self.url} namespace {self.namespace!r}: Redis lost its data ({why}); "
+                              "refusing to serve a log that differs from the one applied")
+        if first:
+            log.error("%s", self._lost)
+        raise errors.StoreUnavailable(self._lost)
+
+    def _verify(self, marker: str, seq: int) -> None:
+        """Raise (and stay failed) if the namespace is not the one this process saw."""
+        with self._lock:
+            seen, ours = self._seen_seq, self.marker
+        if marker != ours:
+            if seen > 0:
+                self._declare_lost(f"marker {ours} is {'now ' + marker if marker else 'gone'}"
+                                   f", after seq {seen} was seen")
+            # Nothing was seen from the old namespace, so nothing can be mixed up: adopt.
+            if marker:
+                with self._lock:
+                    self.marker = marker
+            else:
+                self._reinit()
+        if seq < seen:
+            self._declare_lost(f"its last seq is {seq}, but seq {seen} was seen")
+        with self._lock:
+            self._seen_seq = max(self._seen_seq, seq)
+
+    def _reinit(self) -> None:
+        marker, seq, _ = self._decode_all(self._call(
+            "init", self._init_script, keys=[self._k_meta, self._k_events], args=[secrets.token_hex(16), FORMAT]))
+        if not marker:
+            self._declare_lost("events exist without a marker")
+        with self._lock:
+            self.marker = marker
+            self._seen_seq = max(self._seen_seq, int(seq))
+
+    def _read_raw(self, after_seq: int, limit: int) -> list:
+        marker, seq, entries = self._call(
+            "read", self._read_script, keys=[self._k_meta, self._k_events], args=[f"{after_seq + 1}-0", limit])
+        marker = marker.decode() if isinstance(marker, bytes) else marker
+        self._verify(marker, int(seq))
+        return entries
+
+    # ---- the Store interface -----------------------------------------------------------
+
+    def check_continuity(self) -> int:
+        """Raise StoreUnavailable if Redis lost data this process saw; else the last seq.
+
+        Meant for the daemon's health check and the follower; one round trip.
+        """
+        with self._lock:
+            seen = self._seen_seq
+        self._read_raw(seen, 0)
+        with self._lock:
+            return self._seen_seq
+
+    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes]) -> list[Event]:
+        if not drafts and not chunks:
+            return []
+        if chunks:
+            # Chunks first and separately: a time conflict below retries only the script.
+            # Content-addressed, so a chunk stored twice or left over costs no harm.
+            def store_chunks():
+                pipe = self._r.pipeline(transaction=False)
+                for digest, data in chunks.items():
+                    pipe.set(self._p_chunk + digest.hex(), data)
+                pipe.execute()
+            self._call("storing chunks", store_chunks)
+        if not drafts:
+            return []
+        token = secrets.token_hex(12)
+        keys = [self._k_meta, self._k_events, self._p_done + token]
+        keys += [self._p_scope + scope_of(d.path) for d in drafts]
+        with self._lock:
+            now = max(time.time_ns(), self._last_time_ns)
+            marker = self.marker
+        for _ in range(TIME_RETRIES):
+            bodies = [events.encode(now, d) for d in drafts]
+            reply = self._decode_all(self._call(
+                "append", self._append_script, keys=keys, args=[marker, str(now), *bodies]))
+            if reply[0] == "ok":
+                break
+            if reply[0] == "lost":
+                self._verify(reply[1], int(reply[2]))
+                with self._lock:  # a fresh namespace was adopted: write into it
+                    marker = self.marker
+                continue
+            # Another daemon (its clock ahead of ours) appended later times: follow it.
+            now = max(time.time_ns(), int(reply[1]))
+        else:
+            raise errors.StoreUnavailable(f"append on {self.url}: gave up after {TIME_RETRIES} conflicts")
+        first = int(reply[1])
+        out = [Event(first + i, now, d.actor, d.type, d.path, d.payload) for i, d in enumerate(drafts)]
+        with self._lock:
+            self._last_time_ns = max(self._last_time_ns, now)
+            self._seen_seq = max(self._seen_seq, out[-1].seq)
+        self._wait_durable()
+        return out
+
+    def _wait_durable(self) -> None:
+        """WAIT / WAITAOF as configured. The events are stored on the primary by now, so
+        a shortfall is logged, not raised (the contract: raise only if nothing stored)."""
+        if not (self._wait_replicas or self._waitaof):
+            return
+        target = {}
+        if self._cluster:
+            target = {"target_nodes": self._r.get_node_from_key(self._k_meta)}
+        try:
+            if self._waitaof:
+                try:
+                    local, replicas = self._r.execute_command(
+                        "WAITAOF", 1, self._wait_replicas, self._wait_timeout_ms, **target)
+                except redis.exceptions.ResponseError as exc:
+                    if "unknown command" not in str(exc).lower():
+                        raise
+                    if not self._waitaof_warned:
+                        self._waitaof_warned = True
+                        log.warning("%s: WAITAOF needs Redis >= 7.2; relying on appendfsync", self.url)
+                    self._waitaof = False
+                    return self._wait_durable()
+                ok = int(local) >= 1 and int(replicas) >= self._wait_replicas
+            else:
+                ok = int(self._r.execute_command(
+                    "WAIT", self._wait_replicas, self._wait_timeout_ms, **target)) >= self._wait_replicas
+        except REDIS_ERRORS as exc:
+            log.warning("%s: appended, but WAIT/WAITAOF failed: %s", self.url, exc)
+            return
+        if not ok:
+            log.warning("%s: appended, but not confirmed on disk/replicas within %d ms",
+                        self.url, self._wait_timeout_ms)
+
+    def read(self, after_seq: int, limit: int = 1000) -> list[Event]:
+        out = []
+        for entry_id, fields in self._read_raw(after_seq, limit):
+            seq = int(entry_id.split(b"-", 1)[0])
+            # RESP2 gives [field, value, ...]; RESP3 may give a map.
+            body = fields[b"b"] if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2]))[b"b"]
+            out.append(events.decode(seq, body))
+        if out:
+            with self._lock:
+                self._last_time_ns = max(self._last_time_ns, out[-1].time_ns)
+        return out
+
+    def last_seq(self) -> int:
+        return self.check_continuity()
+
+    def get_chunk(self, digest: bytes) -> bytes:
+        data = self._call("get_chunk", self._r.get, self._p_chunk + digest.hex())
+        if data is None:
+            self.check_continuity()  # a chunk missing because Redis lost everything is EIO
+            raise errors.NotFound(f"chunk {digest.hex()} is missing from {self.url}")
+        return data
+
+    def scope_seqs(self, scope: str) -> list[int]:
+        self.check_continuity()
+        return [int(x) for x in self._call("scope_seqs", self._r.lrange, self._p_scope + scope, 0, -1)]
+
+    def put_snapshot(self, seq: int, blob: bytes) -> None:
+        self._call("put_snapshot", self._snap_script, keys=[self._k_snaps, f"{self._p_snap}{seq}"],
+                   args=[seq, blob, SNAPSHOTS_KEPT, self._p_snap])
+
+    def latest_snapshot(self, max_seq: int | None = None) -> tuple[int, bytes] | None:
+        self.check_continuity()
+        top = "+inf" if max_seq is None else max_seq
+        seqs = self._call("latest_snapshot", self._r.zrevrangebyscore, self._k_snaps, top, "-inf", 0, 1)
+        if not seqs:
+            return None
+        seq = int(seqs[0])
+        blob = self._call("latest_snapshot", self._r.get, f"{self._p_snap}{seq}")
+        if blob is None:  # pruned between the two calls by another daemon: ask again
+            return self.latest_snapshot(max_seq)
+        with self._lock:
+            self._seen_seq = max(self._seen_seq, seq)
+        return seq, blob
+
+    def usage(self) -> dict[str, int]:
+        """Memory of the Redis node holding this namespace (not just this namespace)."""
+        target = {"target_nodes": self._r.get_node_from_key(self._k_meta)} if self._cluster else {}
+        info = self._call("usage", self._r.info, "memory", **target)
+        used = int(info.get("used_memory", 0))
+        limit = int(info.get("maxmemory", 0)) or int(info.get("total_system_memory", 0))
+        return {"used_bytes": used, "free_bytes": max(limit - used, 0)}
+
+    def close(self) -> None:
+        try:
+            self._r.close()
+        except REDIS_ERRORS:
+            pass
