@@ -109,13 +109,18 @@ def cmd_umount(args) -> int:
         return 1
     # The daemon stores a snapshot after the unmount; wait for it, so a remount is quick.
     deadline = time.monotonic() + 30
-    while pid and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
+    while pid and process_running(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     return 0
+
+
+def process_running(pid: int) -> bool:
+    """False once the process has exited (a zombie nobody reaped counts as exited)."""
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def cmd_status(args) -> int:

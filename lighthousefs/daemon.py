@@ -48,19 +48,27 @@ class MountConfig:
     debug_fuse: bool = False
 
 
+def mounted_at(mountpoint: str) -> bool:
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split()[1] == mountpoint for line in mounts)
+
+
 def recover_mountpoint(mountpoint: str) -> None:
-    """Detach a mount left dead by a killed daemon; refuse one that is alive."""
-    try:
-        os.stat(mountpoint)
-    except OSError as exc:
-        if exc.errno != errno.ENOTCONN:
-            raise errors.StoreOpenError(f"{mountpoint}: {exc.strerror}") from None
-        log.warning("%s: a dead mount was left by a killed daemon; detaching it", mountpoint)
-        subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False)
-        os.stat(mountpoint)
-        return
-    if os.path.ismount(mountpoint):
-        raise errors.StoreOpenError(f"{mountpoint} is already a mount point")
+    """Detach a mount left dead by a killed daemon; refuse one that is alive.
+
+    statfs always reaches the daemon (stat may be answered from the kernel's cache even
+    on a dead connection), so it tells a dead mount from a live one.
+    """
+    if mounted_at(mountpoint):
+        try:
+            os.statvfs(mountpoint)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
+                raise errors.StoreOpenError(f"{mountpoint}: {exc.strerror}") from None
+            log.warning("%s: a dead mount was left by a killed daemon; detaching it", mountpoint)
+            subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False)
+        else:
+            raise errors.StoreOpenError(f"{mountpoint} is already a mount point")
     if not os.path.isdir(mountpoint):
         raise errors.StoreOpenError(f"{mountpoint} is not a directory")
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+from lighthousefs.cli import process_running
+
 BAD_LOG_MARKERS = ("Traceback", "unexpectedly")
 
 
@@ -64,13 +66,9 @@ def unmount_quietly(path) -> None:
     if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode != 0:
         subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
     deadline = time.monotonic() + 20
-    while pid and time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while pid and process_running(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    if pid:
+    if pid and process_running(pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
