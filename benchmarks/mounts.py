@@ -165,7 +165,6 @@ class Target:
     where operations are measured (the same dir unless the mode says otherwise)."""
 
     name = "?"
-    has_daemon = False
     warm = True  # False: measure without warm-up iterations (cold caches)
 
     def __init__(self, cpu=None):
@@ -212,7 +211,6 @@ class Bindfs(Target):
     """bindfs (C, FUSE passthrough) over a tmpfs dir: the cost of FUSE itself."""
 
     name = "bindfs"
-    has_daemon = True
 
     def start(self):
         self.back = self.dir / "back"
@@ -263,13 +261,8 @@ class Redis:
             return False
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        kill(self.proc.pid)
+        self.proc.wait()
 
 
 def lighthouse_cmd():
@@ -292,7 +285,6 @@ class Lighthouse(Target):
     redis-2node  Redis store, two daemons: A writes the fixtures, B is measured
     """
 
-    has_daemon = True
 
     def __init__(self, mode, cpu=None):
         self.mode = mode
@@ -303,13 +295,6 @@ class Lighthouse(Target):
         self._pids = {}  # mountpoint -> daemon pid, read once at mount
 
     def start(self):
-        try:
-            import importlib.util
-            sys.path.insert(0, str(REPO))
-            if importlib.util.find_spec("lighthousefs.cli") is None:
-                raise Skip("lighthousefs.cli not found (core not there yet)")
-        finally:
-            sys.path.remove(str(REPO))
         if self.mode == "sqlite":
             self.store = f"sqlite:///{self.dir}/store.db"
         else:

@@ -113,10 +113,11 @@ def test_agent_identity_and_privacy(mounter):
     fails_with(errno.EACCES, open, bob / "agents" / "alice" / "status", "w")
     fails_with(errno.EACCES, os.mkdir, bob / "agents" / "carol")
     # The operator sees everything; events carry the actor.
-    assert (operator / "memories" / "alice" / "secret.md").read_text() == "mine"
+    eventually(lambda: (operator / "memories" / "alice" / "secret.md").read_text() == "mine")
     import json
     lines = [json.loads(line) for line in (operator / "events").read_text().splitlines()]
     assert any(e["actor"] == "alice" and e["path"] == "memories/alice/secret.md" for e in lines)
+    eventually(lambda: "memories/shared/public.md" in (bob / "events").read_text())
     bob_lines = (bob / "events").read_text()
     assert "memories/alice/" not in bob_lines and "memories/shared/public.md" in bob_lines
 
