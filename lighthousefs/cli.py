@@ -35,6 +35,8 @@ def _setup_logging(verbose: bool, path: str | None = None) -> None:
 
 def cmd_mount(args) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
+    if not os.path.lexists(mountpoint):
+        os.makedirs(mountpoint)
     if not args.foreground:
         return _mount_in_background(args, mountpoint)
     _setup_logging(args.verbose, args.log)
