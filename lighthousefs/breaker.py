@@ -164,7 +164,7 @@ class Breaker:
     def _admit(self) -> int:
         st = self._state
         if isinstance(st, _Open):
-            if trio.current_time() <= st.opened_at + self.reset_timeout:
+            if trio.current_time() < st.opened_at + self.reset_timeout:
                 self._reject()
             self._set(_HalfOpen(st.opened_at))
             st = self._state
