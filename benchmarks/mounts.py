@@ -343,10 +343,6 @@ class Lighthouse(Target):
     def prepared(self):
         if self.mode == "redis-cold":
             self.restart()
-        elif self.mode == "redis-2node":  # wait until B sees the last fixture A wrote
-            marker = self.read_root / "fixtures-done"
-            if not wait_for(marker.exists, 30):
-                raise RuntimeError("node B did not see node A's fixtures within 30 s")
 
     def daemon_pids(self):
         pid = self._pids.get(self.mnt)

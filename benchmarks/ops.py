@@ -10,6 +10,7 @@ import os
 import subprocess
 import time
 
+from .mounts import wait_for
 from .stats import summarize
 
 TREE_DIRS, PER_DIR = 20, 100  # the walk/grep tree: 2000 files of 4 KiB
@@ -198,6 +199,8 @@ def run_ops(target, ops, quick, override=None):
     make_fixtures(base, set(ops), n_op + warm_op)
     target.prepared()
     root = target.read_root / "ops"
+    if not wait_for((root / "fixtures-done").exists, 30):  # a second node may lag
+        raise RuntimeError(f"{root}: the fixtures did not show up within 30 s")
     results = {}
     for name in ops:
         n, warmup = iterations(OPS[name][0], quick, override)
