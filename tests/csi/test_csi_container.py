@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, env_with_paths
+from csi_harness import REPO, env_with_paths
 
 CONTAINERFILE = REPO / "container" / "Containerfile"
 HEALTHCHECK = REPO / "container" / "healthcheck"

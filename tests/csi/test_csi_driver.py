@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from conftest import _mounts_under, code_of, mount_cap
+from csi_harness import _mounts_under, code_of, mount_cap
 from lighthouse_csi import DRIVER_NAME, csi_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -72,8 +72,8 @@ def test_capabilities_and_node_info(make_driver):
     {"volume_capability": csi_pb2.VolumeCapability(
         block=csi_pb2.VolumeCapability.BlockVolume(), access_mode=mount_cap().access_mode)},
 ])
-def test_publish_rejects_bad_input_and_mounts_nothing(make_driver, overrides):
-    driver = make_driver()
+def test_publish_rejects_bad_input_and_mounts_nothing(shared_driver, overrides):
+    driver = shared_driver
     if "target_path" in overrides:
         overrides["target_path"] = overrides["target_path"].format(kubelet=driver.kubelet)
     if overrides.get("volume_capability", 0) is None:
@@ -114,8 +114,8 @@ def test_unpublish_of_a_path_not_mounted_succeeds(make_driver):
     csi_pb2.CreateVolumeRequest(name="weird name/with slash", volume_capabilities=[mount_cap()],
                                 parameters={"agent": "a"}),  # no project given, name unusable
 ])
-def test_create_rejects_bad_input(make_driver, request_):
-    driver = make_driver()
+def test_create_rejects_bad_input(shared_driver, request_):
+    driver = shared_driver
     assert code_of(lambda: driver.controller.CreateVolume(request_)) == INVALID
     assert_nothing_mounted(driver)
 

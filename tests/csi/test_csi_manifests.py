@@ -3,11 +3,9 @@ by kubernetes-validate against the API's JSON schemas shipped in the package
 (strict: unknown fields are errors), and the objects agree with each other
 and with the driver."""
 
-import pathlib
-
 import pytest
 
-from conftest import CSI_DIR
+from csi_harness import CSI_DIR
 from lighthouse_csi import DRIVER_NAME
 
 yaml = pytest.importorskip("yaml")

@@ -12,7 +12,7 @@ import time
 import grpc
 import pytest
 
-from conftest import _mounts_under, code_of, mount_cap
+from csi_harness import _mounts_under, code_of, mount_cap
 from lighthouse_csi import csi_pb2
 
 pytestmark = [

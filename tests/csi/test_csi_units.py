@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from conftest import mount_cap
+from csi_harness import mount_cap
 from lighthouse_csi import csi_pb2, validate, volumes
 from lighthouse_csi.errors import Busy, InvalidArgument
 from lighthouse_csi.mounts import _unescape

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import REPO, SYSTEMD_DIR, mounts_under
+from systemd_harness import REPO, SYSTEMD_DIR, mounts_under
 
 UNIT = SYSTEMD_DIR / "lighthousefs@.service"
 HELPER = SYSTEMD_DIR / "mount.fuse.lighthouse"
