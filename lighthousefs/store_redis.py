@@ -422,8 +422,6 @@ class RedisStore(Store):
         blob = self._call("latest_snapshot", self._r.get, f"{self._p_snap}{seq}")
         if blob is None:  # pruned between the two calls by another daemon: ask again
             return self.latest_snapshot(max_seq)
-        with self._lock:
-            self._seen_seq = max(self._seen_seq, seq)
         return seq, blob
 
     def usage(self) -> dict[str, int]:

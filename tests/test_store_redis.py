@@ -1,0 +1,381 @@
+"""RedisStore against real redis-server processes (standalone and a 3-master Cluster).
+
+The contract tests run against SQLiteStore too: both backends must answer alike.
+No mocks, no timing assertions.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from redis_server import REDIS_SERVER, RedisCluster3, RedisServer  # noqa: E402
+
+from lighthousefs import errors  # noqa: E402
+from lighthousefs.events import Draft  # noqa: E402
+from lighthousefs.store import open_store  # noqa: E402
+from lighthousefs.store_redis import RedisStore  # noqa: E402
+from lighthousefs.store_sqlite import SQLiteStore  # noqa: E402
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="needs redis-server"),
+]
+
+
+def draft(path="projects/a/f", type_="write", **payload):
+    return Draft(type_, path, payload or {"ino": 1}, "agent-1")
+
+
+def with_ns(url: str, ns: str | None = None) -> str:
+    return f"{url}{'&' if '?' in url else '?'}namespace={ns or uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with RedisCluster3() as c:
+        yield c
+
+
+@pytest.fixture
+def own_server():
+    """A server this test may kill, freeze or wipe."""
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
+def opener(request, tmp_path):
+    """opener() -> a new store instance; every call of one test shares one log."""
+    opened = []
+    if request.param == "sqlite":
+        path = str(tmp_path / "store.db")
+        make = lambda: SQLiteStore(path)  # noqa: E731
+    else:
+        base = request.getfixturevalue("server" if request.param == "redis" else "cluster").url
+        url = with_ns(base)
+        make = lambda: RedisStore(url)  # noqa: E731
+
+    def _open():
+        opened.append(make())
+        return opened[-1]
+
+    yield _open
+    for store in opened:
+        store.close()
+
+
+# ---- the Store contract, on every backend --------------------------------------------------
+
+def test_empty_log(opener):
+    store = opener()
+    assert store.last_seq() == 0
+    assert store.read(0) == []
+    assert store.scope_seqs("projects/a") == []
+    assert store.latest_snapshot() is None
+    with pytest.raises(errors.NotFound):
+        store.get_chunk(b"\x00" * 20)
+
+
+def test_append_then_read(opener):
+    store = opener()
+    chunk = {b"\x01" * 20: b"hello", b"\x02" * 20: b"world"}
+    first = store.append([draft("projects/a/f"), draft("memories/shared/m.md", "mknod", mode=0o644)], chunk)
+    second = store.append([draft("agents/x/state.json"), draft("projects/b/g"), draft("projects/a/h")], {})
+    appended = first + second
+    assert [e.seq for e in appended] == [1, 2, 3, 4, 5]
+    assert all(a.time_ns <= b.time_ns for a, b in zip(appended, appended[1:]))
+    assert store.read(0) == appended
+    assert store.read(2) == appended[2:]
+    assert store.read(1, limit=2) == appended[1:3]
+    assert store.read(5) == []
+    assert store.last_seq() == 5
+    assert store.get_chunk(b"\x02" * 20) == b"world"
+    assert store.scope_seqs("projects/a") == [1, 5]
+    assert store.scope_seqs("memories") == [2]
+    assert store.scope_seqs("agents") == [3]
+    assert store.scope_seqs("projects/b") == [4]
+    assert appended[1].payload == {"mode": 0o644} and appended[1].actor == "agent-1"
+
+
+def test_bytes_and_nested_payloads_survive(opener):
+    store = opener()
+    payload = {"name": b"caf\xc3\xa9", "chunks": [b"\x00" * 20, b"\xff" * 20], "size": 2**40, "x": None}
+    [event] = store.append([Draft("write", "projects/p/f", payload)], {})
+    assert store.read(0) == [event]
+    assert store.read(0)[0].payload == payload
+
+
+def test_chunks_only_append(opener):
+    store = opener()
+    assert store.append([], {b"\x03" * 20: b"data"}) == []
+    assert store.get_chunk(b"\x03" * 20) == b"data"
+    assert store.last_seq() == 0
+
+
+def test_snapshots_keep_the_newest_three(opener):
+    store = opener()
+    for seq in (10, 20, 30, 40):
+        store.put_snapshot(seq, f"tree@{seq}".encode())
+    assert store.latest_snapshot() == (40, b"tree@40")
+    assert store.latest_snapshot(35) == (30, b"tree@30")
+    assert store.latest_snapshot(20) == (20, b"tree@20")
+    assert store.latest_snapshot(15) is None  # 10 was pruned
+    store.put_snapshot(40, b"again")
+    assert store.latest_snapshot() == (40, b"again")
+
+
+def test_usage(opener):
+    usage = opener().usage()
+    assert set(usage) == {"used_bytes", "free_bytes"}
+    assert usage["used_bytes"] > 0 and usage["free_bytes"] >= 0
+
+
+def test_a_second_instance_sees_the_same_log(opener):
+    a, b = opener(), opener()
+    events = a.append([draft(), draft("projects/z/q")], {b"\x04" * 20: b"shared"})
+    assert b.read(0) == events
+    assert b.last_seq() == 2
+    assert b.get_chunk(b"\x04" * 20) == b"shared"
+    more = b.append([draft()], {})
+    assert more[0].seq == 3 and more[0].time_ns >= events[-1].time_ns
+    assert a.read(2) == more
+
+
+def test_concurrent_appends_get_gap_free_unique_seqs(opener):
+    stores = [opener(), opener()]
+    per_thread, threads_per_store = 25, 3
+    results: list[list[int]] = []
+    failures = []
+
+    def worker(store, n):
+        mine = []
+        try:
+            for i in range(per_thread):
+                batch = [draft(f"projects/p{n}/f{i}-{k}") for k in range(1 + i % 3)]
+                got = store.append(batch, {})
+                assert [e.seq for e in got] == list(range(got[0].seq, got[0].seq + len(batch)))
+                mine += [e.seq for e in got]
+        except BaseException as exc:  # reported below: a thread's assert is not a test failure
+            failures.append(exc)
+        results.append(mine)
+
+    threads = [threading.Thread(target=worker, args=(s, n))
+               for n, s in enumerate(stores * threads_per_store)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    seqs = sorted(s for r in results for s in r)
+    assert seqs == list(range(1, len(seqs) + 1))
+    log = stores[0].read(0, limit=10_000)
+    assert [e.seq for e in log] == seqs
+    assert all(a.time_ns <= b.time_ns for a, b in zip(log, log[1:]))
+    for n in range(len(threads)):
+        assert stores[1].scope_seqs(f"projects/p{n}") == [e.seq for e in log if e.path.startswith(f"projects/p{n}/")]
+
+
+# ---- Redis specifics --------------------------------------------------------------------------
+
+def test_open_store_dispatches_and_hides_the_password(tmp_path):
+    with RedisServer(password="s3cret") as srv:
+        store = open_store(with_ns(srv.url))
+        try:
+            assert isinstance(store, RedisStore)
+            assert "s3cret" not in store.url
+        finally:
+            store.close()
+
+
+def test_wrong_password_refuses_to_open():
+    with RedisServer(password="right") as srv:
+        with pytest.raises(errors.StoreOpenError, match="credentials|password|auth"):
+            RedisStore(srv.url.replace(":right@", ":wrong@"))
+        with pytest.raises(errors.StoreOpenError):
+            RedisStore(srv.url.replace(":right@", ""))
+
+
+def test_refused_port_refuses_to_open():
+    srv = RedisServer()  # never started: its port is free
+    try:
+        with pytest.raises(errors.StoreOpenError, match="cannot open"):
+            RedisStore(srv.url)
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:1/0?namespace=has{brace}",
+    "redis://127.0.0.1:1/0?timeout=soon",
+    "redis://127.0.0.1:notaport/0",
+    "memcached://127.0.0.1:1",
+])
+def test_malformed_urls_refuse_to_open(url):
+    with pytest.raises(errors.StoreOpenError):
+        RedisStore(url)
+
+
+def test_cluster_url_against_a_standalone_server_refuses_to_open(server):
+    with pytest.raises(errors.StoreOpenError):
+        RedisStore(server.url.replace("redis://", "redis+cluster://").removesuffix("/0"))
+
+
+def test_namespaces_are_separate(server):
+    a, b = RedisStore(with_ns(server.url)), RedisStore(with_ns(server.url))
+    a.append([draft()], {})
+    assert b.last_seq() == 0 and b.read(0) == []
+    assert b.append([draft()], {})[0].seq == 1
+
+
+def test_cluster_spreads_namespaces_and_keeps_each_on_one_slot(cluster):
+    import redis.cluster
+    client = redis.cluster.RedisCluster.from_url(cluster.url.replace("redis+cluster", "redis"))
+    try:
+        nodes = set()
+        for n in range(12):
+            store = RedisStore(with_ns(cluster.url, f"ns{n}"))
+            store.append([draft(f"projects/p{n}/f")], {bytes([n]) * 20: b"c"})
+            store.put_snapshot(1, b"s")
+            keys = client.keys(f"lh:{{ns{n}}}:*", target_nodes=client.PRIMARIES)
+            assert len(keys) >= 6  # meta, events, scope, chunk, snaps, snap, done
+            assert len({client.keyslot(k) for k in keys}) == 1
+            nodes.add(client.get_node_from_key(keys[0]).name)
+            store.close()
+        assert len(nodes) > 1  # the namespaces did not all land on one master
+    finally:
+        client.close()
+
+
+def test_clock_behind_another_daemon_still_gives_non_decreasing_times(server):
+    url = with_ns(server.url)
+    ahead, behind = RedisStore(url), RedisStore(url)
+    ahead._last_time_ns = time.time_ns() + 3600 * 10**9  # as if its clock ran an hour ahead
+    [early] = ahead.append([draft()], {})
+    [late] = behind.append([draft()], {})
+    assert late.seq == early.seq + 1 and late.time_ns >= early.time_ns
+    assert behind.read(0) == [early, late]
+
+
+def test_a_retried_append_is_applied_once(server):
+    """The append script with a token it already ran returns the first result."""
+    store = RedisStore(with_ns(server.url))
+    keys = [store._k_meta, store._k_events, store._p_done + "tok", store._p_scope + "projects/a"]
+    args = [store.marker, str(time.time_ns()), b"\x96\x01\x00\xa0\xa5write\xa1x\x80"]
+    first = store._append_script(keys=keys, args=args)
+    again = store._append_script(keys=keys, args=args)
+    assert first == again
+    assert store.last_seq() == 1 and len(store.read(0)) == 1
+
+
+# ---- failures -----------------------------------------------------------------------------------
+
+def test_killed_redis_raises_store_unavailable_then_recovers(own_server):
+    store = RedisStore(with_ns(own_server.url))
+    events = store.append([draft()], {b"\x05" * 20: b"kept"})
+    own_server.kill()
+    for call in (lambda: store.append([draft()], {}), lambda: store.read(0), store.last_seq,
+                 lambda: store.get_chunk(b"\x05" * 20), lambda: store.scope_seqs("projects/a"),
+                 lambda: store.put_snapshot(1, b"x"), store.latest_snapshot, store.usage):
+        with pytest.raises(errors.StoreUnavailable, match="ConnectionError|refused|Connection"):
+            call()
+    own_server.restart(keep_data=True)
+    assert store.read(0) == events  # AOF kept it: same data, no false alarm
+    assert store.append([draft()], {})[0].seq == 2
+    assert store.get_chunk(b"\x05" * 20) == b"kept"
+
+
+def test_frozen_redis_times_out_instead_of_hanging(own_server):
+    store = RedisStore(with_ns(own_server.url) + "&timeout=0.3")
+    store.append([draft()], {})
+    os.kill(own_server.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(errors.StoreUnavailable, match="Timeout"):
+            store.read(0)
+        with pytest.raises(errors.StoreUnavailable, match="Timeout"):
+            store.append([draft()], {})
+    finally:
+        os.kill(own_server.proc.pid, signal.SIGCONT)
+
+
+def test_redis_restarted_empty_is_detected_loudly(own_server, caplog):
+    store = RedisStore(with_ns(own_server.url))
+    store.append([draft(), draft()], {})
+    own_server.restart(keep_data=False)
+    with caplog.at_level(logging.ERROR, logger="lighthousefs.store_redis"):
+        for call in (store.last_seq, lambda: store.read(0), store.check_continuity,
+                     lambda: store.append([draft()], {}), lambda: store.get_chunk(b"\x00" * 20)):
+            with pytest.raises(errors.StoreUnavailable, match="Redis lost its data"):
+                call()
+    assert len([r for r in caplog.records if "lost its data" in r.getMessage()]) == 1
+    # A daemon starting now has seen nothing: it opens the (new, empty) log.
+    assert RedisStore(store.url).last_seq() == 0
+
+
+def test_marker_replaced_by_another_daemon_is_detected(own_server):
+    url = with_ns(own_server.url)
+    old = RedisStore(url)
+    old.append([draft()], {})
+    own_server.client().flushall()
+    newcomer = RedisStore(url)
+    newcomer.append([draft(), draft(), draft()], {})  # the seq is beyond what `old` saw
+    with pytest.raises(errors.StoreUnavailable, match="lost its data"):
+        old.read(0)
+
+
+def test_older_aof_is_detected(own_server):
+    """Redis comes back from an older copy of its data: the seq went backwards."""
+    store = RedisStore(with_ns(own_server.url))
+    store.append([draft()] * 3, {})
+    own_server.shutdown()
+    saved = own_server.dir + ".saved"
+    shutil.copytree(own_server.dir, saved)
+    own_server.start()
+    store.append([draft()] * 2, {})
+    assert store.last_seq() == 5
+    own_server.kill()
+    shutil.rmtree(own_server.dir)
+    shutil.copytree(saved, own_server.dir)
+    shutil.rmtree(saved)
+    own_server.start()
+    with pytest.raises(errors.StoreUnavailable, match="last seq is 3, but seq 5 was seen"):
+        store.read(0)
+
+
+def test_events_without_marker_refuse_to_open(own_server):
+    url = with_ns(own_server.url, "partial")
+    RedisStore(url).append([draft()], {})
+    own_server.client().delete("lh:{partial}:meta")
+    with pytest.raises(errors.StoreOpenError, match="no marker"):
+        RedisStore(url)
+
+
+def test_expected_marker(own_server):
+    url = with_ns(own_server.url)
+    marker = RedisStore(url).marker
+    assert RedisStore(url, expect_marker=marker).marker == marker
+    own_server.client().flushall()
+    with pytest.raises(errors.StoreOpenError, match="expected"):
+        RedisStore(url, expect_marker=marker)
+
+
+def test_wipe_before_anything_was_seen_is_adopted(own_server):
+    store = RedisStore(with_ns(own_server.url))
+    own_server.client().flushall()
+    assert store.last_seq() == 0
+    assert store.append([draft()], {})[0].seq == 1
