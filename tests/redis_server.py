@@ -52,25 +52,48 @@ class RedisServer:
     """One redis-server; stopped (and its directory removed) by stop() or `with`."""
 
     def __init__(self, port: int | None = None, password: str | None = None,
-                 appendonly: bool = True, cluster: bool = False, dir: str | None = None):
+                 appendonly: bool = True, cluster: bool = False, dir: str | None = None,
+                 tls: bool = False):
         self.port = port or free_port(cluster)
         self.password = password
         self.appendonly = appendonly
         self.cluster = cluster
+        self.tls = tls
         self._own_dir = dir is None
         self.dir = dir or tempfile.mkdtemp(prefix="lh-redis-")
         self.proc: subprocess.Popen | None = None
 
     @property
+    def cert(self) -> str:
+        return os.path.join(self.dir, "cert.pem")
+
+    @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.cert}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
+        tls = dict(ssl=True, ssl_ca_certs=self.cert) if self.tls else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **tls)
+
+    def _make_cert(self) -> None:
+        """A self-signed certificate for 127.0.0.1, also its own CA."""
+        if not os.path.exists(self.cert):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                            "-keyout", os.path.join(self.dir, "key.pem"), "-out", self.cert,
+                            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                           check=True, capture_output=True, timeout=60)
 
     def start(self) -> "RedisServer":
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            self._make_cert()
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.cert,
+                     "--tls-key-file", os.path.join(self.dir, "key.pem"), "--tls-ca-cert-file", self.cert,
+                     "--tls-auth-clients", "no"]
+        args = [REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--dir", self.dir,
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 # always: a SIGKILL loses nothing acknowledged, so keep_data restarts are exact
                 "--appendfsync", "always", "--logfile", os.path.join(self.dir, "redis.log"),
@@ -125,7 +148,7 @@ class RedisServer:
         self.shutdown()
         if not keep_data:
             for name in os.listdir(self.dir):
-                if name != "redis.log" and not (self.cluster and name == "nodes.conf"):
+                if name not in ("redis.log", "cert.pem", "key.pem") and not (self.cluster and name == "nodes.conf"):
                     path = os.path.join(self.dir, name)
                     shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
         self.start()

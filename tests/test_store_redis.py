@@ -203,6 +203,19 @@ def test_open_store_dispatches_and_hides_the_password(tmp_path):
             store.close()
 
 
+@pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl")
+def test_tls():
+    with RedisServer(tls=True, password="pw") as srv:
+        store = RedisStore(with_ns(srv.url))
+        try:
+            events = store.append([draft()], {b"\x06" * 20: b"secret"})
+            assert store.read(0) == events and store.get_chunk(b"\x06" * 20) == b"secret"
+        finally:
+            store.close()
+        with pytest.raises(errors.StoreOpenError):  # plain text to a TLS port
+            RedisStore(srv.url.replace("rediss://", "redis://").split("?")[0] + "?timeout=1")
+
+
 def test_wrong_password_refuses_to_open():
     with RedisServer(password="right") as srv:
         with pytest.raises(errors.StoreOpenError, match="credentials|password|auth"):
