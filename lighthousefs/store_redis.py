@@ -259,10 +259,18 @@ class RedisStore(Store):
             log.error("%s", self._lost)
         raise errors.StoreUnavailable(self._lost)
 
-    def _verify(self, marker: str, seq: int) -> None:
-        """Raise (and stay failed) if the namespace is not the one this process saw."""
+    def _known(self) -> tuple[str, int]:
+        """(marker, highest seq seen), taken before a call whose answer is verified.
+
+        Taken before, not after: another thread's append may raise the seq seen while
+        our call is on the wire, and our (older) answer must not look like a loss.
+        """
         with self._lock:
-            seen, ours = self._seen_seq, self.marker
+            return self.marker, self._seen_seq
+
+    def _verify(self, marker: str, seq: int, known: tuple[str, int]) -> None:
+        """Raise (and stay failed) if the namespace is not the one this process saw."""
+        ours, seen = known
         if marker != ours:
             if seen > 0:
                 self._declare_lost(f"marker {ours} is {'now ' + marker if marker else 'gone'}"
@@ -287,12 +295,14 @@ class RedisStore(Store):
             self.marker = marker
             self._seen_seq = max(self._seen_seq, int(seq))
 
-    def _read_raw(self, after_seq: int, limit: int) -> list:
+    def _read_raw(self, after_seq: int, limit: int) -> tuple[int, list]:
+        """(the namespace's last seq, stream entries after after_seq), verified."""
+        known = self._known()
         marker, seq, entries = self._call(
             "read", self._read_script, keys=[self._k_meta, self._k_events], args=[f"{after_seq + 1}-0", limit])
         marker = marker.decode() if isinstance(marker, bytes) else marker
-        self._verify(marker, int(seq))
-        return entries
+        self._verify(marker, int(seq), known)
+        return int(seq), entries
 
     # ---- the Store interface -----------------------------------------------------------
 
@@ -301,11 +311,7 @@ class RedisStore(Store):
 
         Meant for the daemon's health check and the follower; one round trip.
         """
-        with self._lock:
-            seen = self._seen_seq
-        self._read_raw(seen, 0)
-        with self._lock:
-            return self._seen_seq
+        return self._read_raw(0, 0)[0]
 
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes]) -> list[Event]:
         if not drafts and not chunks:
@@ -326,18 +332,17 @@ class RedisStore(Store):
         keys += [self._p_scope + scope_of(d.path) for d in drafts]
         with self._lock:
             now = max(time.time_ns(), self._last_time_ns)
-            marker = self.marker
         for _ in range(TIME_RETRIES):
+            known = self._known()
+            marker = known[0]
             bodies = [events.encode(now, d) for d in drafts]
             reply = self._decode_all(self._call(
                 "append", self._append_script, keys=keys, args=[marker, str(now), *bodies]))
             if reply[0] == "ok":
                 break
             if reply[0] == "lost":
-                self._verify(reply[1], int(reply[2]))
-                with self._lock:  # a fresh namespace was adopted: write into it
-                    marker = self.marker
-                continue
+                self._verify(reply[1], int(reply[2]), known)
+                continue  # raised if anything was lost; else a fresh namespace was adopted
             # Another daemon (its clock ahead of ours) appended later times: follow it.
             now = max(time.time_ns(), int(reply[1]))
         else:
@@ -384,7 +389,7 @@ class RedisStore(Store):
 
     def read(self, after_seq: int, limit: int = 1000) -> list[Event]:
         out = []
-        for entry_id, fields in self._read_raw(after_seq, limit):
+        for entry_id, fields in self._read_raw(after_seq, limit)[1]:
             seq = int(entry_id.split(b"-", 1)[0])
             # RESP2 gives [field, value, ...]; RESP3 may give a map.
             body = fields[b"b"] if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2]))[b"b"]

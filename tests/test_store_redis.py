@@ -191,6 +191,35 @@ def test_concurrent_appends_get_gap_free_unique_seqs(opener):
         assert stores[1].scope_seqs(f"projects/p{n}") == [e.seq for e in log if e.path.startswith(f"projects/p{n}/")]
 
 
+def test_reads_racing_appends_in_one_instance(opener):
+    """A read answered before another thread's append must not look like data loss."""
+    store = opener()
+    failures = []
+
+    def appender():
+        try:
+            for i in range(60):
+                store.append([draft(f"projects/r/f{i}")], {})
+        except BaseException as exc:
+            failures.append(exc)
+
+    def reader():
+        try:
+            for _ in range(120):
+                seen = store.last_seq()
+                assert [e.seq for e in store.read(0, limit=10_000)][:seen] == list(range(1, seen + 1))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (appender, appender, reader, reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    assert store.last_seq() == 120
+
+
 # ---- Redis specifics --------------------------------------------------------------------------
 
 def test_open_store_dispatches_and_hides_the_password(tmp_path):
