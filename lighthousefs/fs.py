@@ -540,7 +540,11 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.IsADirectory("is a directory")
         if writing:
             self._check_writable_inode(inode)
-        return self._open_tree_file(node, flags)
+        info = self._open_tree_file(node, flags)
+        if flags & os.O_TRUNC and writing:
+            # libfuse enables atomic O_TRUNC: the kernel sends no separate truncate.
+            await self._handles[info.fh].open_file.buffer.truncate(0)
+        return info
 
     async def read(self, fh, off, size):
         handle = self._handles[fh]

@@ -1,0 +1,142 @@
+"""Hypothesis drives the same random operations on a real mount and on a directory on
+the local disk, and compares results and errno values step by step."""
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import stat
+
+import pytest
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+
+pytestmark = pytest.mark.mount
+
+paths = st.sampled_from(["a", "b", "d", "d/a", "d/b", "d/e", "d/e/a", "e", "e/a"])
+data = st.binary(max_size=300)
+offsets = st.integers(0, 400)
+
+
+def outcome(fn, *args):
+    """The result of fn, or the errno it raised."""
+    try:
+        return ("ok", fn(*args))
+    except OSError as exc:
+        return ("errno", exc.errno)
+
+
+def describe(path: str):
+    """What can be compared between the two trees for one path."""
+    try:
+        st_ = os.lstat(path)
+    except OSError as exc:
+        return ("errno", exc.errno)
+    kind = stat.S_IFMT(st_.st_mode)
+    if stat.S_ISDIR(st_.st_mode):
+        return ("dir", oct(st_.st_mode), st_.st_nlink, sorted(os.listdir(path)))
+    if stat.S_ISLNK(st_.st_mode):
+        return ("link", os.readlink(path))
+    with open(path, "rb") as f:
+        content = f.read()
+    return (kind, oct(st_.st_mode), st_.st_nlink, st_.st_size, content)
+
+
+class MountAgainstDisk(RuleBasedStateMachine):
+    mount_root = None
+    disk_root = None
+    runs = itertools.count()
+
+    @initialize()
+    def start(self):
+        n = next(self.runs)
+        self.mine = os.path.join(self.mount_root, "projects", f"run{n}")
+        self.disk = os.path.join(self.disk_root, f"run{n}")
+        os.mkdir(self.mine)
+        os.mkdir(self.disk)
+
+    def both(self, fn, *paths_and_args, n_paths=1):
+        paths_, args = paths_and_args[:n_paths], paths_and_args[n_paths:]
+        ours = outcome(fn, *[os.path.join(self.mine, p) for p in paths_], *args)
+        theirs = outcome(fn, *[os.path.join(self.disk, p) for p in paths_], *args)
+        assert ours == theirs, f"{fn.__name__}{paths_ + args}: mount {ours} != disk {theirs}"
+
+    @rule(path=paths, content=data)
+    def write_file(self, path, content):
+        def write(p, c):
+            with open(p, "wb") as f:
+                f.write(c)
+        self.both(write, path, content)
+
+    @rule(path=paths, content=data)
+    def append(self, path, content):
+        def append(p, c):
+            with open(p, "ab") as f:
+                f.write(c)
+        self.both(append, path, content)
+
+    @rule(path=paths, offset=offsets, content=data)
+    def write_at(self, path, offset, content):
+        def pwrite(p, o, c):
+            fd = os.open(p, os.O_WRONLY)
+            try:
+                return os.pwrite(fd, c, o)
+            finally:
+                os.close(fd)
+        self.both(pwrite, path, offset, content)
+
+    @rule(path=paths, size=offsets)
+    def truncate(self, path, size):
+        self.both(os.truncate, path, size)
+
+    @rule(path=paths)
+    def mkdir(self, path):
+        self.both(os.mkdir, path)
+
+    @rule(path=paths)
+    def rmdir(self, path):
+        self.both(os.rmdir, path)
+
+    @rule(path=paths)
+    def unlink(self, path):
+        self.both(os.unlink, path)
+
+    @rule(src=paths, dst=paths)
+    def rename(self, src, dst):
+        self.both(os.rename, src, dst, n_paths=2)
+
+    @rule(src=paths, dst=paths)
+    def link(self, src, dst):
+        self.both(os.link, src, dst, n_paths=2)
+
+    @rule(path=paths, link_to=st.sampled_from(["a", "d", "d/e/a", "missing"]))
+    def symlink(self, path, link_to):
+        self.both(lambda p, t: os.symlink(t, p), path, link_to)
+
+    @rule(path=paths, mode=st.sampled_from([0o600, 0o644, 0o755, 0o700]))
+    def chmod(self, path, mode):
+        self.both(lambda p, m: os.chmod(p, m, follow_symlinks=False) if not os.path.islink(p) else None,
+                  path, mode)
+
+    @rule(path=paths)
+    def read(self, path):
+        self.both(lambda p: open(p, "rb").read(), path)
+
+    @invariant()
+    def same_tree(self):
+        if not hasattr(self, "mine"):
+            return
+        for path in ["a", "b", "d", "d/a", "d/b", "d/e", "d/e/a", "e", "e/a"]:
+            ours = describe(os.path.join(self.mine, path))
+            theirs = describe(os.path.join(self.disk, path))
+            assert ours == theirs, f"{path}: mount {ours} != disk {theirs}"
+
+
+def test_mount_behaves_like_a_local_disk(mnt, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    MountAgainstDisk.mount_root = str(mnt.path)
+    MountAgainstDisk.disk_root = str(disk)
+    run_state_machine_as_test(MountAgainstDisk, settings=settings(
+        max_examples=int(os.environ.get("LIGHTHOUSE_STATEFUL_EXAMPLES", "100")), stateful_step_count=40,
+        deadline=None, database=None, suppress_health_check=list(HealthCheck)))
