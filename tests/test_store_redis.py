@@ -421,3 +421,30 @@ def test_wipe_before_anything_was_seen_is_adopted(own_server):
     own_server.client().flushall()
     assert store.last_seq() == 0
     assert store.append([draft()], {})[0].seq == 1
+
+
+# ---- end to end: two real mounts sharing one Redis namespace -------------------------------------
+
+@pytest.mark.mount
+def test_two_mounts_share_one_redis(mounter, server):
+    from mounting import eventually
+
+    url = with_ns(server.url)
+    a, b = mounter("a", store=url), mounter("b", store=url)
+    (a / "projects" / "demo").mkdir()
+    (a / "projects" / "demo" / "notes.md").write_text("from a\n")
+    assert eventually(lambda: (b / "projects" / "demo" / "notes.md").read_text() == "from a\n")
+    (b / "projects" / "demo" / "notes.md").write_text("from b\n")
+    assert eventually(lambda: (a / "projects" / "demo" / "notes.md").read_text() == "from b\n")
+
+
+@pytest.mark.mount
+def test_mount_refuses_an_unreachable_redis(tmp_path):
+    from mounting import mount
+
+    srv = RedisServer()  # never started
+    try:
+        with pytest.raises(RuntimeError, match="cannot open the Redis store"):
+            mount(tmp_path / "mnt", srv.url, log=tmp_path / "mnt.log")
+    finally:
+        srv.stop()
