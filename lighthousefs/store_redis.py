@@ -74,6 +74,16 @@ OUR_PARAMS = ("namespace", "timeout", "connect_timeout", "wait_replicas", "waita
 # Errors meaning "Redis cannot serve us now" (RedisClusterException is no RedisError).
 REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
+
+
+class StoreDataLost(errors.StoreUnavailable):
+    """Redis lost data this process had seen: permanent for this process (EIO).
+
+    A subclass so the daemon can tell it from a passing outage (switch to a failsafe,
+    read-only mode and alert) without matching message text.
+    """
+
+
 # Creates the marker of a fresh namespace; returns {id, seq, format}. An events stream
 # without a marker means part of the data is gone: id '' tells the caller.
 INIT = """
@@ -242,7 +252,7 @@ class RedisStore(Store):
     def _call(self, what: str, fn, *args, **kwargs):
         """Run one Redis call, turning every Redis failure into StoreUnavailable."""
         if self._lost:
-            raise errors.StoreUnavailable(self._lost)
+            raise StoreDataLost(self._lost)
         try:
             return fn(*args, **kwargs)
         except REDIS_ERRORS as exc:
@@ -257,7 +267,7 @@ class RedisStore(Store):
                               "refusing to serve a log that differs from the one applied")
         if first:
             log.error("%s", self._lost)
-        raise errors.StoreUnavailable(self._lost)
+        raise StoreDataLost(self._lost)
 
     def _known(self) -> tuple[str, int]:
         """(marker, highest seq seen), taken before a call whose answer is verified.

@@ -23,7 +23,7 @@ from redis_server import REDIS_SERVER, RedisCluster3, RedisServer  # noqa: E402
 from lighthousefs import errors  # noqa: E402
 from lighthousefs.events import Draft  # noqa: E402
 from lighthousefs.store import open_store  # noqa: E402
-from lighthousefs.store_redis import RedisStore  # noqa: E402
+from lighthousefs.store_redis import RedisStore, StoreDataLost  # noqa: E402
 from lighthousefs.store_sqlite import SQLiteStore  # noqa: E402
 
 pytestmark = [
@@ -362,7 +362,7 @@ def test_redis_restarted_empty_is_detected_loudly(own_server, caplog):
     with caplog.at_level(logging.ERROR, logger="lighthousefs.store_redis"):
         for call in (store.last_seq, lambda: store.read(0), store.check_continuity,
                      lambda: store.append([draft()], {}), lambda: store.get_chunk(b"\x00" * 20)):
-            with pytest.raises(errors.StoreUnavailable, match="Redis lost its data"):
+            with pytest.raises(StoreDataLost, match="Redis lost its data"):
                 call()
     assert len([r for r in caplog.records if "lost its data" in r.getMessage()]) == 1
     # A daemon starting now has seen nothing: it opens the (new, empty) log.
