@@ -5,8 +5,6 @@ import json
 import os
 import time
 
-import psutil
-
 from . import __version__
 
 
@@ -40,16 +38,12 @@ class Control:
         return f"lighthousefs {__version__}\n".encode()
 
     def _stats(self) -> bytes:
+        """The Prometheus metrics in their text format, after a few gauges of the tree."""
         ops = self.ops
-        process = psutil.Process()
         lines = [
-            f"applied_seq {ops.tree.applied_seq}",
-            f"inodes {len(ops.tree.nodes)}",
-            f"open_files {len(ops._open_files)}",
-            f"kernel_inodes {len(ops._lookups)}",
-            f"chunk_cache_bytes {ops._chunks.currsize}",
-            f"rss_bytes {process.memory_info().rss}",
-            f"cpu_seconds {sum(process.cpu_times()[:2]):.3f}",
+            f"# lighthousefs {__version__} pid {os.getpid()}",
+            f"lighthousefs_tree_inodes {len(ops.tree.nodes)}",
+            f"lighthousefs_fs_open_files {len(ops._open_files)}",
+            f"lighthousefs_fs_kernel_inodes {len(ops._lookups)}",
         ]
-        lines += [f"op_{name} {count}" for name, count in sorted(ops.counters.items())]
-        return ("\n".join(lines) + "\n").encode()
+        return ("\n".join(lines) + "\n").encode() + ops.metrics.render()

@@ -25,6 +25,7 @@ from .control import Control
 from .events import Draft
 from .fs import LighthouseOperations
 from .journal import Journal
+from .metrics import Metrics
 from .policy import Policy, check_agent_name
 from .store import open_store
 from .tree import AGENTS_INO, MEMORIES_INO, PROJECTS_INO
@@ -44,7 +45,7 @@ class MountConfig:
     agent: str | None = None
     read_only: bool = False
     demo: bool = False
-    follow_interval: float = 0.02
+    metrics_address: str | None = None
     debug_fuse: bool = False
 
 
@@ -132,9 +133,12 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             tree = await trio.to_thread.run_sync(Journal.load_tree, store)
         except (errors.LighthouseError, ValueError) as exc:
             raise errors.StoreOpenError(f"{config.store_url}: cannot load the namespace: {exc}") from None
-        journal = Journal(store, tree, actor=config.agent or "operator")
+        metrics = Metrics()
+        if config.metrics_address:
+            metrics.serve(config.metrics_address)
+        journal = Journal(store, tree, actor=config.agent or "operator", metrics=metrics)
         control = Control(config.mountpoint, config.store_url, config.agent, config.read_only)
-        ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render)
+        ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render, metrics)
         control.ops = ops
         options = set(pyfuse3.default_options) | {"fsname=lighthouse", "subtype=lighthouse"}
         if config.read_only:
@@ -157,7 +161,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                 nursery.start_soon(fuse_loop)
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
                 await _bootstrap(journal, config)
-                await nursery.start(journal.follow, config.follow_interval)
+                await nursery.start(journal.follow)
                 await _wait_answering(config.mountpoint)
                 log.info("mounted %s at %s (store %s, agent %s)", "read-only" if config.read_only else "read-write",
                          config.mountpoint, config.store_url, config.agent or "operator")

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import array
 import bisect
-from typing import Callable
+from typing import Awaitable, Callable
 
 import trio
 
 from .events import Event
 from .store import Store
 
+# Runs a blocking store call off the trio thread (Journal.call_store).
+StoreCall = Callable[..., Awaitable]
+
 RENDER_BATCH = 256
 
 
 class EventsFile:
-    def __init__(self, store: Store, visible: Callable[[Event], bool]):
+    def __init__(self, store: Store, call: StoreCall, visible: Callable[[Event], bool]):
         self.store = store
+        self._call = call
         self.visible = visible
         self._seqs = array.array("q")
         self._ends = array.array("q")   # byte offset just past each line
@@ -57,7 +61,7 @@ class EventsFile:
                 return
             self._building = True
             while self._built_to < applied_seq:
-                batch = await trio.to_thread.run_sync(self.store.read, self._built_to, 5000)
+                batch = await self._call(self.store.read, self._built_to, 5000)
                 batch = [e for e in batch if e.seq <= applied_seq]
                 if not batch:
                     break
@@ -81,7 +85,7 @@ class EventsFile:
         lines = []
         after = wanted[0] - 1
         while wanted and after < wanted[-1]:
-            batch = await trio.to_thread.run_sync(self.store.read, after, min(RENDER_BATCH, wanted[-1] - after))
+            batch = await self._call(self.store.read, after, min(RENDER_BATCH, wanted[-1] - after))
             if not batch:
                 break
             lines.extend(e.to_json_line() for e in batch if self.visible(e) and e.seq <= wanted[-1])

@@ -18,7 +18,7 @@ import itertools
 import logging
 import os
 import stat
-from collections import Counter
+import time
 from typing import Callable
 
 import pyfuse3
@@ -31,6 +31,7 @@ from .events import Draft, Event
 from .events_file import EventsFile
 from .history import History
 from .journal import Journal
+from .metrics import Metrics
 from .policy import Policy, validate_format
 from .tree import Change, Node, ROOT_INO, PROJECTS_INO, MEMORIES_INO, AGENTS_INO
 
@@ -53,27 +54,31 @@ EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
 
 
 def _guarded(fn):
-    """The error boundary of one handler (see the module docstring)."""
+    """The error boundary of one handler (see the module docstring), and its timing."""
     name = fn.__name__
 
     @functools.wraps(fn)
     async def wrapper(self, *args):
-        self.counters[name] += 1
+        started = time.perf_counter()
         try:
             return await fn(self, *args)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as exc:
+            self.metrics.op_errors.labels(name, errno.errorcode.get(exc.errno, exc.errno)).inc()
             raise
         except errors.LighthouseError as exc:
-            self.counters["errors"] += 1
+            code = errno.errorcode.get(exc.errno, str(exc.errno))
+            self.metrics.op_errors.labels(name, code).inc()
             if exc.errno in EXPECTED_ERRNOS:
                 log.debug("%s: %s", name, exc)
             else:
-                log.info("%s refused (%s): %s", name, errno.errorcode.get(exc.errno, exc.errno), exc)
+                log.info("%s refused (%s): %s", name, code, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
-            self.counters["failures"] += 1
+            self.metrics.op_errors.labels(name, "EIO").inc()
             log.exception("%s%r failed unexpectedly; answering EIO", name, args[:-1] if args else ())
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            self._op_timers[name](time.perf_counter() - started)
 
     return wrapper
 
@@ -123,16 +128,20 @@ class LighthouseOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, journal: Journal, policy: Policy, control: Callable[[bytes], bytes]):
+    def __init__(self, journal: Journal, policy: Policy, control: Callable[[bytes], bytes], metrics: Metrics):
         super().__init__()
         self.journal = journal
         self.tree = journal.tree
         self.store = journal.store
         self.policy = policy
         self.control = control
-        self.counters: Counter[str] = Counter()
-        self.history = History(self.store)
-        self.events_file = EventsFile(self.store, self._event_visible)
+        self.metrics = metrics
+        self._op_timers = {name: metrics.op_seconds.labels(name).observe for name in _HANDLER_NAMES}
+        self._l1_hit = metrics.cache.labels("l1", "hit").inc
+        self._l1_miss = metrics.cache.labels("l1", "miss").inc
+        metrics.cache_bytes.set_function(lambda: self._chunks.currsize)
+        self.history = History(self.store, journal.call_store)
+        self.events_file = EventsFile(self.store, journal.call_store, self._event_visible)
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()
         self._lookups: dict[int, int] = {}
@@ -161,8 +170,11 @@ class LighthouseOperations(pyfuse3.Operations):
     async def _fetch_chunk(self, digest: bytes) -> bytes:
         data = self._chunks.get(digest)
         if data is None:
-            data = await trio.to_thread.run_sync(self.store.get_chunk, digest)
+            self._l1_miss()
+            data = await self.journal.call_store(self.store.get_chunk, digest)
             self._chunks[digest] = data
+        else:
+            self._l1_hit()
         return data
 
     def _attr(self, node: Node, ino: int | None = None, read_only: bool = False) -> pyfuse3.EntryAttributes:
@@ -646,7 +658,7 @@ class LighthouseOperations(pyfuse3.Operations):
         pass   # every namespace change is durable before its reply
 
     async def statfs(self, ctx):
-        usage = await trio.to_thread.run_sync(self.store.usage)
+        usage = await self.journal.call_store(self.store.usage)
         out = pyfuse3.StatvfsData()
         out.f_bsize = out.f_frsize = 4096
         used = usage["used_bytes"] // 4096
@@ -772,13 +784,12 @@ class LighthouseOperations(pyfuse3.Operations):
         return [(name, self._hist_ino(("N", seq, child))) for name, child in directory.entries.items()]
 
 
-def _wrap_handlers(cls):
-    for name, member in list(vars(cls).items()):
-        if name.startswith("_") or name in ("forget", "run_invalidator"):
-            continue
-        if inspect.iscoroutinefunction(member) and hasattr(pyfuse3.Operations, name):
-            setattr(cls, name, _guarded(member))
-    return cls
+def _handlers(cls) -> list[str]:
+    return [name for name, member in vars(cls).items()
+            if not name.startswith("_") and name != "forget"
+            and inspect.iscoroutinefunction(member) and hasattr(pyfuse3.Operations, name)]
 
 
-_wrap_handlers(LighthouseOperations)
+_HANDLER_NAMES = _handlers(LighthouseOperations)
+for _name in _HANDLER_NAMES:
+    setattr(LighthouseOperations, _name, _guarded(getattr(LighthouseOperations, _name)))

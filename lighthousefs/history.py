@@ -17,19 +17,21 @@ TREES_KEPT = 8
 
 
 class History:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, call):
         self.store = store
+        self._call = call      # Journal.call_store: a worker thread, behind the breaker
         self._trees: cachetools.LRUCache[int, Tree] = cachetools.LRUCache(TREES_KEPT)
-        self._limiter = trio.CapacityLimiter(1)
+        self._building = trio.Lock()
 
     async def versions(self, project_path: str) -> list[int]:
-        return await trio.to_thread.run_sync(self.store.scope_seqs, project_path)
+        return await self._call(self.store.scope_seqs, project_path)
 
     async def tree_at(self, seq: int) -> Tree:
-        tree = self._trees.get(seq)
-        if tree is None:
-            tree = await trio.to_thread.run_sync(self._build, seq, limiter=self._limiter)
-            self._trees[seq] = tree
+        async with self._building:   # one rebuild at a time; a second asker finds it cached
+            tree = self._trees.get(seq)
+            if tree is None:
+                tree = await self._call(self._build, seq)
+                self._trees[seq] = tree
         return tree
 
     def _build(self, seq: int) -> Tree:

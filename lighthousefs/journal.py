@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+import time
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
 from . import errors
 from .events import Draft, Event
+from .metrics import Metrics
 from .store import Store
 from .tree import Change, Tree
+
+if TYPE_CHECKING:
+    from .breaker import Breaker
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +44,14 @@ class _Pending:
 
 
 class Journal:
-    def __init__(self, store: Store, tree: Tree, actor: str = ""):
+    def __init__(self, store: Store, tree: Tree, actor: str = "", metrics: Metrics | None = None,
+                 breaker: Breaker | None = None):
         self.store = store
         self.tree = tree
         self.actor = actor
+        self.metrics = metrics or Metrics()
+        # Every store call goes through the breaker: a sick store makes calls fail fast.
+        self.breaker = breaker
         self.listeners: list[Listener] = []
         # Held across "append, then apply" and "read, then apply": no await between a
         # store call and applying its result may let another task apply events.
@@ -50,7 +59,8 @@ class Journal:
         self._pending: list[_Pending] = []
         self._wakeup = trio.Event()
         self._snapshot_seq = tree.applied_seq
-        self._store_limiter = trio.CapacityLimiter(1)
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(8)
 
     # ---- opening -------------------------------------------------------------------
 
@@ -64,6 +74,13 @@ class Journal:
         tree = Tree.load(snap[1]) if snap else Tree()
         replay(store, tree, math.inf)
         return tree
+
+    async def call_store(self, fn, *args, write: bool = False):
+        """Run a blocking store call in a worker thread, behind the breaker if there is one."""
+        if self.breaker is not None:
+            return await self.breaker.call(fn, *args)
+        limiter = self._write_limiter if write else self._read_limiter
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
 
     # ---- local changes ---------------------------------------------------------------
 
@@ -99,9 +116,9 @@ class Journal:
         for item in batch:
             chunks.update(item.chunks)
         async with self.lock:
+            started = trio.current_time()
             try:
-                appended = await trio.to_thread.run_sync(self.store.append, drafts, chunks,
-                                                         limiter=self._store_limiter)
+                appended = await self.call_store(self.store.append, drafts, chunks, write=True)
             except errors.LighthouseError as exc:
                 for item in batch:
                     item.error = exc
@@ -113,6 +130,8 @@ class Journal:
                     item.error = errors.StoreUnavailable(str(exc))
                     item.done.set()
                 return
+            self.metrics.commit_seconds.observe(trio.current_time() - started)
+            self.metrics.commit_events.observe(len(drafts))
             results = []
             for event in appended:
                 if event.seq > self.tree.applied_seq + 1:
@@ -127,6 +146,10 @@ class Journal:
 
     def _apply(self, event: Event, local: bool) -> Change | None:
         change = self.tree.apply(event)
+        self.metrics.events_applied.labels("local" if local else "remote").inc()
+        self.metrics.applied_seq.set(event.seq)
+        if not local:
+            self.metrics.follower_lag_seconds.set(max(0.0, time.time() - event.time_ns / 1e9))
         for listener in self.listeners:
             listener(event, change, local)
         return change
@@ -145,23 +168,34 @@ class Journal:
 
     async def _apply_from_store(self, up_to: float) -> None:
         while self.tree.applied_seq < up_to:
-            batch = await trio.to_thread.run_sync(self.store.read, self.tree.applied_seq, READ_BATCH,
-                                                  limiter=self._store_limiter)
+            batch = await self.call_store(self.store.read, self.tree.applied_seq, READ_BATCH)
             batch = [e for e in batch if e.seq <= up_to]
             if not batch:
                 return
             for event in batch:
                 self._apply(event, local=False)
 
-    async def follow(self, interval: float, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Poll the store for other producers' events, forever."""
+    async def follow(self, retry_interval: float = 0.5, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Apply other producers' events as they are stored, forever.
+
+        A worker thread waits in the store (Redis blocks in XREAD, SQLite polls cheaply)
+        and the trio side applies what arrived. If the store fails, retry after a pause.
+        """
         task_status.started()
+        failing = False
         while True:
             try:
                 await self.catch_up()
+                await trio.to_thread.run_sync(self.store.wait_for_events, self.tree.applied_seq, 1.0,
+                                              abandon_on_cancel=True)
+                if failing:
+                    log.warning("following the store again")
+                failing = False
             except errors.LighthouseError as exc:
-                log.warning("following the store failed, retrying: %s", exc)
-            await trio.sleep(interval)
+                if not failing:
+                    log.warning("following the store failed; retrying every %.1fs: %s", retry_interval, exc)
+                failing = True
+                await trio.sleep(retry_interval)
 
     # ---- snapshots ---------------------------------------------------------------------
 
@@ -177,7 +211,7 @@ class Journal:
         blob = self.tree.dump()  # on the trio thread: the tree must not change while dumped
         self._snapshot_seq = seq
         try:
-            await trio.to_thread.run_sync(self.store.put_snapshot, seq, blob, limiter=self._store_limiter)
+            await self.call_store(self.store.put_snapshot, seq, blob, write=True)
         except errors.LighthouseError as exc:
             log.warning("snapshot at %d not stored (the next start replays more): %s", seq, exc)
 

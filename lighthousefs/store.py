@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import os
+import time
 import urllib.parse
 
 from . import errors
@@ -55,6 +56,21 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def wait_for_events(self, after_seq: int, timeout: float) -> bool:
+        """Block until an event after `after_seq` is stored or `timeout` passes.
+
+        This default polls; a backend that can be told (Redis's XREAD BLOCK) overrides it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.last_seq() > after_seq:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(self.poll_interval)
+
+    poll_interval = 0.005
 
 
 def scope_of(path: str) -> str:

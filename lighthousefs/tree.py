@@ -191,6 +191,12 @@ class Tree:
         if event.seq <= self.applied_seq:
             raise ValueError(f"event {event.seq} applied after {self.applied_seq}")
         self.applied_seq = event.seq
+        root = self.nodes[ROOT_INO]
+        if root.mtime_ns == 0:
+            # The fixed layout has no creating event: it dates from the first event.
+            for ino in (ROOT_INO, PROJECTS_INO, MEMORIES_INO, SHARED_MEMORIES_INO, AGENTS_INO):
+                node = self.nodes[ino]
+                node.atime_ns = node.mtime_ns = node.ctime_ns = event.time_ns
         if event.type not in events.TREE_TYPES:
             return Change()
         try:

@@ -138,9 +138,10 @@ def test_layout_cannot_be_removed():
 
 def test_annotation_events_change_nothing():
     tree = Tree()
+    tree.apply(Event(1, 1, "a", "task.started", "projects/x", {"k": 1}))
     before = state(tree)
-    assert tree.apply(Event(1, 1, "a", "task.started", "projects/x", {"k": 1})) is not None
-    assert state(tree) == before and tree.applied_seq == 1
+    assert tree.apply(Event(2, 2, "a", "task.done", "projects/x", {"k": 1})) is not None
+    assert state(tree) == before and tree.applied_seq == 2
 
 
 def test_event_that_no_longer_fits_is_skipped_alike_everywhere():

@@ -1,0 +1,74 @@
+"""Prometheus metrics of one daemon, in its own registry.
+
+Names follow lighthousefs_<subsystem>_<name>_<unit>; counters end in _total. The same
+text is served on --metrics ADDR:PORT and shown in .lighthouse/stats.
+"""
+from __future__ import annotations
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+# FUSE operations take microseconds to milliseconds; the default buckets start at 5 ms.
+LATENCY_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
+                   50e-3, 100e-3, 250e-3, 1.0, 5.0)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class _ProcessCollector:
+    """RSS and CPU of this process, read when scraped (psutil)."""
+
+    def __init__(self):
+        self._process = psutil.Process()
+
+    def collect(self):
+        memory = self._process.memory_info()
+        cpu = self._process.cpu_times()
+        yield GaugeMetricFamily("lighthousefs_process_resident_memory_bytes", "Resident set size.",
+                                value=memory.rss)
+        yield CounterMetricFamily("lighthousefs_process_cpu_seconds", "User and system CPU time.",
+                                  value=cpu.user + cpu.system)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.op_seconds = Histogram("lighthousefs_fuse_op_duration_seconds", "Time to answer a FUSE request.",
+                                    ["op"], buckets=LATENCY_BUCKETS, registry=r)
+        self.op_errors = Counter("lighthousefs_fuse_op_errors_total", "FUSE requests answered with an error.",
+                                 ["op", "errno"], registry=r)
+        self.cache = Counter("lighthousefs_cache_requests_total", "Chunk reads by tier and result.",
+                             ["tier", "result"], registry=r)
+        self.cache_bytes = Gauge("lighthousefs_cache_l1_bytes", "Bytes held by the in-process chunk cache.",
+                                 registry=r)
+        self.breaker_state = Gauge("lighthousefs_breaker_state", "0 closed, 1 half-open, 2 open.",
+                                   ["breaker"], registry=r)
+        self.breaker_transitions = Counter("lighthousefs_breaker_transitions_total", "Breaker state changes.",
+                                           ["breaker", "state"], registry=r)
+        self.events_applied = Counter("lighthousefs_journal_events_applied_total", "Events applied to the tree.",
+                                      ["origin"], registry=r)
+        self.commit_seconds = Histogram("lighthousefs_journal_commit_duration_seconds",
+                                        "Time to append one group of events durably.",
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.commit_events = Histogram("lighthousefs_journal_commit_batch_events", "Events per group commit.",
+                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512), registry=r)
+        self.follower_lag_events = Gauge("lighthousefs_follower_lag_events",
+                                         "Events in the store not yet applied here.", registry=r)
+        self.follower_lag_seconds = Gauge("lighthousefs_follower_lag_seconds",
+                                          "Age of the newest applied event from another producer when applied.",
+                                          registry=r)
+        self.applied_seq = Gauge("lighthousefs_journal_applied_seq", "Highest event applied.", registry=r)
+        r.register(_ProcessCollector())
+
+    def breaker_changed(self, name: str, old: str, new: str) -> None:
+        self.breaker_state.labels(name).set(BREAKER_STATES.get(new, -1))
+        self.breaker_transitions.labels(name, new).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def serve(self, address: str) -> None:
+        """Serve /metrics on ADDR:PORT from a daemon thread (prometheus-client's own server)."""
+        from prometheus_client import start_http_server
+        host, _, port = address.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
