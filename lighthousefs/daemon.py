@@ -21,6 +21,7 @@ import pyfuse3
 import trio
 
 from . import content, errors, events
+from .breaker import Breaker
 from .control import Control
 from .events import Draft
 from .fs import LighthouseOperations
@@ -136,7 +137,11 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         metrics = Metrics()
         if config.metrics_address:
             metrics.serve(config.metrics_address)
-        journal = Journal(store, tree, actor=config.agent or "operator", metrics=metrics)
+        breaker = Breaker("store", failure_threshold=3, reset_timeout=2.0, call_timeout=10.0, max_threads=8)
+        breaker.on_state_change(lambda old, new: metrics.breaker_changed("store", old, new))
+        breaker.on_state_change(lambda old, new: log.warning("store circuit %s -> %s", old, new))
+        metrics.breaker_changed("store", "closed", breaker.state)
+        journal = Journal(store, tree, actor=config.agent or "operator", metrics=metrics, breaker=breaker)
         control = Control(config.mountpoint, config.store_url, config.agent, config.read_only)
         ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render, metrics)
         control.ops = ops

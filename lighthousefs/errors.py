@@ -40,5 +40,12 @@ class StoreUnavailable(LighthouseError):
     errno = errno.EIO
 
 
+class StoreDataLost(StoreUnavailable):
+    """The store lost data this daemon had seen (e.g. Redis restarted empty).
+
+    Permanent: the daemon stops changing anything rather than mix old and new state.
+    """
+
+
 class StoreOpenError(Exception):
     """The store cannot be opened at mount time (corrupt, locked, wrong URL): no mount."""

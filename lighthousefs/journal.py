@@ -53,6 +53,9 @@ class Journal:
         # Every store call goes through the breaker: a sick store makes calls fail fast.
         self.breaker = breaker
         self.listeners: list[Listener] = []
+        # Set when the store lost data we had seen: from then on nothing is appended
+        # (EIO), while reads keep serving the last consistent projection.
+        self.failsafe: str | None = None
         # Held across "append, then apply" and "read, then apply": no await between a
         # store call and applying its result may let another task apply events.
         self.lock = trio.Lock()
@@ -77,10 +80,20 @@ class Journal:
 
     async def call_store(self, fn, *args, write: bool = False):
         """Run a blocking store call in a worker thread, behind the breaker if there is one."""
-        if self.breaker is not None:
-            return await self.breaker.call(fn, *args)
-        limiter = self._write_limiter if write else self._read_limiter
-        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+        if write and self.failsafe:
+            raise errors.StoreDataLost(self.failsafe)
+        try:
+            if self.breaker is not None:
+                return await self.breaker.call(fn, *args)
+            limiter = self._write_limiter if write else self._read_limiter
+            return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+        except errors.StoreDataLost as exc:
+            if not self.failsafe:
+                self.failsafe = str(exc)
+                log.error("THE STORE LOST DATA THIS DAEMON HAD SEEN: refusing every change from now on "
+                          "and serving the last consistent state read-only. Restore the store from a "
+                          "backup or remount on a fresh namespace. Cause: %s", exc)
+            raise
 
     # ---- local changes ---------------------------------------------------------------
 

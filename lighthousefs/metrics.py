@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 # FUSE operations take microseconds to milliseconds; the default buckets start at 5 ms.
 LATENCY_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
                    50e-3, 100e-3, 250e-3, 1.0, 5.0)
-BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 
 class _ProcessCollector:

@@ -155,3 +155,24 @@ def test_two_mounts_on_one_store_see_each_other(mounter):
     eventually(lambda: (a / "projects" / "p" / "f").read_text() == "v2")
     os.unlink(b / "projects" / "p" / "f")
     eventually(lambda: not (a / "projects" / "p" / "f").exists())
+
+
+def test_metrics_are_served_and_shown_in_stats(mounter):
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    m = mounter("a", "--metrics", f"127.0.0.1:{port}")
+    (m / "projects" / "p").mkdir()
+    (m / "projects" / "p" / "f").write_text("x")
+    assert (m / "projects" / "p" / "f").read_text() == "x"
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for name in ('lighthousefs_fuse_op_duration_seconds_bucket{le="0.001",op="mkdir"}',
+                 'lighthousefs_journal_events_applied_total{origin="local"}',
+                 'lighthousefs_breaker_state{breaker="store"} 0.0',
+                 "lighthousefs_process_resident_memory_bytes",
+                 'lighthousefs_cache_requests_total{result="miss",tier="l1"}'):
+        assert name in scraped, name
+    stats = (m / ".lighthouse" / "stats").read_text()
+    assert "lighthousefs_fuse_op_duration_seconds_count{op=\"mkdir\"} 1.0" in stats
