@@ -44,7 +44,7 @@ def cmd_mount(args) -> int:
     from .daemon import MountConfig, serve
 
     config = MountConfig(mountpoint, args.store, args.agent, args.read_only, args.demo,
-                         debug_fuse=args.debug_fuse, metrics_address=args.metrics)
+                         debug_fuse=args.debug_fuse, metrics_address=args.metrics, cache_mb=args.cache_mb)
 
     def on_ready():
         if args.ready_fd is not None:
@@ -66,7 +66,7 @@ def _mount_in_background(args, mountpoint: str) -> int:
     read_fd, write_fd = os.pipe()
     command = [sys.executable, "-m", "lighthousefs.cli", "mount", mountpoint, "--foreground",
                "--store", args.store, "--ready-fd", str(write_fd), "--log", log_file]
-    for flag, value in (("--agent", args.agent), ("--metrics", args.metrics)):
+    for flag, value in (("--agent", args.agent), ("--metrics", args.metrics), ("--cache-mb", str(args.cache_mb))):
         if value:
             command += [flag, value]
     for flag, on in (("--read-only", args.read_only), ("--demo", args.demo), ("--verbose", args.verbose)):
@@ -180,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     mount.add_argument("--read-only", action="store_true")
     mount.add_argument("--demo", action="store_true", help="add a demo project to an empty namespace")
     mount.add_argument("--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics here")
+    mount.add_argument("--cache-mb", type=int, default=64, help="in-process chunk cache (L1) size")
     mount.add_argument("--log", help="log file (background mounts log to the user's log directory)")
     mount.add_argument("--verbose", action="store_true")
     mount.add_argument("--debug-fuse", action="store_true", help=argparse.SUPPRESS)

@@ -47,6 +47,7 @@ class MountConfig:
     read_only: bool = False
     demo: bool = False
     metrics_address: str | None = None
+    cache_mb: int = 64
     debug_fuse: bool = False
 
 
@@ -143,7 +144,8 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         metrics.breaker_changed("store", "closed", breaker.state)
         journal = Journal(store, tree, actor=config.agent or "operator", metrics=metrics, breaker=breaker)
         control = Control(config.mountpoint, config.store_url, config.agent, config.read_only)
-        ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render, metrics)
+        ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render, metrics,
+                                   cache_bytes=config.cache_mb << 20)
         control.ops = ops
         options = set(pyfuse3.default_options) | {"fsname=lighthouse", "subtype=lighthouse"}
         if config.read_only:

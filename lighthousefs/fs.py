@@ -128,7 +128,8 @@ class LighthouseOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, journal: Journal, policy: Policy, control: Callable[[bytes], bytes], metrics: Metrics):
+    def __init__(self, journal: Journal, policy: Policy, control: Callable[[bytes], bytes], metrics: Metrics,
+                 cache_bytes: int = CHUNK_CACHE_BYTES):
         super().__init__()
         self.journal = journal
         self.tree = journal.tree
@@ -149,7 +150,8 @@ class LighthouseOperations(pyfuse3.Operations):
         self._open_files: dict[int, OpenFile] = {}
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)
-        self._chunks: LRUCache[bytes, bytes] = LRUCache(CHUNK_CACHE_BYTES, getsizeof=len)
+        # L1: chunks are immutable (named by their hash), so a cached chunk is never stale.
+        self._chunks: LRUCache[bytes, bytes] = LRUCache(cache_bytes, getsizeof=len)
         self._hist_keys: dict[int, tuple] = {}
         self._hist_inos: dict[tuple, int] = {}
         self._next_hist_ino = itertools.count(FIRST_HISTORY_INO)
@@ -243,14 +245,15 @@ class LighthouseOperations(pyfuse3.Operations):
         return self.tree.get(ino)
 
     def _check_writable_inode(self, ino: int) -> None:
-        where = self._where.get(ino)
+        """May this inode's content or attributes change? Decided by where it lives."""
         node = self.tree.nodes.get(ino)
         if node is not None and node.is_dir:
-            self.policy.check_writable(node.parent if ino not in (ROOT_INO,) else ROOT_INO)
-        elif where is not None:
-            self.policy.check_writable(where[0])
-        else:
-            self.policy.check_writable(ROOT_INO if self.policy.agent is None else -1)
+            self.policy.check_writable(ino)
+            return
+        where = self._where.get(ino)
+        # A file's inode is known to the kernel only through a lookup, which recorded
+        # its parent; without one, only the mount-wide rules apply.
+        self.policy.check_writable(where[0] if where is not None else None)
 
     async def _submit_one(self, draft: Draft, chunks: dict[bytes, bytes] | None = None) -> tuple[Event, Change | None]:
         [result] = await self.journal.submit([draft], chunks)

@@ -43,11 +43,11 @@ class Policy:
 
     # ---- writing -----------------------------------------------------------------------
 
-    def check_writable(self, directory: int) -> None:
+    def check_writable(self, directory: int | None) -> None:
         """May entries be added to, removed from, or changed below `directory`?"""
         if self.read_only:
             raise errors.ReadOnly("this mount is read-only")
-        if self.agent is None:
+        if self.agent is None or directory is None:
             return
         top, owner = self._zone(directory)
         if top == AGENTS_INO and owner is not None and owner != self.agent:

@@ -110,7 +110,11 @@ def test_agent_identity_and_privacy(mounter):
     fails_with(errno.EACCES, open, bob / "memories" / "alice" / "secret.md")
     assert "alice" not in os.listdir(bob / "memories")
     assert (bob / "memories" / "shared" / "public.md").read_text() == "ours"
+    (alice / "agents" / "alice" / "status").write_text("busy\n")
+    eventually(lambda: (bob / "agents" / "alice" / "status").read_text() == "busy\n")   # readable by all
     fails_with(errno.EACCES, open, bob / "agents" / "alice" / "status", "w")
+    fails_with(errno.EACCES, os.chmod, bob / "agents" / "alice", 0o777)
+    fails_with(errno.EACCES, os.unlink, bob / "agents" / "alice" / "status")
     fails_with(errno.EACCES, os.mkdir, bob / "agents" / "carol")
     # The operator sees everything; events carry the actor.
     eventually(lambda: (operator / "memories" / "alice" / "secret.md").read_text() == "mine")

@@ -125,6 +125,16 @@ def test_mounting_twice_is_refused(mounter):
     assert result.returncode != 0 and "already" in result.stderr
 
 
+def test_chown_and_times(mnt):
+    path = mnt / "projects" / "p"
+    path.mkdir()
+    (path / "f").write_text("x")
+    os.chown(path / "f", 1234, 5678)
+    os.utime(path / "f", ns=(1_000_000_000, 2_000_000_000))
+    st = os.stat(path / "f")
+    assert (st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns) == (1234, 5678, 1_000_000_000, 2_000_000_000)
+
+
 def test_status_command(mnt):
     result = lighthouse("status", str(mnt.path))
     assert json.loads(result.stdout.split("\n}\n")[0] + "}")["status"] == "ok"
@@ -155,6 +165,23 @@ def test_two_mounts_on_one_store_see_each_other(mounter):
     eventually(lambda: (a / "projects" / "p" / "f").read_text() == "v2")
     os.unlink(b / "projects" / "p" / "f")
     eventually(lambda: not (a / "projects" / "p" / "f").exists())
+
+
+def test_two_writers_last_close_wins_and_history_keeps_both(mounter):
+    a, b = mounter("a"), mounter("b")
+    (a / "projects" / "p").mkdir()
+    eventually(lambda: (b / "projects" / "p").is_dir())
+    fa = open(a / "projects" / "p" / "doc", "w")
+    fa.write("from a")
+    eventually(lambda: (b / "projects" / "p" / "doc").exists())   # the create reached b
+    fb = open(b / "projects" / "p" / "doc", "w")
+    fb.write("from b")
+    fa.close()
+    fb.close()          # closed last: wins everywhere
+    eventually(lambda: (a / "projects" / "p" / "doc").read_text() == "from b")
+    history = a / "projects" / "p" / ".history"
+    versions = [(history / v / "doc") for v in os.listdir(history)]
+    assert {v.read_text() for v in versions if v.exists()} >= {"from a", "from b"}
 
 
 def test_metrics_are_served_and_shown_in_stats(mounter):
