@@ -13,7 +13,7 @@ import subprocess
 import threading
 
 from lighthouse_csi import mounts
-from lighthouse_csi.errors import MountFailed
+from lighthouse_csi.errors import FailedPrecondition, MountFailed
 from lighthouse_csi.rpc import redact_url
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,14 @@ class Lighthouse:
             raise MountFailed(f"cannot run {self.argv[0]}: {err}") from err
 
     def mount(self, mountpoint: str, agent: str, read_only: bool) -> None:
-        """Mount the agent's view of the whole namespace; returns when it answers."""
+        """Mount the agent's view of the whole namespace; returns when it answers.
+
+        FailedPrecondition when this machine cannot mount at all (no CLI, no
+        /dev/fuse): retrying will not help until an operator acts."""
+        if not self.available():
+            raise FailedPrecondition(f"the lighthouse CLI {self.argv[0]!r} is not installed")
+        if not os.path.exists("/dev/fuse"):
+            raise FailedPrecondition("/dev/fuse is missing: FUSE is not available here")
         os.makedirs(mountpoint, exist_ok=True)
         args = ["mount", mountpoint, "--store", self.store, "--agent", agent]
         if read_only:

@@ -47,6 +47,15 @@ def test_probe_not_ready_without_the_cli(make_driver):
     assert driver.identity.Probe(csi_pb2.ProbeRequest()).ready.value is False
 
 
+def test_no_cli_is_a_failed_precondition(make_driver):
+    driver = make_driver(lighthouse_cmd="/nonexistent/lighthouse")
+    precondition = grpc.StatusCode.FAILED_PRECONDITION
+    assert code_of(lambda: driver.node.NodePublishVolume(publish_request(driver))) == precondition
+    assert code_of(lambda: driver.controller.CreateVolume(csi_pb2.CreateVolumeRequest(
+        name="pvc-1", volume_capabilities=[mount_cap()], parameters={"agent": "a"}))) == precondition
+    assert_nothing_mounted(driver)
+
+
 def test_capabilities_and_node_info(make_driver):
     driver = make_driver()
     caps = driver.controller.ControllerGetCapabilities(csi_pb2.ControllerGetCapabilitiesRequest())

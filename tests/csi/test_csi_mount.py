@@ -164,6 +164,36 @@ def test_unknown_project_is_not_found_and_nothing_stays_mounted(make_driver):
     assert node_state(driver) == {}
 
 
+def test_unexpected_failure_is_internal_and_leaves_nothing_mounted(make_driver):
+    driver = make_driver()
+    volume = create(driver, project="alpha")
+    target = driver.kubelet / "pods" / "p1" / "volumes" / "mount"
+    target.parent.mkdir(parents=True)
+    target.write_text("a file where the CO should have left a directory")
+    with pytest.raises(grpc.RpcError) as info:
+        driver.node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
+            volume_id=volume.volume_id, target_path=str(target), volume_capability=mount_cap(),
+            volume_context=volume.volume_context), timeout=60)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "Traceback" not in info.value.details()
+    assert "Traceback" in driver.log_text()  # the detail goes to the log
+    assert node_mounts(driver) == []
+    assert node_state(driver) == {}
+
+
+def test_sigterm_stops_serving_but_keeps_volumes_mounted(make_driver):
+    driver = make_driver()
+    volume = create(driver, project="steady")
+    target = publish(driver, volume.volume_id, volume.volume_context)
+    write(target / "f.txt", "still here\n")
+    driver.stop(signal.SIGTERM)
+    assert cat(target / "f.txt") == "still here\n"  # pods keep their volumes
+    assert _mounts_under(str(driver.state_dir / "controller-namespace")) == []  # private: gone
+    driver.start()
+    unpublish(driver, volume.volume_id, target)
+    assert node_mounts(driver) == []
+
+
 def test_driver_restart_keeps_publish_and_unpublish_correct(make_driver):
     driver = make_driver()
     volume = create(driver, project="durable")
