@@ -255,8 +255,12 @@ class LighthouseOperations(pyfuse3.Operations):
         # its parent; without one, only the mount-wide rules apply.
         self.policy.check_writable(where[0] if where is not None else None)
 
-    async def _submit_one(self, draft: Draft, chunks: dict[bytes, bytes] | None = None) -> tuple[Event, Change | None]:
-        [result] = await self.journal.submit([draft], chunks)
+    async def _submit_one(self, draft: Draft, chunks: dict[bytes, bytes] | None = None,
+                          durable: bool = False) -> tuple[Event, Change | None]:
+        """Namespace changes are safe from a crash once they return, and durable against
+        power loss at the next fsync or close of a written file (like rename on ext4);
+        contents are durable at close()."""
+        [result] = await self.journal.submit([draft], chunks, durable)
         return result
 
     def _event_visible(self, event: Event) -> bool:
@@ -530,7 +534,9 @@ class LighthouseOperations(pyfuse3.Operations):
             self._open_files[node.ino] = open_file
         open_file.refs += 1
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
-        return pyfuse3.FileInfo(fh=self._new_fh(FileHandle(open_file, writable)), keep_cache=False)
+        # The kernel may keep this file's pages across opens: every change made
+        # elsewhere invalidates them (_on_applied), and local writes pass through them.
+        return pyfuse3.FileInfo(fh=self._new_fh(FileHandle(open_file, writable)), keep_cache=True)
 
     async def open(self, inode, flags, ctx):
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY
@@ -584,7 +590,11 @@ class LighthouseOperations(pyfuse3.Operations):
             await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
 
     async def fsync(self, fh, datasync):
-        await self.flush(fh)
+        handle = self._handles.get(fh)
+        if isinstance(handle, FileHandle) and handle.open_file.buffer.changed:
+            await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
+        else:
+            await self.journal.sync()   # the file's creation and renames, made durable
 
     async def release(self, fh):
         handle = self._handles.pop(fh, None)
@@ -621,7 +631,7 @@ class LighthouseOperations(pyfuse3.Operations):
             pending.seal()
         draft = Draft(events.WRITE, self._path_of(ino),
                       {"ino": ino, "size": pending.size, "chunks": pending.hashes})
-        await self._submit_one(draft, pending.chunks)
+        await self._submit_one(draft, pending.chunks, durable=True)
         buffer.mark_committed(pending)
 
     # ---- directories ---------------------------------------------------------------------
@@ -658,7 +668,7 @@ class LighthouseOperations(pyfuse3.Operations):
         self._handles.pop(fh, None)
 
     async def fsyncdir(self, fh, datasync):
-        pass   # every namespace change is durable before its reply
+        await self.journal.sync()
 
     async def statfs(self, ctx):
         usage = await self.journal.call_store(self.store.usage)

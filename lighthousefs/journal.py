@@ -33,11 +33,12 @@ READ_BATCH = 2000
 
 
 class _Pending:
-    __slots__ = ("drafts", "chunks", "done", "result", "error")
+    __slots__ = ("drafts", "chunks", "durable", "done", "result", "error")
 
-    def __init__(self, drafts: list[Draft], chunks: dict[bytes, bytes]):
+    def __init__(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool):
         self.drafts = drafts
         self.chunks = chunks
+        self.durable = durable
         self.done = trio.Event()
         self.result: list[tuple[Event, Change | None]] = []
         self.error: BaseException | None = None
@@ -97,16 +98,17 @@ class Journal:
 
     # ---- local changes ---------------------------------------------------------------
 
-    async def submit(self, drafts: list[Draft], chunks: dict[bytes, bytes] | None = None
-                     ) -> list[tuple[Event, Change | None]]:
+    async def submit(self, drafts: list[Draft], chunks: dict[bytes, bytes] | None = None,
+                     durable: bool = True) -> list[tuple[Event, Change | None]]:
         """Append drafts as consecutive events and apply them; return each with its change.
 
-        Returns when the events are durable in the store and applied to the tree.
-        A change of None means the tree skipped the event (it no longer fit).
-        Raises StoreUnavailable if the store could not take them.
+        Returns when the events are stored (on disk if `durable`, else safe from a crash
+        of this process) and applied to the tree. A change of None means the tree
+        skipped the event (it no longer fit). Raises StoreUnavailable if the store
+        could not take them.
         """
         drafts = [d if d.actor else Draft(d.type, d.path, d.payload, self.actor) for d in drafts]
-        item = _Pending(drafts, chunks or {})
+        item = _Pending(drafts, chunks or {}, durable)
         self._pending.append(item)
         self._wakeup.set()
         await item.done.wait()
@@ -131,7 +133,8 @@ class Journal:
         async with self.lock:
             started = trio.current_time()
             try:
-                appended = await self.call_store(self.store.append, drafts, chunks, write=True)
+                durable = any(item.durable for item in batch)
+                appended = await self.call_store(self.store.append, drafts, chunks, durable, write=True)
             except errors.LighthouseError as exc:
                 for item in batch:
                     item.error = exc
@@ -156,6 +159,10 @@ class Journal:
             pos += len(item.drafts)
             item.done.set()
         await self._maybe_snapshot()
+
+    async def sync(self) -> None:
+        """Make every event appended so far durable (fsync, fsyncdir)."""
+        await self.call_store(self.store.sync, write=True)
 
     def _apply(self, event: Event, local: bool) -> Change | None:
         change = self.tree.apply(event)

@@ -19,12 +19,17 @@ class Store(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes]) -> list[Event]:
-        """Store the chunks, then the events in order; durable when this returns.
+    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
+        """Store the chunks, then the events in order.
 
-        Assigns consecutive sequence numbers and non-decreasing times. Raises
-        StoreUnavailable if nothing was stored.
+        With `durable`, they are on disk when this returns; without, they survive a
+        crash of this process but may wait for the next durable append or sync() to
+        survive a power loss. Assigns consecutive sequence numbers and non-decreasing
+        times. Raises StoreUnavailable if nothing was stored.
         """
+
+    def sync(self) -> None:
+        """Make everything appended so far durable."""
 
     @abc.abstractmethod
     def read(self, after_seq: int, limit: int = 1000) -> list[Event]:

@@ -323,7 +323,7 @@ class RedisStore(Store):
         """
         return self._read_raw(0, 0)[0]
 
-    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes]) -> list[Event]:
+    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
         if not drafts and not chunks:
             return []
         if chunks:
@@ -362,8 +362,12 @@ class RedisStore(Store):
         with self._lock:
             self._last_time_ns = max(self._last_time_ns, now)
             self._seen_seq = max(self._seen_seq, out[-1].seq)
-        self._wait_durable()
+        if durable:
+            self._wait_durable()
         return out
+
+    def sync(self) -> None:
+        self._wait_durable()
 
     def _wait_durable(self) -> None:
         """WAIT / WAITAOF as configured. The events are stored on the primary by now, so

@@ -56,6 +56,7 @@ class SQLiteStore(Store):
             raise errors.StoreOpenError(f"{path}: the store is corrupt or not a lighthousefs store: {exc}") from None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        self._full_sync = True
 
     def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
@@ -63,10 +64,28 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA synchronous=FULL")
         return conn
 
-    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes]) -> list[Event]:
+    def _set_sync(self, full: bool) -> None:
+        """FULL syncs the WAL at this commit (and so every frame before it); NORMAL
+        leaves it in the OS cache, safe from a crash of this process."""
+        if full != self._full_sync:
+            self._writer.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+            self._full_sync = full
+
+    def sync(self) -> None:
+        with self._write_lock:
+            wal = self.path + "-wal"
+            if os.path.exists(wal):
+                fd = os.open(wal, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
         with self._write_lock:
             conn = self._writer
             try:
+                self._set_sync(durable)
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     if chunks:
