@@ -12,6 +12,7 @@ Modules, one job each:
   state     the node's small JSON state file (survives driver restarts)
   identity, controller, node   the three CSI services
   server    command line and gRPC server on a unix socket
+  probe     a tiny client: is the driver ready? (the container health check)
 """
 
 DRIVER_NAME = "csi.lighthousefs.org"

@@ -128,6 +128,13 @@ class Node(csi_pb2_grpc.NodeServicer):
             raise NotFound(f"project {record['project']!r}"
                            + (f" has no subpath {record['subpath']!r}" if record["subpath"]
                               else " does not exist"))
+        # Agents can make symlinks in a project: one on the way to the source
+        # must not bind a host directory (the kernel follows it) into the pod.
+        project = os.path.join(os.path.realpath(record["staging"]), "projects", record["project"])
+        if os.path.islink(project) or os.path.commonpath(
+                [os.path.realpath(source), project]) != project:
+            raise InvalidArgument(f"volume {vid!r}: project {record['project']!r} or its subpath "
+                                  "is a symlink; only real directories can be published")
         for target, options in record["targets"].items():
             if not mounts.is_mount_point(target):
                 os.makedirs(target, exist_ok=True)

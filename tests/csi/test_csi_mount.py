@@ -164,6 +164,18 @@ def test_unknown_project_is_not_found_and_nothing_stays_mounted(make_driver):
     assert node_state(driver) == {}
 
 
+def test_symlinked_subpath_cannot_bind_a_host_directory(make_driver):
+    driver = make_driver()
+    volume = create(driver, project="sly")
+    target = publish(driver, volume.volume_id, volume.volume_context)
+    os.symlink("/etc", target / "escape")
+    context = dict(volume.volume_context, subpath="escape")
+    assert code_of(lambda: publish(driver, "csi-escape", context, pod="p2")) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+    unpublish(driver, volume.volume_id, target)
+    assert node_mounts(driver) == []
+
+
 def test_unexpected_failure_is_internal_and_leaves_nothing_mounted(make_driver):
     driver = make_driver()
     volume = create(driver, project="alpha")
