@@ -7,9 +7,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot(doc, path):
+    """Write the PNG; False if there is nothing to plot."""
     passes = [p for p in doc["results"] if doc["results"][p]]
     if not passes:
-        return
+        return False
     fig, axes = plt.subplots(len(passes), 1, figsize=(13, 4.5 * len(passes)), squeeze=False)
     for ax, pass_ in zip(axes[:, 0], passes):
         targets = doc["results"][pass_]
@@ -33,3 +34,4 @@ def plot(doc, path):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return True

@@ -30,12 +30,13 @@ CHECK_P99_MS = 5.0
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="short run for CI (about 2 minutes)")
+    p.add_argument("--quick", action="store_true",
+                   help="short run for CI (about 2 minutes): fewer iterations, pinned pass only")
     pin = p.add_mutually_exclusive_group()
     pin.add_argument("--pin", dest="passes", action="store_const", const=["pinned"],
                      help="only the pass with benchmark and daemons pinned to one CPU")
     pin.add_argument("--no-pin", dest="passes", action="store_const", const=["unpinned"],
-                     help="only the unpinned pass (default: both passes)")
+                     help="only the unpinned pass (default: both passes; only pinned with --quick)")
     p.add_argument("--cpu", type=int, default=max(os.sched_getaffinity(0)), help="CPU to pin to")
     p.add_argument("--modes", default=",".join(MODES),
                    help=f"lighthousefs modes, comma-separated, or 'none' (default: {','.join(MODES)})")
@@ -48,7 +49,7 @@ def parse_args(argv):
                    help=f"exit 1 if a common operation's p99 exceeds {CHECK_P99_MS} ms, or anything failed")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="results directory")
     args = p.parse_args(argv)
-    args.passes = args.passes or ["pinned", "unpinned"]
+    args.passes = args.passes or (["pinned"] if args.quick else ["pinned", "unpinned"])
     args.modes = [] if args.modes in ("", "none") else args.modes.split(",")
     args.ops = [o for o in args.ops.split(",") if o]
     args.parts = args.parts.split(",")
@@ -158,8 +159,10 @@ def write_results(doc, out):
     shutil.copyfile(path, out / "latest.json")
     try:
         from .plot import plot
-        plot(doc, out / f"{stamp}.png")
-        shutil.copyfile(out / f"{stamp}.png", out / "latest.png")
+        if plot(doc, out / f"{stamp}.png"):
+            shutil.copyfile(out / f"{stamp}.png", out / "latest.png")
+        else:
+            (out / "latest.png").unlink(missing_ok=True)
     except ImportError as e:
         print(f"no plot: {e} (pip install matplotlib)", file=sys.stderr)
     return path
@@ -170,6 +173,9 @@ def main(argv=None):
     install_handlers()
     all_cpus = os.sched_getaffinity(0)
     t_start = time.monotonic()
+
+    def progress(what):
+        print(f"[{time.monotonic() - t_start:6.1f} s] {what} ...", file=sys.stderr, flush=True)
     targets = list(BASELINES) + [f"lighthousefs-{m}" for m in args.modes]
     doc = {"schema": 1, "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "quick": args.quick, "argv": sys.argv[1:] if argv is None else list(argv), "host": host_info(),
@@ -183,7 +189,7 @@ def main(argv=None):
             for pass_ in args.passes:
                 cpu = args.cpu if pass_ == "pinned" else None
                 os.sched_setaffinity(0, {cpu} if cpu is not None else all_cpus)
-                print(f"{name} ({pass_}) ...", file=sys.stderr, flush=True)
+                progress(f"{name} ({pass_})")
                 try:
                     res = run_target(name, cpu, args, with_extras=pass_ == args.passes[-1])
                 except Skip as e:
@@ -200,7 +206,7 @@ def main(argv=None):
                     doc["extras"].setdefault(name, {}).update(res, extras_pass=pass_)
             os.sched_setaffinity(0, all_cpus)
             if "memory" in args.parts and name in MEMORY_TARGETS and name not in doc["skipped"]:
-                print(f"{name} (memory) ...", file=sys.stderr, flush=True)
+                progress(f"{name} (memory)")
                 doc["extras"].setdefault(name, {})["memory"] = _attempt(run_memory, name, args)
     finally:
         run_cleanups()
