@@ -54,6 +54,7 @@ class RedisServer:
     def __init__(self, port: int | None = None, password: str | None = None,
                  appendonly: bool = True, cluster: bool = False, dir: str | None = None,
                  tls: bool = False):
+        self._pick_port = port is None  # a port we chose may be taken meanwhile: choose again
         self.port = port or free_port(cluster)
         self.password = password
         self.appendonly = appendonly
@@ -74,9 +75,10 @@ class RedisServer:
             return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.cert}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def client(self) -> redis.Redis:
+    def client(self, timeout: float = 5) -> redis.Redis:
         tls = dict(ssl=True, ssl_ca_certs=self.cert) if self.tls else {}
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5, **tls)
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           socket_timeout=timeout, socket_connect_timeout=timeout, **tls)
 
     def _make_cert(self) -> None:
         """A self-signed certificate for 127.0.0.1, also its own CA."""
@@ -107,15 +109,17 @@ class RedisServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.proc.poll() is not None:
+                if self._pick_port and "already in use" in self.log_tail() and time.monotonic() < deadline:
+                    os.unlink(os.path.join(self.dir, "redis.log"))
+                    self.port = free_port(self.cluster)
+                    return self.start()
                 raise RuntimeError(f"redis-server on port {self.port} exited: {self.log_tail()}")
             try:
-                with self.client() as c:
+                with self.client(timeout=0.5) as c:
                     if c.ping():
                         return self
-            except redis.exceptions.BusyLoadingError:
-                pass
-            except redis.exceptions.ConnectionError:
-                pass
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                pass  # not up yet, loading, or someone else's socket: poll() tells
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"redis-server on port {self.port} did not answer PING: {self.log_tail()}")
@@ -146,6 +150,7 @@ class RedisServer:
     def restart(self, keep_data: bool = True) -> None:
         """Stop (if running) and start again on the same port, optionally emptied."""
         self.shutdown()
+        self._pick_port = False  # clients point at this port: it must stay
         if not keep_data:
             for name in os.listdir(self.dir):
                 if name not in ("redis.log", "cert.pem", "key.pem") and not (self.cluster and name == "nodes.conf"):

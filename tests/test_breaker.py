@@ -10,7 +10,7 @@ import hypothesis.strategies as st
 import pytest
 import trio
 import trio.testing
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from lighthousefs import errors
@@ -124,7 +124,8 @@ class BreakerMachine(RuleBasedStateMachine):
 
 
 TestBreakerMachine = BreakerMachine.TestCase
-TestBreakerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestBreakerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,
+                                       suppress_health_check=[HealthCheck.too_slow])
 
 
 # ---- unit tests --------------------------------------------------------------------------
