@@ -6,6 +6,7 @@ or SIGTERM still unmounts and kills everything (``run_cleanups`` also runs at ex
 """
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -366,3 +367,16 @@ def make_target(name, cpu=None):
     if name == "bindfs":
         return Bindfs(cpu)
     return Lighthouse(name.removeprefix("lighthousefs-"), cpu)
+
+
+@contextlib.contextmanager
+def mounted(name, cpu=None):
+    """A started target (daemons pinned to cpu, if given), torn down on exit."""
+    mark = checkpoint()
+    try:
+        target = make_target(name, cpu)
+        target.start()
+        target.pin()
+        yield target
+    finally:
+        run_cleanups(after=mark)

@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 
 from . import extras
-from .mounts import MODES, REPO, Skip, checkpoint, install_handlers, make_target, run_cleanups
+from .mounts import MODES, REPO, Skip, install_handlers, mounted, run_cleanups
 from .ops import COMMON, OPS, iterations, run_ops
 
 BASELINES = ("tmpfs", "bindfs")
@@ -87,11 +87,7 @@ def _attempt(fn, *args):
 
 def run_target(name, cpu, args, with_extras):
     """Mount one target, measure it, tear it down. Raises Skip if it cannot mount."""
-    mark = checkpoint()
-    try:
-        t = make_target(name, cpu)
-        t.start()
-        t.pin()
+    with mounted(name, cpu) as t:
         out = {}
         if "ops" in args.parts:
             out["ops"] = run_ops(t, args.ops, args.quick, args.iterations)
@@ -102,18 +98,11 @@ def run_target(name, cpu, args, with_extras):
         if with_extras and "propagation" in args.parts and name != "tmpfs":
             out["propagation"] = _attempt(extras.propagation, t, args.quick)
         return out
-    finally:
-        run_cleanups(after=mark)
 
 
 def run_memory(name, args):
-    mark = checkpoint()
-    try:
-        t = make_target(name)
-        t.start()
+    with mounted(name) as t:
         return extras.memory_startup(t, args.mem_files)
-    finally:
-        run_cleanups(after=mark)
 
 
 def ratios(results):
