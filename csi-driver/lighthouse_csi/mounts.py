@@ -40,19 +40,41 @@ def is_mount_point(path: str) -> bool:
     return os.path.normpath(path) in mount_points()
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
+def _run(argv: list[str], pass_fds=()) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False,
+                              pass_fds=pass_fds)
     except subprocess.TimeoutExpired as err:
         raise MountFailed(f"{argv[0]} timed out after {TIMEOUT}s") from err
 
 
-def bind(source: str, target: str, read_only: bool) -> None:
-    """Bind-mount source onto target (a directory), read-only if asked.
+def open_beneath(root: str, relative: str) -> int:
+    """An O_PATH descriptor of root/relative, walked one component at a time
+    without following symlinks: NotADirectoryError (or ELOOP) when one is a
+    symlink or a file, FileNotFoundError when one is missing. The caller
+    closes it."""
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for part in filter(None, relative.split("/")):
+            child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
-    A read-only bind needs a second remount (the kernel ignores ro on the
-    first bind); if that fails the bind is undone, never left writable."""
-    result = _run(["mount", "--bind", source, target])
+
+def bind(source_fd: int, target: str, read_only: bool) -> None:
+    """Bind-mount the directory open as source_fd onto target, read-only if asked.
+
+    The source is passed as /proc/self/fd/N with --no-canonicalize, so the
+    kernel binds exactly the directory that was checked: a symlink swapped in
+    meanwhile cannot redirect it. A read-only bind needs a second remount (the
+    kernel ignores ro on the first bind); if that fails the bind is undone,
+    never left writable."""
+    result = _run(["mount", "--bind", "--no-canonicalize", f"/proc/self/fd/{source_fd}", target],
+                  pass_fds=(source_fd,))
     if result.returncode != 0:
         raise MountFailed(f"bind mount onto {target} failed: {result.stderr.strip()}")
     if read_only:

@@ -11,6 +11,7 @@ every bind made from it is dead too, so all of them are unmounted, the
 namespace is mounted again and the binds are remade.
 """
 
+import errno
 import logging
 import os
 import threading
@@ -27,11 +28,6 @@ _SPEC_KEYS = ("project", "agent", "subpath", "readOnly")
 def _spec(volume: volumes.Volume) -> dict:
     return {"project": volume.project, "agent": volume.agent,
             "subpath": volume.subpath, "readOnly": volume.read_only}
-
-
-def _source(record: dict) -> str:
-    return os.path.normpath(os.path.join(
-        record["staging"], "projects", record["project"], record["subpath"]))
 
 
 class Node(csi_pb2_grpc.NodeServicer):
@@ -123,22 +119,28 @@ class Node(csi_pb2_grpc.NodeServicer):
                 mounts.unmount(target)  # binds of a dead mount are dead too
             self.lighthouse.umount(staging)
             self.lighthouse.mount(staging, record["agent"], record["readOnly"])
-        source = _source(record)
-        if not os.path.isdir(source):
+        # Agents can make symlinks in a project: one on the way must not bind
+        # a host directory into the pod. So the source is opened component by
+        # component without following symlinks, and that very directory is bound.
+        relative = os.path.join(record["project"], record["subpath"])
+        try:
+            source = mounts.open_beneath(os.path.join(staging, "projects"), relative)
+        except FileNotFoundError:
             raise NotFound(f"project {record['project']!r}"
                            + (f" has no subpath {record['subpath']!r}" if record["subpath"]
-                              else " does not exist"))
-        # Agents can make symlinks in a project: one on the way to the source
-        # must not bind a host directory (the kernel follows it) into the pod.
-        project = os.path.join(os.path.realpath(record["staging"]), "projects", record["project"])
-        if os.path.islink(project) or os.path.commonpath(
-                [os.path.realpath(source), project]) != project:
-            raise InvalidArgument(f"volume {vid!r}: project {record['project']!r} or its subpath "
-                                  "is a symlink; only real directories can be published")
-        for target, options in record["targets"].items():
-            if not mounts.is_mount_point(target):
-                os.makedirs(target, exist_ok=True)
-                mounts.bind(source, target, options["readonly"])
+                              else " does not exist")) from None
+        except OSError as err:
+            if err.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise InvalidArgument(f"volume {vid!r}: {relative!r} is a symlink or a file; "
+                                      "only real directories can be published") from None
+            raise
+        try:
+            for target, options in record["targets"].items():
+                if not mounts.is_mount_point(target):
+                    os.makedirs(target, exist_ok=True)
+                    mounts.bind(source, target, options["readonly"])
+        finally:
+            os.close(source)
 
     def _forget(self, vid: str, target: str) -> None:
         """Drop target from the volume; after its last target, unmount the
