@@ -6,12 +6,13 @@ daemon died; DeleteVolume removes the project only when the StorageClass said
 onDelete: delete (recorded in the volume id), never otherwise.
 """
 
+import errno
 import logging
 import os
 import shutil
 import threading
 
-from lighthouse_csi import csi_pb2, csi_pb2_grpc, validate, volumes
+from lighthouse_csi import csi_pb2, csi_pb2_grpc, mounts, validate, volumes
 from lighthouse_csi.errors import InvalidArgument, NotFound
 from lighthouse_csi.rpc import rpc
 
@@ -52,7 +53,16 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         volume, policy = volumes.from_parameters(request.parameters, default_project)
         # Idempotent: an existing project (or subpath) is taken as it is, so a
         # retried call, or a PVC naming an existing project, both succeed.
-        os.makedirs(os.path.join(self._projects(), volume.project, volume.subpath), exist_ok=True)
+        # Walked without following symlinks: a symlink an agent made in the
+        # project must not make us create directories outside the namespace.
+        try:
+            os.close(mounts.open_beneath(self._projects(),
+                                         os.path.join(volume.project, volume.subpath), create=True))
+        except OSError as err:
+            if err.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise InvalidArgument(f"{volume.project}/{volume.subpath} is a symlink or a file, "
+                                      "not a directory") from None
+            raise
         return csi_pb2.CreateVolumeResponse(volume=csi_pb2.Volume(
             volume_id=volumes.make_id(volume.project, policy, request.name),
             capacity_bytes=request.capacity_range.required_bytes,

@@ -48,14 +48,19 @@ def _run(argv: list[str], pass_fds=()) -> subprocess.CompletedProcess:
         raise MountFailed(f"{argv[0]} timed out after {TIMEOUT}s") from err
 
 
-def open_beneath(root: str, relative: str) -> int:
+def open_beneath(root: str, relative: str, create: bool = False) -> int:
     """An O_PATH descriptor of root/relative, walked one component at a time
     without following symlinks: NotADirectoryError (or ELOOP) when one is a
-    symlink or a file, FileNotFoundError when one is missing. The caller
-    closes it."""
+    symlink or a file, FileNotFoundError when one is missing (made instead,
+    with create). The caller closes it."""
     fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
     try:
         for part in filter(None, relative.split("/")):
+            if create:
+                try:
+                    os.mkdir(part, dir_fd=fd)
+                except FileExistsError:
+                    pass
             child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = child

@@ -172,6 +172,10 @@ def test_symlinked_subpath_cannot_bind_a_host_directory(make_driver):
     context = dict(volume.volume_context, subpath="escape")
     assert code_of(lambda: publish(driver, "csi-escape", context, pod="p2")) \
         == grpc.StatusCode.INVALID_ARGUMENT
+    # Nor can CreateVolume be led to make directories through it.
+    assert code_of(lambda: create(driver, name="pvc-esc", project="sly", subpath="escape/made-by-csi")) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+    assert not os.path.exists("/etc/made-by-csi")
     unpublish(driver, volume.volume_id, target)
     assert node_mounts(driver) == []
 
