@@ -95,11 +95,13 @@ class OpenFile:
 
 
 class FileHandle:
-    __slots__ = ("open_file", "writable")
+    __slots__ = ("open_file", "writable", "flush_failed")
 
     def __init__(self, open_file: OpenFile, writable: bool):
         self.open_file = open_file
         self.writable = writable
+        # close() already reported this commit's failure: release does not retry it.
+        self.flush_failed = False
 
 
 class BytesHandle:
@@ -587,7 +589,12 @@ class LighthouseOperations(pyfuse3.Operations):
     async def flush(self, fh):
         handle = self._handles.get(fh)
         if isinstance(handle, FileHandle) and handle.open_file.buffer.changed:
-            await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
+            try:
+                await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
+            except errors.LighthouseError:
+                handle.flush_failed = True
+                raise
+            handle.flush_failed = False
 
     async def fsync(self, fh, datasync):
         handle = self._handles.get(fh)
@@ -602,7 +609,7 @@ class LighthouseOperations(pyfuse3.Operations):
             return
         open_file = handle.open_file
         try:
-            if open_file.buffer.changed and handle.writable:
+            if open_file.buffer.changed and handle.writable and not handle.flush_failed:
                 await self._commit(open_file.ino, open_file.buffer, open_file)
         finally:
             open_file.refs -= 1
@@ -633,6 +640,10 @@ class LighthouseOperations(pyfuse3.Operations):
                       {"ino": ino, "size": pending.size, "chunks": pending.hashes})
         await self._submit_one(draft, pending.chunks, durable=True)
         buffer.mark_committed(pending)
+        # What was just written is what is read next: keep it in L1 (which also keeps it
+        # readable while the store is unreachable).
+        if sum(map(len, pending.chunks.values())) <= self._chunks.maxsize // 4:
+            self._chunks.update(pending.chunks)
 
     # ---- directories ---------------------------------------------------------------------
 

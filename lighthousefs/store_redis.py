@@ -76,12 +76,9 @@ REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterExcept
 
 
 
-class StoreDataLost(errors.StoreUnavailable):
-    """Redis lost data this process had seen: permanent for this process (EIO).
-
-    A subclass so the daemon can tell it from a passing outage (switch to a failsafe,
-    read-only mode and alert) without matching message text.
-    """
+# Redis lost data this process had seen: permanent for this process (EIO). A subclass
+# of StoreUnavailable, so the journal can tell it from a passing outage.
+StoreDataLost = errors.StoreDataLost
 
 
 # Creates the marker of a fresh namespace; returns {id, seq, format}. An events stream
@@ -207,6 +204,7 @@ class RedisStore(Store):
         # append script is safe: its done:<token> key makes it idempotent.
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
         kwargs = dict(socket_timeout=timeout, socket_connect_timeout=connect_timeout, retry=retry)
+        self._block_limit_s = max(0.05, timeout - 0.5)
         self._lock = threading.Lock()
         self._seen_seq = 0
         self._last_time_ns = 0
@@ -415,6 +413,17 @@ class RedisStore(Store):
 
     def last_seq(self) -> int:
         return self.check_continuity()
+
+    def wait_for_events(self, after_seq: int, timeout: float) -> bool:
+        """Block in XREAD until an entry after `after_seq` arrives (no polling).
+
+        The block is kept under the socket timeout, so a silent Redis still surfaces as
+        an error instead of a hang. Whatever arrives is then read (and verified) by
+        read(): this only waits.
+        """
+        block_ms = max(1, int(min(timeout, self._block_limit_s) * 1000))
+        reply = self._call("wait", self._r.xread, {self._k_events: f"{after_seq}-0"}, count=1, block=block_ms)
+        return bool(reply)
 
     def get_chunk(self, digest: bytes) -> bytes:
         data = self._call("get_chunk", self._r.get, self._p_chunk + digest.hex())

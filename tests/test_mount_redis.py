@@ -1,0 +1,126 @@
+"""Shared mode: several daemons on one Redis (standalone and a 3-master Cluster), and
+what happens to a mount when Redis dies, comes back, or comes back empty."""
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from mounting import eventually, lighthouse
+from redis_server import RedisCluster3, RedisServer
+
+pytestmark = [pytest.mark.mount, pytest.mark.redis]
+
+
+def namespaced(url: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}namespace=t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with RedisCluster3() as c:
+        yield c
+
+
+@pytest.fixture
+def own_server():
+    with RedisServer() as srv:
+        yield srv
+
+
+def run(code: str, *args, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a file operation in a child process: a hang fails the test instead of freezing it."""
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+WRITE = "import sys\nwith open(sys.argv[1], 'w') as f: f.write(sys.argv[2])"
+MKDIR = "import os, sys; os.mkdir(sys.argv[1])"
+READ = "import sys; print(open(sys.argv[1]).read(), end='')"
+
+
+def test_three_daemons_on_a_cluster_share_one_namespace(mounter, cluster):
+    url = namespaced(cluster.url)
+    a, b, c = (mounter(name, store=url) for name in "abc")
+    (a / "projects" / "p").mkdir()
+    (a / "projects" / "p" / "f").write_text("from a")
+    eventually(lambda: (b / "projects" / "p" / "f").read_text() == "from a")
+    eventually(lambda: (c / "projects" / "p" / "f").read_text() == "from a")
+    (c / "projects" / "p" / "f").write_text("from c")
+    eventually(lambda: (a / "projects" / "p" / "f").read_text() == "from c")
+    os.unlink(b / "projects" / "p" / "f")
+    for m in (a, c):
+        eventually(lambda m=m: not (m / "projects" / "p" / "f").exists())
+    with pytest.raises(FileNotFoundError):
+        (a / "projects" / "p" / "f").read_text()
+
+
+def test_negative_lookups_are_invalidated_across_nodes(mounter, own_server):
+    url = namespaced(own_server.url)
+    a, b = mounter("a", store=url), mounter("b", store=url)
+    (a / "projects" / "p").mkdir()
+    eventually(lambda: (b / "projects" / "p").is_dir())
+    assert not (b / "projects" / "p" / "late").exists()     # now a cached negative entry on b
+    (a / "projects" / "p" / "late").write_text("here")
+    eventually(lambda: (b / "projects" / "p" / "late").read_text() == "here")
+
+
+def test_redis_down_fails_fast_then_recovers(mounter, own_server):
+    url = namespaced(own_server.url)
+    m = mounter("a", store=url)
+    project = m / "projects" / "p"
+    project.mkdir()
+    (project / "kept").write_text("cached")
+    assert (project / "kept").read_text() == "cached"
+    own_server.kill()
+    # Writes fail with EIO instead of hanging; what is in memory keeps being served.
+    for _ in range(5):
+        result = run(WRITE, project / "new", "x")
+        assert result.returncode != 0 and "Input/output error" in result.stderr, result.stderr
+    assert run(MKDIR, project / "d").returncode != 0
+    assert run(READ, project / "kept").stdout == "cached"
+    assert sorted(os.listdir(project)) == ["kept"]
+    own_server.restart(keep_data=True)
+    # The breaker probes and closes by itself.
+    eventually(lambda: run(WRITE, project / "new", "x").returncode == 0, timeout=30, interval=0.2)
+    assert (project / "new").read_text() == "x"
+    assert "store circuit closed -> open" in m.log.read_text()
+
+
+def test_redis_restarted_empty_is_refused_loudly(mounter, own_server):
+    url = namespaced(own_server.url)
+    m = mounter("a", store=url)
+    (m / "projects" / "p").mkdir()
+    (m / "projects" / "p" / "f").write_text("before")
+    own_server.restart(keep_data=False)
+    # Every change is refused from now on; the last consistent state is still readable.
+    eventually(lambda: run(WRITE, m / "projects" / "p" / "g", "x").returncode != 0, timeout=30, interval=0.2)
+    assert run(WRITE, m / "projects" / "p" / "f", "after").returncode != 0
+    assert (m / "projects" / "p" / "f").read_text() == "before"
+    eventually(lambda: "THE STORE LOST DATA" in m.log.read_text())
+
+
+def test_a_killed_daemon_resumes_where_it_stopped(mounter, own_server):
+    url = namespaced(own_server.url)
+    a, b = mounter("a", store=url), mounter("b", store=url)
+    (a / "projects" / "p").mkdir()
+    eventually(lambda: (b / "projects" / "p").is_dir())
+    os.kill(b.pid, 9)
+    for i in range(20):
+        (a / "projects" / "p" / f"f{i}").write_text(str(i))
+    b2 = mounter("b", store=url)        # recovers the dead mountpoint, catches up
+    eventually(lambda: sorted(os.listdir(b2 / "projects" / "p")) == sorted(f"f{i}" for i in range(20)))
+    assert all((b2 / "projects" / "p" / f"f{i}").read_text() == str(i) for i in range(20))
+
+
+def test_wrong_password_is_refused_at_mount(tmp_path):
+    with RedisServer(password="right") as srv:
+        bad = srv.url.replace("right", "Xy7-not-the-password")
+        (tmp_path / "m").mkdir()
+        result = lighthouse("mount", str(tmp_path / "m"), "--store", bad, check=False)
+        assert result.returncode != 0 and "credentials" in result.stderr
+        assert "Xy7-not-the-password" not in result.stderr   # the password is not echoed
