@@ -23,17 +23,17 @@ from typing import Callable
 
 import pyfuse3
 import trio
-from cachetools import LRUCache
 
-from . import errors, events, policy as policy_mod
-from .content import FileBuffer, chunk_count
+from . import errors, events
+from .cache import ChunkCache
+from .content import FileBuffer
 from .events import Draft, Event
 from .events_file import EventsFile
 from .history import History
 from .journal import Journal
 from .metrics import Metrics
 from .policy import Policy, validate_format
-from .tree import Change, Node, ROOT_INO, PROJECTS_INO, MEMORIES_INO, AGENTS_INO
+from .tree import Change, Node, ROOT_INO
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +140,9 @@ class LighthouseOperations(pyfuse3.Operations):
         self.control = control
         self.metrics = metrics
         self._op_timers = {name: metrics.op_seconds.labels(name).observe for name in _HANDLER_NAMES}
-        self._l1_hit = metrics.cache.labels("l1", "hit").inc
-        self._l1_miss = metrics.cache.labels("l1", "miss").inc
-        metrics.cache_bytes.set_function(lambda: self._chunks.currsize)
+        self._chunks = ChunkCache(cache_bytes, on_hit=metrics.cache.labels("l1", "hit").inc,
+                                  on_miss=metrics.cache.labels("l1", "miss").inc)
+        metrics.cache_bytes.set_function(lambda: self._chunks.bytes)
         self.history = History(self.store, journal.call_store)
         self.events_file = EventsFile(self.store, journal.call_store, self._event_visible)
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
@@ -152,8 +152,6 @@ class LighthouseOperations(pyfuse3.Operations):
         self._open_files: dict[int, OpenFile] = {}
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)
-        # L1: chunks are immutable (named by their hash), so a cached chunk is never stale.
-        self._chunks: LRUCache[bytes, bytes] = LRUCache(cache_bytes, getsizeof=len)
         self._hist_keys: dict[int, tuple] = {}
         self._hist_inos: dict[tuple, int] = {}
         self._next_hist_ino = itertools.count(FIRST_HISTORY_INO)
@@ -174,11 +172,8 @@ class LighthouseOperations(pyfuse3.Operations):
     async def _fetch_chunk(self, digest: bytes) -> bytes:
         data = self._chunks.get(digest)
         if data is None:
-            self._l1_miss()
             data = await self.journal.call_store(self.store.get_chunk, digest)
-            self._chunks[digest] = data
-        else:
-            self._l1_hit()
+            self._chunks.put(digest, data)
         return data
 
     def _attr(self, node: Node, ino: int | None = None, read_only: bool = False) -> pyfuse3.EntryAttributes:
@@ -640,10 +635,7 @@ class LighthouseOperations(pyfuse3.Operations):
                       {"ino": ino, "size": pending.size, "chunks": pending.hashes})
         await self._submit_one(draft, pending.chunks, durable=True)
         buffer.mark_committed(pending)
-        # What was just written is what is read next: keep it in L1 (which also keeps it
-        # readable while the store is unreachable).
-        if sum(map(len, pending.chunks.values())) <= self._chunks.maxsize // 4:
-            self._chunks.update(pending.chunks)
+        self._chunks.put_fresh(pending.chunks)
 
     # ---- directories ---------------------------------------------------------------------
 
