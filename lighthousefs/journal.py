@@ -182,6 +182,8 @@ class Journal:
             before = self.tree.applied_seq
             await self._apply_from_store(math.inf)
             applied = self.tree.applied_seq - before
+        # The backlog found when woken: how far behind the store this daemon was.
+        self.metrics.follower_lag_events.set(applied)
         if applied:
             await self._maybe_snapshot()
         return applied
