@@ -68,7 +68,9 @@ def extras(doc):
                      num(api.get("single_per_s")) if "single_per_s" in api else why(api) or "–",
                      num(api.get("batched_per_s")) if "batched_per_s" in api else "–", prop_cell])
     if rows:
-        out += ["Throughput and propagation (close() on one mount to the content read on another):", "",
+        pass_ = next((e["extras_pass"] for e in ex.values() if "extras_pass" in e), "?")
+        out += [f"Throughput and propagation ({pass_}; propagation: close() on one mount to the new "
+                "content read on another):", "",
                 table(["target", "closes/s (mount)", "events/s (API, single)", "events/s (API, batched)",
                        "propagation ms, p50 / p99"], rows), ""]
     rows = []
