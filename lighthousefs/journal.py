@@ -205,11 +205,14 @@ class Journal:
         """
         task_status.started()
         failing = False
+        stored = math.inf     # the newest seq known to be in the store
         while True:
             try:
-                await self.catch_up()
-                await trio.to_thread.run_sync(self.store.wait_for_events, self.tree.applied_seq, 1.0,
-                                              abandon_on_cancel=True)
+                # Woken by our own append (already applied by the committer): nothing to do.
+                if stored > self.tree.applied_seq:
+                    await self.catch_up()
+                stored = await trio.to_thread.run_sync(self.store.wait_for_events, self.tree.applied_seq, 1.0,
+                                                       abandon_on_cancel=True)
                 if failing:
                     log.warning("following the store again")
                 failing = False
@@ -217,6 +220,7 @@ class Journal:
                 if not failing:
                     log.warning("following the store failed; retrying every %.1fs: %s", retry_interval, exc)
                 failing = True
+                stored = math.inf
                 await trio.sleep(retry_interval)
 
     # ---- snapshots ---------------------------------------------------------------------

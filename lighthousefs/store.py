@@ -62,17 +62,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    def wait_for_events(self, after_seq: int, timeout: float) -> bool:
-        """Block until an event after `after_seq` is stored or `timeout` passes.
+    def wait_for_events(self, after_seq: int, timeout: float) -> int:
+        """Block until an event after `after_seq` is stored or `timeout` passes; return
+        the sequence number of a stored event after `after_seq`, or 0.
 
         This default polls; a backend that can be told (Redis's XREAD BLOCK) overrides it.
         """
         deadline = time.monotonic() + timeout
         while True:
-            if self.last_seq() > after_seq:
-                return True
+            last = self.last_seq()
+            if last > after_seq:
+                return last
             if time.monotonic() >= deadline:
-                return False
+                return 0
             time.sleep(self.poll_interval)
 
     poll_interval = 0.005

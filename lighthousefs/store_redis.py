@@ -414,7 +414,7 @@ class RedisStore(Store):
     def last_seq(self) -> int:
         return self.check_continuity()
 
-    def wait_for_events(self, after_seq: int, timeout: float) -> bool:
+    def wait_for_events(self, after_seq: int, timeout: float) -> int:
         """Block in XREAD until an entry after `after_seq` arrives (no polling).
 
         The block is kept under the socket timeout, so a silent Redis still surfaces as
@@ -423,7 +423,11 @@ class RedisStore(Store):
         """
         block_ms = max(1, int(min(timeout, self._block_limit_s) * 1000))
         reply = self._call("wait", self._r.xread, {self._k_events: f"{after_seq}-0"}, count=1, block=block_ms)
-        return bool(reply)
+        if not reply:
+            return 0
+        stream = reply[self._k_events.encode()] if isinstance(reply, dict) else reply[0][1]
+        entries = stream[0] if stream and isinstance(stream[0], list) else stream
+        return int(entries[0][0].split(b"-", 1)[0])
 
     def get_chunk(self, digest: bytes) -> bytes:
         data = self._call("get_chunk", self._r.get, self._p_chunk + digest.hex())

@@ -448,3 +448,10 @@ def test_mount_refuses_an_unreachable_redis(tmp_path):
             mount(tmp_path / "mnt", srv.url, log=tmp_path / "mnt.log")
     finally:
         srv.stop()
+
+
+def test_wait_for_events_names_a_newer_event_or_times_out(opener):
+    store = opener()
+    store.append([draft(f"projects/a/f{i}") for i in range(3)], {})
+    assert 1 < store.wait_for_events(1, 0.5) <= 3
+    assert store.wait_for_events(3, 0.05) == 0
