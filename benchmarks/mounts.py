@@ -83,6 +83,14 @@ def run(cmd, timeout=120, check=True, **kw):
     return p
 
 
+def attempt(cmd, timeout=30, **kw):
+    """Run cmd for cleanup: True if it succeeded; a failure or a hang is not an error."""
+    try:
+        return run(cmd, check=False, timeout=timeout, **kw).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
 def wait_for(predicate, timeout, interval=0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,10 +108,10 @@ def unmount(path, fuse=True):
     cmd, lazy = (["fusermount3", "-u", path], ["fusermount3", "-uz", path]) if fuse else (
         ["umount", path], ["umount", "-l", path])
     for _ in range(5):
-        if run(cmd, check=False, timeout=30).returncode == 0 or not os.path.ismount(path):
+        if attempt(cmd) or not os.path.ismount(path):
             return
         time.sleep(0.2)
-    run(lazy, check=False, timeout=30)
+    attempt(lazy)
 
 
 def kill(pid, timeout=5):
@@ -243,12 +251,12 @@ class Redis:
     def __init__(self, dir, cpu=None):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        log = open(dir / "redis.log", "w")
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
-        self.proc = subprocess.Popen(
-            prefix + ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                      "--dir", str(dir), "--save", "", "--appendonly", "yes"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(dir / "redis.log", "w") as log:
+            self.proc = subprocess.Popen(
+                prefix + ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                          "--dir", str(dir), "--save", "", "--appendonly", "yes"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         cleanup(f"stop redis-server :{self.port}", self.stop)
         if not wait_for(self.ping, 10):
             raise Skip(f"redis-server did not answer on port {self.port}")
@@ -285,7 +293,6 @@ class Lighthouse(Target):
                  a fresh daemon is measured without warm-up (empty caches)
     redis-2node  Redis store, two daemons: A writes the fixtures, B is measured
     """
-
 
     def __init__(self, mode, cpu=None):
         self.mode = mode
@@ -333,7 +340,7 @@ class Lighthouse(Target):
 
     def _umount(self, mnt):
         pid = self._pids.pop(mnt, None)
-        run(lighthouse_cmd() + ["umount", str(mnt)], check=False, timeout=60, env=lighthouse_env())
+        attempt(lighthouse_cmd() + ["umount", str(mnt)], timeout=60, env=lighthouse_env())
         unmount(mnt)
         if pid:
             kill(pid)
