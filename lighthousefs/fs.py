@@ -226,20 +226,19 @@ class LighthouseOperations(pyfuse3.Operations):
                         return self.tree.path(candidate.ino, name)
         return f"inode/{ino}"
 
-    def _require_tree_dir(self, ino: int) -> Node:
-        """The directory `ino` of the live tree, or the errno a change inside it gets."""
-        if ino in self._hist_keys:
-            raise errors.ReadOnly(".history is read-only")
-        if ino in (EVENTS_INO, CONTROL_INO) or ino in CONTROL_INOS:
-            raise errors.NotPermitted("the control files cannot be changed")
-        return self.tree.get_dir(ino)
-
     def _require_tree_node(self, ino: int) -> Node:
+        """The inode `ino` of the live tree, or the errno a change to it gets."""
         if ino in self._hist_keys:
             raise errors.ReadOnly(".history is read-only")
         if ino in (EVENTS_INO, CONTROL_INO) or ino in CONTROL_INOS:
             raise errors.NotPermitted("the control files cannot be changed")
         return self.tree.get(ino)
+
+    def _require_tree_dir(self, ino: int) -> Node:
+        node = self._require_tree_node(ino)
+        if not node.is_dir:
+            raise errors.NotADirectory(f"inode {ino} is not a directory")
+        return node
 
     def _check_writable_inode(self, ino: int) -> None:
         """May this inode's content or attributes change? Decided by where it lives."""

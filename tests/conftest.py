@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from mounting import Mount, mount, unmount_quietly  # noqa: E402
+from redis_server import RedisCluster3, RedisServer  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -51,3 +52,17 @@ def mounter(tmp_path, store_url):
 @pytest.fixture
 def mnt(mounter) -> Mount:
     return mounter()
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """One 3-master Redis Cluster for the whole run (tests use their own namespaces)."""
+    with RedisCluster3() as c:
+        yield c
+
+
+@pytest.fixture
+def own_server():
+    """A redis-server this test may kill, freeze, wipe or restart."""
+    with RedisServer() as srv:
+        yield srv

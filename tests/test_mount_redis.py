@@ -11,25 +11,13 @@ import uuid
 import pytest
 
 from mounting import eventually, lighthouse
-from redis_server import RedisCluster3, RedisServer
+from redis_server import RedisServer
 
 pytestmark = [pytest.mark.mount, pytest.mark.redis]
 
 
 def namespaced(url: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}namespace=t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with RedisCluster3() as c:
-        yield c
-
-
-@pytest.fixture
-def own_server():
-    with RedisServer() as srv:
-        yield srv
 
 
 def run(code: str, *args, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from redis_server import REDIS_SERVER, RedisCluster3, RedisServer  # noqa: E402
+from redis_server import REDIS_SERVER, RedisServer  # noqa: E402
 
 from lighthousefs import errors  # noqa: E402
 from lighthousefs.events import Draft  # noqa: E402
@@ -42,19 +42,6 @@ def with_ns(url: str, ns: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def server():
-    with RedisServer() as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with RedisCluster3() as c:
-        yield c
-
-
-@pytest.fixture
-def own_server():
-    """A server this test may kill, freeze or wipe."""
     with RedisServer() as srv:
         yield srv
 
