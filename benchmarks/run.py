@@ -165,6 +165,7 @@ def main(argv=None):
 
     def progress(what):
         print(f"[{time.monotonic() - t_start:6.1f} s] {what} ...", file=sys.stderr, flush=True)
+
     targets = list(BASELINES) + [f"lighthousefs-{m}" for m in args.modes]
     doc = {"schema": 1, "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "quick": args.quick, "argv": sys.argv[1:] if argv is None else list(argv), "host": host_info(),
