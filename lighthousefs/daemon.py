@@ -169,6 +169,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                 nursery.start_soon(_watch_signals, pyfuse3.terminate)
                 await _bootstrap(journal, config)
                 await nursery.start(journal.follow)
+                await nursery.start(journal.run_housekeeping)
                 await _wait_answering(config.mountpoint)
                 log.info("mounted %s at %s (store %s, agent %s)", "read-only" if config.read_only else "read-write",
                          config.mountpoint, config.store_url, config.agent or "operator")

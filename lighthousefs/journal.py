@@ -223,6 +223,20 @@ class Journal:
                 stored = math.inf
                 await trio.sleep(retry_interval)
 
+    async def run_housekeeping(self, interval: float = 1.0, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Checkpoint the store now and then, away from the commits close() waits for."""
+        await self.call_store(self.store.defer_checkpoints, write=True)
+        task_status.started()
+        checkpointed = self.tree.applied_seq
+        while True:
+            await trio.sleep(interval)
+            if self.tree.applied_seq != checkpointed:
+                checkpointed = self.tree.applied_seq
+                try:
+                    await self.call_store(self.store.checkpoint)
+                except errors.LighthouseError as exc:
+                    log.warning("store housekeeping failed, retrying later: %s", exc)
+
     # ---- snapshots ---------------------------------------------------------------------
 
     async def _maybe_snapshot(self) -> None:

@@ -31,6 +31,12 @@ class Store(abc.ABC):
     def sync(self) -> None:
         """Make everything appended so far durable."""
 
+    def defer_checkpoints(self) -> None:
+        """From now on, housekeeping runs only in checkpoint() (see SQLiteStore)."""
+
+    def checkpoint(self) -> None:
+        """Housekeeping that must stay off the append path (SQLite's WAL checkpoint)."""
+
     @abc.abstractmethod
     def read(self, after_seq: int, limit: int = 1000) -> list[Event]:
         """Events with seq > after_seq, in order, at most `limit`."""

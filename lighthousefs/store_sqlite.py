@@ -71,6 +71,20 @@ class SQLiteStore(Store):
             self._writer.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
             self._full_sync = full
 
+    def defer_checkpoints(self) -> None:
+        """Checkpoints (which fsync the database file) stop running inside appends that a
+        close() waits for; the caller runs checkpoint() in the background instead."""
+        with self._write_lock:
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file without blocking appends (PASSIVE)."""
+        with self._read_lock:
+            try:
+                self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                raise errors.StoreUnavailable(f"checkpoint of {self.path} failed: {exc}") from exc
+
     def sync(self) -> None:
         with self._write_lock:
             wal = self.path + "-wal"
