@@ -128,4 +128,4 @@ class Client:
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{path} is not a regular file")
         return b"".join(self.store.get_chunk(h) if h != content.ZERO_CHUNK_HASH else content.ZERO_CHUNK
-                        for h in node.chunks)
+                        for h in content.unpack(node.chunks))

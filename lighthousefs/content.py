@@ -15,8 +15,21 @@ CHUNK_SIZE = 64 * 1024
 ZERO_CHUNK = bytes(CHUNK_SIZE)
 
 
+HASH_SIZE = 20
+
+
 def chunk_hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=20).digest()
+    return hashlib.blake2b(data, digest_size=HASH_SIZE).digest()
+
+
+def pack(hashes) -> bytes:
+    """A file's chunk list as one bytes object: 20 bytes a chunk. The projection keeps
+    this form (one object a file instead of a tuple of one object a chunk)."""
+    return b"".join(hashes)
+
+
+def unpack(packed: bytes) -> list[bytes]:
+    return [packed[i:i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
 
 
 ZERO_CHUNK_HASH = chunk_hash(ZERO_CHUNK)
@@ -53,8 +66,8 @@ class FileBuffer:
     `dirty`, so `commit()` only hashes what changed.
     """
 
-    def __init__(self, chunks: list[bytes] | tuple[bytes, ...], size: int, fetch: Fetch):
-        self.chunks: list[bytes | None] = list(chunks)
+    def __init__(self, chunks: list[bytes] | bytes, size: int, fetch: Fetch):
+        self.chunks: list[bytes | None] = unpack(chunks) if isinstance(chunks, bytes) else list(chunks)
         self.size = size
         if len(self.chunks) != chunk_count(size):
             raise ValueError(f"{len(self.chunks)} chunks for a size of {size}")

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import msgpack
 
 from . import errors, events
+from .content import pack
 from .events import Event
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Node:
         self.nlink = 2 if stat.S_ISDIR(mode) else 1
         self.size = 0
         self.atime_ns = self.mtime_ns = self.ctime_ns = time_ns
-        self.chunks: tuple[bytes, ...] = ()
+        self.chunks = b""   # content.pack()ed hashes
         self.target = b""
         self.xattrs: dict[bytes, bytes] | None = None
         self.entries: dict[bytes, int] | None = {} if stat.S_ISDIR(mode) else None
@@ -58,7 +59,7 @@ class Node:
 
     def dump(self) -> list:
         return [self.ino, self.mode, self.uid, self.gid, self.rdev, self.nlink, self.size,
-                self.atime_ns, self.mtime_ns, self.ctime_ns, list(self.chunks), self.target,
+                self.atime_ns, self.mtime_ns, self.ctime_ns, self.chunks, self.target,
                 self.xattrs, self.entries, self.parent]
 
     @classmethod
@@ -67,7 +68,11 @@ class Node:
         (node.ino, node.mode, node.uid, node.gid, node.rdev, node.nlink, node.size,
          node.atime_ns, node.mtime_ns, node.ctime_ns, chunks, node.target,
          node.xattrs, node.entries, node.parent) = row
-        node.chunks = tuple(chunks)
+        node.chunks = chunks if isinstance(chunks, bytes) else pack(chunks)
+        if node.atime_ns == node.mtime_ns:
+            node.atime_ns = node.mtime_ns     # one int object, not two (100k files: megabytes)
+        if node.ctime_ns == node.mtime_ns:
+            node.ctime_ns = node.mtime_ns
         node.version = 0
         return node
 
@@ -222,7 +227,7 @@ class Tree:
         node.rdev = p.get("rdev", 0)
         node.target = p.get("target", b"")
         node.size = p.get("size", len(node.target))
-        node.chunks = tuple(p.get("chunks", ()))  # a file created with its content: one event
+        node.chunks = pack(p.get("chunks", ()))  # a file created with its content: one event
         if node.is_dir:
             node.parent = parent.ino
             parent.nlink += 1
@@ -366,7 +371,7 @@ class Tree:
         if not mutate:
             return None
         node.size = p["size"]
-        node.chunks = tuple(p["chunks"])
+        node.chunks = pack(p["chunks"])
         node.mtime_ns = p.get("mtime", time_ns)
         node.ctime_ns = time_ns
         node.version += 1
