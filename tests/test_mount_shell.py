@@ -164,3 +164,22 @@ def test_history_keeps_both_versions(mnt):
     with pytest.raises(OSError) as err:
         os.unlink(history / str(versions[-1]) / "doc.md")
     assert err.value.errno == errno.EROFS
+
+
+def test_copies_and_small_edits_store_no_chunk_twice(mnt):
+    import sqlite3
+    project = mnt / "projects" / "p"
+    project.mkdir()
+    data = os.urandom(2 * 1024 * 1024)          # 32 chunks of 64 KiB
+    (project / "big").write_bytes(data)
+    db = sqlite3.connect(mnt.store[len("sqlite://"):])
+    count = lambda: db.execute("SELECT count(*) FROM chunks").fetchone()[0]   # noqa: E731
+    before = count()
+    sh("cp big copy", project)
+    assert count() == before                     # the copy added no chunk
+    with open(project / "copy", "r+b") as f:
+        f.seek(100_000)
+        f.write(b"edit")
+    assert count() == before + 1                 # the edit added exactly one
+    assert (project / "big").read_bytes() == data
+    db.close()
