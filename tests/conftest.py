@@ -6,9 +6,7 @@ the test that caused it, even when every assertion passed.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 
 import pytest
 

@@ -2,7 +2,6 @@
 what happens to a mount when Redis dies, comes back, or comes back empty."""
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import sys
