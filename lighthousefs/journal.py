@@ -149,10 +149,20 @@ class Journal:
             self.metrics.commit_seconds.observe(trio.current_time() - started)
             self.metrics.commit_events.observe(len(drafts))
             results = []
-            for event in appended:
-                if event.seq > self.tree.applied_seq + 1:
-                    await self._apply_from_store(event.seq - 1)
-                results.append((event, self._apply(event, local=True)))
+            try:
+                for event in appended:
+                    if event.seq > self.tree.applied_seq + 1:
+                        # Another producer appended in between: its events come first.
+                        await self._apply_from_store(event.seq - 1)
+                    results.append((event, self._apply(event, local=True)))
+            except errors.LighthouseError as exc:
+                # Ours are stored but cannot be applied in order now; the follower
+                # applies them once the store answers. The callers get the error.
+                log.warning("%d stored events wait for the follower: %s", len(appended) - len(results), exc)
+                for item in batch:
+                    item.error = exc
+                    item.done.set()
+                return
         pos = 0
         for item in batch:
             item.result = results[pos:pos + len(item.drafts)]
