@@ -345,6 +345,10 @@ class LighthouseOperations(pyfuse3.Operations):
                 self.tree.release_orphan(ino)
 
     async def getattr(self, inode, ctx=None):
+        return await self._attr_of(inode)
+
+    async def _attr_of(self, inode: int) -> pyfuse3.EntryAttributes:
+        """Attributes of any inode (tree, control, history); shared by getattr and readdir."""
         if inode == EVENTS_INO:
             return await self._events_attr()
         if inode == CONTROL_INO:
@@ -657,9 +661,8 @@ class LighthouseOperations(pyfuse3.Operations):
         for index in range(start_id, len(entries)):
             name, ino = entries[index]
             try:
-                attr = await self.getattr(ino) if ino < events.INO_BASE or ino >= FIRST_HISTORY_INO \
-                    else self._attr(self.tree.get(ino))
-            except (errors.NotFound, pyfuse3.FUSEError):
+                attr = await self._attr_of(ino)
+            except errors.NotFound:
                 continue   # removed since opendir
             if not pyfuse3.readdir_reply(token, name, attr, index + 1):
                 return
