@@ -47,6 +47,8 @@ CONTROL_FILES = {b"stats": 8, b"health": 9, b"version": 10}
 CONTROL_INOS = {ino: name for name, ino in CONTROL_FILES.items()}
 HISTORY_NAME = b".history"
 FIRST_HISTORY_INO = 1 << 56
+# Attribute objects kept for reuse (about 0.3 KiB each).
+ATTR_CACHE_ENTRIES = 8192
 LARGE_COMMIT = 1 << 20
 CHUNK_CACHE_BYTES = 64 << 20
 XATTR_VALUE_MAX = 64 * 1024
@@ -148,6 +150,7 @@ class LighthouseOperations(pyfuse3.Operations):
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()
         self._lookups: dict[int, int] = {}
+        self._attrs: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
         self._where: dict[int, tuple[int, bytes]] = {}
         self._open_files: dict[int, OpenFile] = {}
         self._handles: dict[int, object] = {}
@@ -176,7 +179,23 @@ class LighthouseOperations(pyfuse3.Operations):
             self._chunks.put(digest, data)
         return data
 
-    def _attr(self, node: Node, ino: int | None = None, read_only: bool = False) -> pyfuse3.EntryAttributes:
+    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
+        """A tree node's attributes, reused while the node is unchanged: a listing of
+        1000 entries would otherwise build 1000 objects of 15 fields each time. Every
+        change to a node bumps its version (tree.py); pyfuse3 copies the attributes
+        into its reply, so sharing one object is safe."""
+        if node.ino in self._open_files:
+            return self._build_attr(node)   # the size comes from the open buffer
+        cached = self._attrs.get(node.ino)
+        if cached is not None and cached[0] == node.version:
+            return cached[1]
+        attr = self._build_attr(node)
+        if len(self._attrs) >= ATTR_CACHE_ENTRIES:
+            self._attrs.clear()   # O(1) amortized; a walk past the bound just rebuilds
+        self._attrs[node.ino] = (node.version, attr)
+        return attr
+
+    def _build_attr(self, node: Node, ino: int | None = None, read_only: bool = False) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = ino or node.ino
         attr.entry_timeout = CACHE_TIMEOUT
@@ -658,16 +677,27 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def readdir(self, fh, start_id, token):
         entries = self._handles[fh]
+        nodes = self.tree.nodes
+        lookups = self._lookups
+        # The hot loop of ls, find and git status: tree entries take the direct path
+        # (no await, no guarded call per entry); only virtual inodes take _attr_of.
         for index in range(start_id, len(entries)):
             name, ino = entries[index]
-            try:
-                attr = await self._attr_of(ino)
-            except errors.NotFound:
+            node = nodes.get(ino)
+            if node is not None:
+                attr = self._attr(node)
+            elif events.INO_BASE <= ino < FIRST_HISTORY_INO:
                 continue   # removed since opendir
+            else:
+                try:
+                    attr = await self._attr_of(ino)
+                except errors.NotFound:
+                    continue
             if not pyfuse3.readdir_reply(token, name, attr, index + 1):
                 return
-            if events.INO_BASE <= ino < FIRST_HISTORY_INO:
-                self._remember(ino, None)
+            # readdirplus hands the kernel a reference, as a lookup does.
+            if node is not None and ino >= events.INO_BASE:
+                lookups[ino] = lookups.get(ino, 0) + 1
 
     async def releasedir(self, fh):
         self._handles.pop(fh, None)
@@ -764,7 +794,7 @@ class LighthouseOperations(pyfuse3.Operations):
         node = tree.nodes.get(key[2])
         if node is None:
             raise errors.NotFound(f".history: inode {key[2]} at {key[1]}")
-        return self._attr(node, ino=ino, read_only=True)
+        return self._build_attr(node, ino=ino, read_only=True)
 
     async def _history_lookup(self, parent: int, name: bytes):
         key = self._hist_keys[parent]
@@ -786,7 +816,7 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.NotFound(f".history/{seq}: no entry {name!r}")
         ino = self._hist_ino(("N", seq, child_ino))
         tree = await self.history.tree_at(seq)
-        return self._attr(tree.nodes[child_ino], ino=ino, read_only=True)
+        return self._build_attr(tree.nodes[child_ino], ino=ino, read_only=True)
 
     async def _history_listing(self, ino: int) -> list[tuple[bytes, int]]:
         key = self._hist_keys[ino]

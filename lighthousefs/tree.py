@@ -69,12 +69,22 @@ class Node:
          node.atime_ns, node.mtime_ns, node.ctime_ns, chunks, node.target,
          node.xattrs, node.entries, node.parent) = row
         node.chunks = chunks if isinstance(chunks, bytes) else pack(chunks)
+        node.mode = shared_int(node.mode)
         if node.atime_ns == node.mtime_ns:
             node.atime_ns = node.mtime_ns     # one int object, not two (100k files: megabytes)
         if node.ctime_ns == node.mtime_ns:
             node.ctime_ns = node.mtime_ns
         node.version = 0
         return node
+
+
+_SHARED_INTS: dict[int, int] = {}
+
+
+def shared_int(value: int) -> int:
+    """One int object per distinct value. For fields with few distinct values (modes):
+    each unpacked int is its own 28-byte object otherwise, megabytes at 100k files."""
+    return _SHARED_INTS.setdefault(value, value)
 
 
 @dataclasses.dataclass
@@ -202,6 +212,7 @@ class Tree:
             for ino in (ROOT_INO, PROJECTS_INO, MEMORIES_INO, SHARED_MEMORIES_INO, AGENTS_INO):
                 node = self.nodes[ino]
                 node.atime_ns = node.mtime_ns = node.ctime_ns = event.time_ns
+                node.version += 1
         if event.type not in events.TREE_TYPES:
             return Change()
         try:
@@ -223,7 +234,7 @@ class Tree:
             raise errors.Exists(f"{self.path(parent.ino, name)} exists")
         if not mutate:
             return None
-        node = Node(events.ino_for_seq(seq), p["mode"], p.get("uid", 0), p.get("gid", 0), time_ns)
+        node = Node(events.ino_for_seq(seq), shared_int(p["mode"]), p.get("uid", 0), p.get("gid", 0), time_ns)
         node.rdev = p.get("rdev", 0)
         node.target = p.get("target", b"")
         node.size = p.get("size", len(node.target))
@@ -413,11 +424,29 @@ class Tree:
 
     @classmethod
     def load(cls, blob: bytes) -> "Tree":
-        version, applied_seq, rows = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-        if version != 1:
-            raise ValueError(f"unknown snapshot version {version}")
-        tree = cls.__new__(cls)
-        tree.is_pinned = lambda ino: False
-        tree.applied_seq = applied_seq
-        tree.nodes = {row[0]: Node.load(row) for row in rows}
+        # Row by row rather than unpackb: unpacking the whole list at once leaves the
+        # freed rows interleaved with the nodes in the allocator's arenas, about 0.3 KiB
+        # per file that is never given back (28 MiB at 100k files).
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(blob) + 1)
+        unpacker.feed(blob)
+        try:
+            if unpacker.read_array_header() != 3:
+                raise ValueError("not a snapshot")
+            version = unpacker.unpack()
+            if version != 1:
+                raise ValueError(f"unknown snapshot version {version}")
+            tree = cls.__new__(cls)
+            tree.is_pinned = lambda ino: False
+            tree.applied_seq = unpacker.unpack()
+            nodes = tree.nodes = {}
+            for _ in range(unpacker.read_array_header()):
+                node = Node.load(unpacker.unpack())
+                nodes[node.ino] = node
+            for node in nodes.values():   # refer to each inode number by one int object
+                if node.entries is not None:
+                    node.parent = nodes[node.parent].ino
+                    for name, ino in node.entries.items():
+                        node.entries[name] = nodes[ino].ino
+        except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise ValueError(f"damaged snapshot: {exc}") from None
         return tree

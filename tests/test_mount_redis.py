@@ -56,6 +56,30 @@ def test_negative_lookups_are_invalidated_across_nodes(mounter, own_server):
     eventually(lambda: (b / "projects" / "p" / "late").read_text() == "here")
 
 
+def test_attributes_changed_on_one_node_are_fresh_on_the_other(mounter, own_server):
+    """b has listed and stat'ed the files (its kernel and its attribute objects hold
+    them); a changes mode, size and times; b sees the new values, in stat and in a listing."""
+    url = namespaced(own_server.url)
+    a, b = mounter("a", store=url), mounter("b", store=url)
+    (a / "projects" / "p").mkdir()
+    for i in range(20):
+        (a / "projects" / "p" / f"f{i}").write_text("x")
+    eventually(lambda: len(os.listdir(b / "projects" / "p")) == 20)
+    before = {e.name: e.stat() for e in os.scandir(b / "projects" / "p")}
+    assert {st.st_size for st in before.values()} == {1}
+    for i in range(20):
+        os.chmod(a / "projects" / "p" / f"f{i}", 0o600)
+        (a / "projects" / "p" / f"f{i}").write_text("longer")
+        os.utime(a / "projects" / "p" / f"f{i}", ns=(10**18, 10**18))
+
+    def fresh():
+        now = {e.name: e.stat() for e in os.scandir(b / "projects" / "p")}
+        return all((st.st_mode & 0o777, st.st_size, st.st_mtime_ns) == (0o600, 6, 10**18) for st in now.values())
+    eventually(fresh)
+    st = os.stat(b / "projects" / "p" / "f7")
+    assert (st.st_mode & 0o777, st.st_size, st.st_mtime_ns) == (0o600, 6, 10**18)
+
+
 def test_redis_down_fails_fast_then_recovers(mounter, own_server):
     url = namespaced(own_server.url)
     m = mounter("a", store=url)

@@ -37,6 +37,12 @@ def state(tree: Tree) -> dict:
     return {ino: node.dump() for ino, node in tree.nodes.items()}
 
 
+def attributes(node) -> tuple:
+    """What stat(2) shows of a node."""
+    return (node.mode, node.nlink, node.uid, node.gid, node.rdev, node.size,
+            node.atime_ns, node.mtime_ns, node.ctime_ns)
+
+
 def test_create_lookup_unlink():
     log = Log()
     project = log.mk(PROJECTS_INO, b"p", DIR)
@@ -170,6 +176,7 @@ def test_replay_and_snapshot_rebuild_the_same_tree(ops):
     log = Log()
     dirs = [PROJECTS_INO]
     for kind, name, other, pick in ops:
+        before = {ino: (node.version, attributes(node)) for ino, node in log.tree.nodes.items()}
         parent = dirs[pick % len(dirs)]
         target_dir = dirs[(pick + 1) % len(dirs)]
         try:
@@ -190,6 +197,11 @@ def test_replay_and_snapshot_rebuild_the_same_tree(ops):
         except errors.LighthouseError:
             pass
         dirs = [d for d in dirs if d in log.tree.nodes]
+        # The filesystem reuses attribute objects while a node's version is unchanged.
+        for ino, (version, attrs) in before.items():
+            node = log.tree.nodes.get(ino)
+            if node is not None and attributes(node) != attrs:
+                assert node.version != version, f"inode {ino} changed without a new version"
     replayed = Tree()
     for event in log.events:
         replayed.apply(event)
@@ -207,3 +219,20 @@ def test_replay_and_snapshot_rebuild_the_same_tree(ops):
         if node.is_dir:
             subdirs = sum(1 for i in node.entries.values() if log.tree.nodes[i].is_dir)
             assert node.nlink == 2 + subdirs
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x93\x01", b"not msgpack at all", b"\x92\x01\x02",
+                                  b"\x93\x02\x00\x90"])
+def test_damaged_or_unknown_snapshot_is_refused(blob):
+    with pytest.raises(ValueError):
+        Tree.load(blob)
+
+
+def test_snapshot_shares_inode_numbers_between_entries_and_nodes():
+    log = Log()
+    directory = log.mk(PROJECTS_INO, b"d", DIR)
+    log.mk(directory, b"f")
+    loaded = Tree.load(log.tree.dump())
+    for node in loaded.nodes.values():
+        for ino in (node.entries or {}).values():
+            assert ino is loaded.nodes[ino].ino
