@@ -30,6 +30,7 @@ Listener = Callable[[Event, Change | None, bool], None]
 
 SNAPSHOT_EVERY = 20_000
 READ_BATCH = 2000
+OWN_WAKE_PAUSE_S = 0.005
 
 
 class _Pending:
@@ -186,11 +187,13 @@ class Journal:
 
     # ---- other producers -------------------------------------------------------------
 
-    async def catch_up(self) -> int:
-        """Apply whatever other producers appended; return how many events were applied."""
+    async def catch_up(self, stored: float = math.inf) -> int:
+        """Apply whatever other producers appended, knowing the store holds events up to
+        `stored` (inf: unknown); return how many events were applied."""
         async with self.lock:
             before = self.tree.applied_seq
-            await self._apply_from_store(math.inf)
+            if stored > before:
+                await self._apply_from_store(math.inf)
             applied = self.tree.applied_seq - before
         # The backlog found when woken: how far behind the store this daemon was.
         self.metrics.follower_lag_events.set(applied)
@@ -218,9 +221,16 @@ class Journal:
         stored = math.inf     # the newest seq known to be in the store
         while True:
             try:
-                # Woken by our own append (already applied by the committer): nothing to do.
-                if stored > self.tree.applied_seq:
-                    await self.catch_up()
+                # Woken by our own append: the committer has applied it, or is about to
+                # (it holds the lock until it has; catch_up checks again under the lock).
+                applied = await self.catch_up(stored) if stored > self.tree.applied_seq else 0
+                if 0 < stored < math.inf and not applied:
+                    # Nothing new but our own appends. Each wake-up costs a thread hop
+                    # and, on Redis, a blocked XREAD served next to every append: while
+                    # this daemon writes, look again only after a pause. Others' events
+                    # wait at most that long, and every local commit applies any that
+                    # came before it anyway.
+                    await trio.sleep(OWN_WAKE_PAUSE_S)
                 stored = await trio.to_thread.run_sync(self.store.wait_for_events, self.tree.applied_seq, 1.0,
                                                        abandon_on_cancel=True)
                 if failing:

@@ -324,16 +324,8 @@ class RedisStore(Store):
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
         if not drafts and not chunks:
             return []
-        if chunks:
-            # Chunks first and separately: a time conflict below retries only the script.
-            # Content-addressed, so a chunk stored twice or left over costs no harm.
-            def store_chunks():
-                pipe = self._r.pipeline(transaction=False)
-                for digest, data in chunks.items():
-                    pipe.set(self._p_chunk + digest.hex(), data)
-                pipe.execute()
-            self._call("storing chunks", store_chunks)
         if not drafts:
+            self._call("storing chunks", self._pipeline_with_chunks(chunks).execute)
             return []
         token = secrets.token_hex(12)
         keys = [self._k_meta, self._k_events, self._p_done + token]
@@ -344,8 +336,8 @@ class RedisStore(Store):
             known = self._known()
             marker = known[0]
             bodies = [events.encode(now, d) for d in drafts]
-            reply = self._decode_all(self._call(
-                "append", self._append_script, keys=keys, args=[marker, str(now), *bodies]))
+            reply = self._decode_all(self._run_append(keys, [marker, str(now), *bodies], chunks))
+            chunks = {}   # stored by the first try; a retry runs only the script
             if reply[0] == "ok":
                 break
             if reply[0] == "lost":
@@ -363,6 +355,37 @@ class RedisStore(Store):
         if durable:
             self._wait_durable()
         return out
+
+    def _pipeline_with_chunks(self, chunks: dict[bytes, bytes]):
+        """A pipeline that stores the chunks first. Content-addressed: a chunk stored
+        twice, or left over by an append that then failed, does no harm."""
+        pipe = self._r.pipeline(transaction=False)
+        for digest, data in chunks.items():
+            pipe.set(self._p_chunk + digest.hex(), data)
+        return pipe
+
+    def _run_append(self, keys: list[str], args: list, chunks: dict[bytes, bytes]):
+        """The append script; with chunks, in the same round trip as storing them (one
+        connection runs a pipeline in order, so the chunks are stored before the events
+        that name them). redis-py's Cluster pipelines refuse scripts: two round trips there."""
+        if chunks and self._cluster:
+            self._call("storing chunks", self._pipeline_with_chunks(chunks).execute)
+            chunks = {}
+        if not chunks:
+            return self._call("append", self._append_script, keys=keys, args=args)
+        pipe = self._pipeline_with_chunks(chunks)
+        pipe.evalsha(self._append_script.sha, len(keys), *keys, *args)
+        replies = self._call("append", pipe.execute, raise_on_error=False)
+        for reply in replies[:-1]:
+            if isinstance(reply, Exception):
+                raise errors.StoreUnavailable(f"storing chunks on {self.url} failed: {reply}")
+        if isinstance(replies[-1], redis.exceptions.NoScriptError):
+            # A restarted or failed-over Redis forgot the script: the chunks are stored,
+            # and the Script object loads the script again.
+            return self._call("append", self._append_script, keys=keys, args=args)
+        if isinstance(replies[-1], Exception):
+            raise errors.StoreUnavailable(f"append on {self.url} failed: {replies[-1]}")
+        return replies[-1]
 
     def sync(self) -> None:
         self._wait_durable()

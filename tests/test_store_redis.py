@@ -312,6 +312,18 @@ def test_a_retried_append_is_applied_once(server):
     assert store.last_seq() == 1 and len(store.read(0)) == 1
 
 
+def test_append_with_chunks_after_redis_forgot_the_script(server):
+    """Chunks and the script share one round trip; a Redis that lost its script cache
+    (restart, failover) gets the script loaded again, and nothing is appended twice."""
+    store = RedisStore(with_ns(server.url))
+    store.append([draft()], {b"\x03" * 20: b"before"})
+    server.client().script_flush()
+    [event] = store.append([draft()], {b"\x04" * 20: b"after"})
+    assert event.seq == 2 and [e.seq for e in store.read(0)] == [1, 2]
+    assert store.get_chunk(b"\x04" * 20) == b"after"
+    store.close()
+
+
 # ---- failures -----------------------------------------------------------------------------------
 
 def test_killed_redis_raises_store_unavailable_then_recovers(own_server):
