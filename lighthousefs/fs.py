@@ -668,7 +668,7 @@ class LighthouseOperations(pyfuse3.Operations):
             entries = await self._history_listing(inode)
         else:
             directory = self.tree.get_dir(inode)
-            entries = [(name, ino) for name, ino in directory.entries.items() if self.policy.can_see(inode, name)]
+            entries = self.policy.visible_entries(inode, directory.entries)
             if inode == ROOT_INO:
                 entries += [(b"events", EVENTS_INO), (b".lighthouse", CONTROL_INO)]
             # A project's .history is reachable by name but not listed (like ZFS's hidden

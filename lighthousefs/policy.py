@@ -37,6 +37,12 @@ class Policy:
         return not (parent == MEMORIES_INO and self.agent is not None
                     and name not in (b"shared", self.agent))
 
+    def visible_entries(self, parent: int, entries: dict[bytes, int]) -> list[tuple[bytes, int]]:
+        """A directory's (name, inode) pairs this mount may list."""
+        if parent != MEMORIES_INO or self.agent is None:
+            return list(entries.items())   # the common case: nothing hidden, no test per name
+        return [(name, ino) for name, ino in entries.items() if self.can_see(parent, name)]
+
     def check_see(self, parent: int, name: bytes) -> None:
         if not self.can_see(parent, name):
             raise errors.PermissionDenied(f"memories/{name.decode(errors='replace')} belongs to another agent")
