@@ -1,20 +1,30 @@
 """The embedded store: one SQLite file in WAL mode.
 
-Durability: synchronous=FULL, so a commit is on disk when append() returns. One
-connection writes and one reads; each is guarded by its own lock because calls
-arrive from several worker threads.
+Durability: append(durable=True) commits with synchronous=FULL, so it is on disk when
+append() returns; durable=False commits with NORMAL (safe from a crash of this
+process, on disk at the next FULL commit or sync()). One connection writes and one
+reads; each is guarded by its own lock because calls arrive from several worker threads.
+
+Other processes' appends (another mount, the API, `lighthouse emit`) are noticed
+through inotify on the store's directory: the follower sleeps until a file there is
+written, instead of querying the log every few milliseconds.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
 import threading
 import time
 
+import inotify_simple
+
 from . import errors, events
 from .events import Draft, Event
 from .store import Store, scope_of
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -25,6 +35,13 @@ CREATE TABLE IF NOT EXISTS snapshots(seq INTEGER PRIMARY KEY, blob BLOB NOT NULL
 """
 FORMAT = "1"
 SNAPSHOTS_KEPT = 3
+# The follower looks at the log at least this often, even without a file event: a
+# safety net for file systems whose inotify misses writes (network mounts).
+IDLE_CHECK_S = 0.5
+# After a file event, how long to keep looking for the commit it announces.
+SETTLE_S = 0.05
+SETTLE_FIRST_S = 0.0001
+SETTLE_MAX_PAUSE_S = 0.001
 
 
 class SQLiteStore(Store):
@@ -57,6 +74,8 @@ class SQLiteStore(Store):
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._full_sync = True
+        self._watch: inotify_simple.INotify | None = None
+        self._watch_tried = False
 
     def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
@@ -123,6 +142,49 @@ class SQLiteStore(Store):
             self._last_time_ns = now
             return out
 
+    def wait_for_events(self, after_seq: int, timeout: float) -> int:
+        """Sleep until a file in the store's directory is written (inotify), then look."""
+        deadline = time.monotonic() + timeout
+        watch = self._watcher()
+        settle_until, pause = 0.0, SETTLE_FIRST_S
+        while True:
+            last = self.last_seq()
+            if last > after_seq:
+                return last
+            now = time.monotonic()
+            if now >= deadline:
+                return 0
+            if watch is None:
+                time.sleep(min(deadline - now, self.poll_interval))
+            elif now < settle_until:
+                # A file changed but no new commit shows yet: the writer has written WAL
+                # frames and still publishes the commit (fsync, then the shared-memory
+                # index, which inotify does not see). Look again soon, backing off.
+                time.sleep(pause)
+                pause = min(pause * 2, SETTLE_MAX_PAUSE_S)
+            else:
+                try:
+                    if watch.read(timeout=max(1, int(min(deadline - now, IDLE_CHECK_S) * 1000))):
+                        settle_until, pause = time.monotonic() + SETTLE_S, SETTLE_FIRST_S
+                except (OSError, ValueError):
+                    time.sleep(self.poll_interval)   # the watch was closed under us: close() ran
+
+    def _watcher(self) -> inotify_simple.INotify | None:
+        """The inotify watch, made on first use; None (polling) where inotify is unavailable."""
+        if not self._watch_tried:
+            self._watch_tried = True
+            watch = None
+            try:
+                watch = inotify_simple.INotify()   # may hit the per-user limit of instances
+                watch.add_watch(os.path.dirname(os.path.abspath(self.path)), inotify_simple.flags.MODIFY)
+            except OSError as exc:
+                if watch is not None:
+                    watch.close()
+                log.warning("%s: no inotify (%s); polling the log every %g s", self.path, exc, self.poll_interval)
+                return None
+            self._watch = watch
+        return self._watch
+
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._read_lock:
             try:
@@ -169,3 +231,5 @@ class SQLiteStore(Store):
     def close(self) -> None:
         for conn in (self._reader, self._writer):
             conn.close()
+        if self._watch is not None:
+            self._watch.close()
