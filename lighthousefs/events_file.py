@@ -60,19 +60,23 @@ class EventsFile:
             if self._built:
                 return
             self._building = True
-            while self._built_to < applied_seq:
-                batch = await self._call(self.store.read, self._built_to, 5000)
-                batch = [e for e in batch if e.seq <= applied_seq]
-                if not batch:
-                    break
-                for event in batch:
-                    self._add(event)
-            for event in self._early:
-                if event.seq > self._built_to:
-                    self._add(event)
-            self._early.clear()
-            self._building = False
-            self._built = True
+            try:
+                while self._built_to < applied_seq:
+                    batch = await self._call(self.store.read, self._built_to, 5000)
+                    batch = [e for e in batch if e.seq <= applied_seq]
+                    if not batch:
+                        break
+                    for event in batch:
+                        self._add(event)
+                for event in self._early:
+                    if event.seq > self._built_to:
+                        self._add(event)
+                self._built = True
+            finally:
+                # On failure (store down) the next build resumes at _built_to and reads
+                # what was applied meanwhile from the store: nothing queues up here.
+                self._early.clear()
+                self._building = False
 
     async def read(self, offset: int, length: int) -> bytes:
         if offset >= self.size or length <= 0:
