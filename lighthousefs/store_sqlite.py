@@ -76,6 +76,7 @@ class SQLiteStore(Store):
         self._full_sync = True
         self._watch: inotify_simple.INotify | None = None
         self._watch_tried = False
+        self._wal_name = os.path.basename(path) + "-wal"
 
     def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None,
@@ -143,7 +144,7 @@ class SQLiteStore(Store):
             return out
 
     def wait_for_events(self, after_seq: int, timeout: float) -> int:
-        """Sleep until a file in the store's directory is written (inotify), then look."""
+        """Sleep until the store's WAL file is written (inotify on its directory), then look."""
         deadline = time.monotonic() + timeout
         watch = self._watcher()
         settle_until, pause = 0.0, SETTLE_FIRST_S
@@ -164,7 +165,10 @@ class SQLiteStore(Store):
                 pause = min(pause * 2, SETTLE_MAX_PAUSE_S)
             else:
                 try:
-                    if watch.read(timeout=max(1, int(min(deadline - now, IDLE_CHECK_S) * 1000))):
+                    changed = watch.read(timeout=max(1, int(min(deadline - now, IDLE_CHECK_S) * 1000)))
+                    # Commits only ever go to the WAL; the database file changes at
+                    # checkpoints, and other files of the directory do not matter.
+                    if any(event.name == self._wal_name for event in changed):
                         settle_until, pause = time.monotonic() + SETTLE_S, SETTLE_FIRST_S
                 except (OSError, ValueError):
                     time.sleep(self.poll_interval)   # the watch was closed under us: close() ran
