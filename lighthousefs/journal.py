@@ -187,19 +187,36 @@ class Journal:
 
     # ---- other producers -------------------------------------------------------------
 
-    async def catch_up(self, stored: float = math.inf) -> int:
-        """Apply whatever other producers appended, knowing the store holds events up to
-        `stored` (inf: unknown); return how many events were applied."""
+    async def catch_up(self) -> int:
+        """Apply whatever other producers appended; return how many events were applied."""
         async with self.lock:
             before = self.tree.applied_seq
-            if stored > before:
-                await self._apply_from_store(math.inf)
+            await self._apply_from_store(math.inf)
             applied = self.tree.applied_seq - before
+        await self._after_following(applied)
+        return applied
+
+    async def _apply_followed(self, batch: list[Event]) -> int:
+        """Apply events the follower read; return how many were new here. Our own are
+        among them: the committer held the lock from before their append until it had
+        applied them, so by the time we hold it they are behind applied_seq."""
+        async with self.lock:
+            before = self.tree.applied_seq
+            for event in batch:
+                if event.seq <= self.tree.applied_seq:
+                    continue
+                if event.seq > self.tree.applied_seq + 1:
+                    await self._apply_from_store(event.seq - 1)
+                self._apply(event, local=False)
+            applied = self.tree.applied_seq - before
+        await self._after_following(applied)
+        return applied
+
+    async def _after_following(self, applied: int) -> None:
         # The backlog found when woken: how far behind the store this daemon was.
         self.metrics.follower_lag_events.set(applied)
         if applied:
             await self._maybe_snapshot()
-        return applied
 
     async def _apply_from_store(self, up_to: float) -> None:
         while self.tree.applied_seq < up_to:
@@ -213,26 +230,26 @@ class Journal:
     async def follow(self, retry_interval: float = 0.5, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Apply other producers' events as they are stored, forever.
 
-        A worker thread waits in the store (Redis blocks in XREAD, SQLite polls cheaply)
-        and the trio side applies what arrived. If the store fails, retry after a pause.
+        A worker thread waits in the store and reads what arrived (Redis: XREAD BLOCK;
+        SQLite: inotify), and the trio side applies it. If the store fails, retry after
+        a pause.
         """
         task_status.started()
         failing = False
-        stored = math.inf     # the newest seq known to be in the store
+        batch: list[Event] | None = None   # None: not known what the store holds
         while True:
             try:
-                # Woken by our own append: the committer has applied it, or is about to
-                # (it holds the lock until it has; catch_up checks again under the lock).
-                applied = await self.catch_up(stored) if stored > self.tree.applied_seq else 0
-                if 0 < stored < math.inf and not applied:
+                if batch is None:
+                    await self.catch_up()
+                elif batch and (batch[-1].seq <= self.tree.applied_seq or not await self._apply_followed(batch)):
                     # Nothing new but our own appends. Each wake-up costs a thread hop
                     # and, on Redis, a blocked XREAD served next to every append: while
                     # this daemon writes, look again only after a pause. Others' events
                     # wait at most that long, and every local commit applies any that
                     # came before it anyway.
                     await trio.sleep(OWN_WAKE_PAUSE_S)
-                stored = await trio.to_thread.run_sync(self.store.wait_for_events, self.tree.applied_seq, 1.0,
-                                                       abandon_on_cancel=True)
+                batch = await trio.to_thread.run_sync(self.store.wait_and_read, self.tree.applied_seq, 1.0,
+                                                      READ_BATCH, abandon_on_cancel=True)
                 if failing:
                     log.warning("following the store again")
                 failing = False
@@ -240,7 +257,7 @@ class Journal:
                 if not failing:
                     log.warning("following the store failed; retrying every %.1fs: %s", retry_interval, exc)
                 failing = True
-                stored = math.inf
+                batch = None
                 await trio.sleep(retry_interval)
 
     async def run_housekeeping(self, interval: float = 1.0, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -85,6 +85,13 @@ class Store(abc.ABC):
 
     poll_interval = 0.005
 
+    def wait_and_read(self, after_seq: int, timeout: float, limit: int = 1000) -> list[Event]:
+        """Block until events after `after_seq` are stored or `timeout` passes; return up
+        to `limit` of them, oldest first ([] on timeout). Redis does both in one round trip."""
+        if self.wait_for_events(after_seq, timeout):
+            return self.read(after_seq, limit)
+        return []
+
 
 def scope_of(path: str) -> str:
     """The stream a path belongs to: `projects/<name>`, `memories`, `agents` or ``."""

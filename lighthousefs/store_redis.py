@@ -423,16 +423,7 @@ class RedisStore(Store):
                         self.url, self._wait_timeout_ms)
 
     def read(self, after_seq: int, limit: int = 1000) -> list[Event]:
-        out = []
-        for entry_id, fields in self._read_raw(after_seq, limit)[1]:
-            seq = int(entry_id.split(b"-", 1)[0])
-            # RESP2 gives [field, value, ...]; RESP3 may give a map.
-            body = fields[b"b"] if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2]))[b"b"]
-            out.append(events.decode(seq, body))
-        if out:
-            with self._lock:
-                self._last_time_ns = max(self._last_time_ns, out[-1].time_ns)
-        return out
+        return self._events_of(self._read_raw(after_seq, limit)[1])
 
     def last_seq(self) -> int:
         return self.check_continuity()
@@ -444,13 +435,45 @@ class RedisStore(Store):
         an error instead of a hang. Whatever arrives is then read (and verified) by
         read(): this only waits.
         """
-        block_ms = max(1, int(min(timeout, self._block_limit_s) * 1000))
-        reply = self._call("wait", self._r.xread, {self._k_events: f"{after_seq}-0"}, count=1, block=block_ms)
+        reply = self._call("wait", self._r.xread, {self._k_events: f"{after_seq}-0"}, count=1,
+                           block=self._block_ms(timeout))
+        entries = self._stream_entries(reply)
+        return int(entries[0][0].split(b"-", 1)[0]) if entries else 0
+
+    def wait_and_read(self, after_seq: int, timeout: float, limit: int = 1000) -> list[Event]:
+        """One round trip: XREAD BLOCK, and in the same pipeline the marker, read right
+        after the entries arrived. The marker is then at least as new as the log the
+        entries came from, so a Redis that lost its data is still detected (as read()
+        does in its script; a blocking XREAD cannot run inside a script)."""
+        known = self._known()
+        pipe = self._r.pipeline(transaction=False)
+        pipe.xread({self._k_events: f"{after_seq}-0"}, count=limit, block=self._block_ms(timeout))
+        pipe.hmget(self._k_meta, "id", "seq")
+        reply, (marker, seq) = self._call("wait", pipe.execute)
+        self._verify(marker.decode() if marker else "", int(seq or 0), known)
+        return self._events_of(self._stream_entries(reply))
+
+    def _block_ms(self, timeout: float) -> int:
+        return max(1, int(min(timeout, self._block_limit_s) * 1000))
+
+    def _stream_entries(self, reply) -> list:
+        """XREAD's entries of our one stream: RESP2 gives [[key, entries]], RESP3 a map."""
         if not reply:
-            return 0
+            return []
         stream = reply[self._k_events.encode()] if isinstance(reply, dict) else reply[0][1]
-        entries = stream[0] if stream and isinstance(stream[0], list) else stream
-        return int(entries[0][0].split(b"-", 1)[0])
+        return stream[0] if stream and isinstance(stream[0], list) else stream
+
+    def _events_of(self, entries: list) -> list[Event]:
+        out = []
+        for entry_id, fields in entries:
+            seq = int(entry_id.split(b"-", 1)[0])
+            # RESP2 gives [field, value, ...]; RESP3 may give a map.
+            body = fields[b"b"] if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2]))[b"b"]
+            out.append(events.decode(seq, body))
+        if out:
+            with self._lock:
+                self._last_time_ns = max(self._last_time_ns, out[-1].time_ns)
+        return out
 
     def get_chunk(self, digest: bytes) -> bytes:
         data = self._call("get_chunk", self._r.get, self._p_chunk + digest.hex())

@@ -368,6 +368,17 @@ def test_redis_restarted_empty_is_detected_loudly(own_server, caplog):
     assert RedisStore(store.url).last_seq() == 0
 
 
+def test_following_a_redis_that_lost_its_data_is_refused(own_server):
+    """Redis comes back empty and another daemon starts a new log that grows past what
+    this one saw: the follower's read must not hand over the new log's events."""
+    store = RedisStore(with_ns(own_server.url))
+    store.append([draft(), draft()], {})
+    own_server.restart(keep_data=False)
+    RedisStore(store.url).append([draft("projects/x/y") for _ in range(5)], {})
+    with pytest.raises(StoreDataLost, match="Redis lost its data"):
+        store.wait_and_read(2, 0.5)
+
+
 def test_marker_replaced_by_another_daemon_is_detected(own_server):
     url = with_ns(own_server.url)
     old = RedisStore(url)
@@ -454,3 +465,23 @@ def test_wait_for_events_names_a_newer_event_or_times_out(opener):
     store.append([draft(f"projects/a/f{i}") for i in range(3)], {})
     assert 1 < store.wait_for_events(1, 0.5) <= 3
     assert store.wait_for_events(3, 0.05) == 0
+
+
+def test_wait_and_read_returns_what_follows_or_nothing(opener):
+    store = opener()
+    store.append([draft(f"projects/a/f{i}") for i in range(3)], {})
+    assert store.wait_and_read(1, 0.5) == store.read(1) and [e.seq for e in store.read(1)] == [2, 3]
+    assert [e.seq for e in store.wait_and_read(0, 0.5, limit=1)] == [1]
+    assert store.wait_and_read(3, 0.05) == []
+
+
+def test_wait_and_read_is_woken_by_another_producer(opener):
+    waiter, producer = opener(), opener()
+    waiter.append([draft()], {})
+    result = []
+    thread = threading.Thread(target=lambda: result.extend(waiter.wait_and_read(1, 10.0)))
+    thread.start()
+    time.sleep(0.2)
+    [event] = producer.append([draft("projects/b/g")], {})
+    thread.join(timeout=15)
+    assert result == [event]
