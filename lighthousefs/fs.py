@@ -677,15 +677,19 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def readdir(self, fh, start_id, token):
         entries = self._handles[fh]
-        nodes = self.tree.nodes
-        lookups = self._lookups
+        nodes, lookups, attrs = self.tree.nodes, self._lookups, self._attrs
         # The hot loop of ls, find and git status: tree entries take the direct path
-        # (no await, no guarded call per entry); only virtual inodes take _attr_of.
+        # (no await, and the reused attributes without a call); only virtual inodes
+        # take _attr_of.
         for index in range(start_id, len(entries)):
             name, ino = entries[index]
             node = nodes.get(ino)
             if node is not None:
-                attr = self._attr(node)
+                cached = attrs.get(ino)
+                if cached is not None and cached[0] == node.version and ino not in self._open_files:
+                    attr = cached[1]
+                else:
+                    attr = self._attr(node)
             elif events.INO_BASE <= ino < FIRST_HISTORY_INO:
                 continue   # removed since opendir
             else:
