@@ -7,13 +7,12 @@ and write or read whole files by path.
         for event in client.read(after_seq=0):
             print(event.to_json_line())
 
-Blocking calls; every mount that shares the store sees these events within its
-follow interval.
+Blocking calls; every mount that shares the store sees these events within
+milliseconds (it is woken by the store).
 """
 from __future__ import annotations
 
 import stat
-import time
 from typing import Any, Iterator
 
 from . import content, errors, events
@@ -62,15 +61,14 @@ class Client:
             yield from batch
             after_seq = batch[-1].seq
 
-    def follow(self, after_seq: int = 0, poll_s: float = 0.05) -> Iterator[Event]:
-        """Every event after `after_seq`, waiting for new ones forever."""
+    def follow(self, after_seq: int = 0) -> Iterator[Event]:
+        """Every event after `after_seq`, waiting for new ones forever (woken by the
+        store: Redis's XREAD BLOCK, inotify on SQLite's log)."""
         while True:
-            batch = self.store.read(after_seq, 1000)
-            if not batch:
-                time.sleep(poll_s)
-                continue
+            batch = self.store.wait_and_read(after_seq, 1.0, 1000)
             yield from batch
-            after_seq = batch[-1].seq
+            if batch:
+                after_seq = batch[-1].seq
 
     # ---- files -------------------------------------------------------------------------
 

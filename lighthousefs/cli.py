@@ -159,8 +159,14 @@ def cmd_emit(args) -> int:
 def cmd_log(args) -> int:
     from .api import Client
     with Client(args.store) as client:
-        for event in client.read_all(args.after):
-            sys.stdout.write(event.to_json_line().decode())
+        events = client.follow(args.after) if args.follow else client.read_all(args.after)
+        try:
+            for event in events:
+                sys.stdout.write(event.to_json_line().decode())
+                if args.follow:
+                    sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass   # Ctrl-C ends --follow
     return 0
 
 
@@ -204,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
 
     log_cmd = with_store(sub.add_parser("log", help="print the event log as JSON lines"))
     log_cmd.add_argument("--after", type=int, default=0, help="start after this sequence number")
+    log_cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new events as they are stored")
     log_cmd.set_defaults(run=cmd_log)
     return top
 
