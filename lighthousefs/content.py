@@ -1,10 +1,18 @@
 """File contents as content-addressed chunks, and the buffer of a file being written.
 
-A file is a list of fixed-size chunks named by their hash (the last one may be
-short). A copy of a file, or a rewrite that changes a small part of a large one,
-stores only the chunks whose bytes are new. Fixed-size chunks were chosen over
-content-defined chunking because agents' files are mostly small and rewritten in
-place; see docs/decisions.md.
+A file is a list of fixed-size 64 KiB chunks named by their hash. The last chunk, when
+it is partial and longer than 4 KiB, is stored as 4 KiB pieces instead: appending a
+line to a log then stores one new piece (at most 4 KiB) rather than a new copy of up
+to 64 KiB, and once the tail fills up it becomes one 64 KiB chunk (so every byte is
+rewritten about once more). A copy of a file, or a rewrite that changes a small part
+of a large one, stores only the chunks whose bytes are new. Fixed-size chunks were
+chosen over content-defined chunking because agents' files are mostly small and
+rewritten in place; see docs/decisions.md.
+
+A file's chunk list, as events and the projection hold it, is flat: the hashes of
+the full chunks, then those of the tail. The tail is one hash when it is short (or
+was written before pieces existed) and two or more pieces otherwise, so the size and
+the length of the list say which: no format change.
 """
 from __future__ import annotations
 
@@ -12,10 +20,14 @@ import hashlib
 from typing import Awaitable, Callable
 
 CHUNK_SIZE = 64 * 1024
+PIECE_SIZE = 4 * 1024
 ZERO_CHUNK = bytes(CHUNK_SIZE)
 
 
 HASH_SIZE = 20
+
+# One chunk of a file: a hash, or (for a partial last chunk) a tuple of piece hashes.
+ChunkRef = bytes | tuple[bytes, ...]
 
 
 def chunk_hash(data: bytes) -> bytes:
@@ -35,15 +47,57 @@ def unpack(packed: bytes) -> list[bytes]:
 ZERO_CHUNK_HASH = chunk_hash(ZERO_CHUNK)
 
 
-def split(data: bytes) -> tuple[list[bytes], dict[bytes, bytes]]:
-    """Chunk hashes of `data`, and the chunks by hash."""
-    hashes, chunks = [], {}
-    for start in range(0, len(data), CHUNK_SIZE):
-        piece = data[start:start + CHUNK_SIZE]
+def _chunked(data: bytes, size: int, chunks: dict[bytes, bytes], known: frozenset = frozenset()) -> list[bytes]:
+    """Hashes of `data` cut every `size` bytes; pieces not in `known` go into `chunks`."""
+    hashes = []
+    for start in range(0, len(data), size):
+        piece = data[start:start + size]
         digest = chunk_hash(piece)
+        if digest not in known:
+            chunks[digest] = piece
         hashes.append(digest)
-        chunks[digest] = piece
-    return hashes, chunks
+    return hashes
+
+
+def seal_chunk(data: bytes, chunks: dict[bytes, bytes], known: frozenset = frozenset()) -> ChunkRef:
+    """The reference of one chunk's bytes: a hash, or piece hashes for a partial chunk
+    longer than a piece. New bytes go into `chunks` (pieces in `known` are stored already)."""
+    if len(data) == CHUNK_SIZE and data == ZERO_CHUNK:
+        chunks[ZERO_CHUNK_HASH] = ZERO_CHUNK
+        return ZERO_CHUNK_HASH
+    if len(data) <= PIECE_SIZE or len(data) == CHUNK_SIZE:
+        digest = chunk_hash(data)
+        chunks[digest] = data
+        return digest
+    return tuple(_chunked(data, PIECE_SIZE, chunks, known))
+
+
+def split(data: bytes) -> tuple[list[bytes], dict[bytes, bytes]]:
+    """The flat chunk list of `data`, and the chunks by hash."""
+    chunks: dict[bytes, bytes] = {}
+    refs = [seal_chunk(data[start:start + CHUNK_SIZE], chunks) for start in range(0, len(data), CHUNK_SIZE)]
+    return flatten(refs), chunks
+
+
+def flatten(refs: list[ChunkRef]) -> list[bytes]:
+    out: list[bytes] = []
+    for ref in refs:
+        if isinstance(ref, tuple):
+            out.extend(ref)
+        else:
+            out.append(ref)
+    return out
+
+
+def refs_of(hashes: list[bytes], size: int) -> list[ChunkRef]:
+    """One reference per chunk from a flat list: the pieces of the tail become a tuple."""
+    full = size // CHUNK_SIZE
+    count = chunk_count(size)
+    if len(hashes) == count:
+        return list(hashes)
+    if size % CHUNK_SIZE and len(hashes) == full + -(-(size % CHUNK_SIZE) // PIECE_SIZE):
+        return list(hashes[:full]) + [tuple(hashes[full:])]
+    raise ValueError(f"{len(hashes)} chunk hashes for a size of {size}")
 
 
 def chunk_count(size: int) -> int:
@@ -67,20 +121,22 @@ class FileBuffer:
     """
 
     def __init__(self, chunks: list[bytes] | bytes, size: int, fetch: Fetch):
-        self.chunks: list[bytes | None] = unpack(chunks) if isinstance(chunks, bytes) else list(chunks)
+        flat = unpack(chunks) if isinstance(chunks, bytes) else list(chunks)
+        self.chunks: list[ChunkRef | None] = refs_of(flat, size)
         self.size = size
-        if len(self.chunks) != chunk_count(size):
-            raise ValueError(f"{len(self.chunks)} chunks for a size of {size}")
+        self._stored_pieces = self._tail_pieces()
         self.dirty: dict[int, bytearray] = {}
         self._fetch = fetch
         self.changed = False
         # Counts changes, so a commit can tell whether writes came in while it was stored.
         self.generation = 0
 
-    async def _chunk(self, digest: bytes) -> bytes:
-        if digest == ZERO_CHUNK_HASH:
+    async def _chunk(self, ref: ChunkRef) -> bytes:
+        if isinstance(ref, tuple):
+            return b"".join([await self._fetch(piece) for piece in ref])
+        if ref == ZERO_CHUNK_HASH:
             return ZERO_CHUNK
-        return await self._fetch(digest)
+        return await self._fetch(ref)
 
     async def _load(self, index: int) -> bytearray:
         buf = self.dirty.get(index)
@@ -164,7 +220,13 @@ class FileBuffer:
             else:
                 stored.append(None)
                 new[index] = bytes(buf)
-        return Pending(stored, new, self.size, self.generation)
+        # The pieces of the committed tail are stored: an append re-stores only the
+        # piece it changed.
+        return Pending(stored, new, self.size, self.generation, self._stored_pieces)
+
+    def _tail_pieces(self) -> frozenset:
+        last = self.chunks[-1] if self.chunks else None
+        return frozenset(last) if isinstance(last, tuple) else frozenset()
 
     def mark_committed(self, pending: "Pending") -> None:
         """The commit of `pending` is durable: forget the dirty chunks it covered.
@@ -172,7 +234,8 @@ class FileBuffer:
         If the buffer changed since the snapshot, it stays dirty for the next commit.
         """
         if pending.generation == self.generation:
-            self.chunks = list(pending.hashes)
+            self.chunks = list(pending.refs)
+            self._stored_pieces = self._tail_pieces()
             self.dirty.clear()
             self.changed = False
 
@@ -183,22 +246,24 @@ class FileBuffer:
 class Pending:
     """A snapshot of a buffer on its way to the store."""
 
-    def __init__(self, stored: list[bytes | None], new: dict[int, bytes], size: int, generation: int):
-        self.stored = stored        # hash per chunk index, None where the chunk is new
+    def __init__(self, stored: list[ChunkRef | None], new: dict[int, bytes], size: int, generation: int,
+                 known: frozenset = frozenset()):
+        self.stored = stored        # reference per chunk index, None where the chunk is new
         self.new = new              # the new chunks' bytes, by index
         self.size = size
         self.generation = generation
-        self.hashes: list[bytes] = []
+        self.known = known          # pieces already in the store
+        self.refs: list[ChunkRef] = []
+        self.hashes: list[bytes] = []   # flat, as events carry them
         self.chunks: dict[bytes, bytes] = {}
 
     def seal(self) -> "Pending":
         """Hash the new chunks (pure CPU; large ones are sealed in a worker thread)."""
-        for index, digest in enumerate(self.stored):
-            if digest is None:
-                data = self.new[index]
-                digest = chunk_hash(data)
-                self.chunks[digest] = data
-            elif digest == ZERO_CHUNK_HASH:
-                self.chunks[digest] = ZERO_CHUNK
-            self.hashes.append(digest)
+        for index, ref in enumerate(self.stored):
+            if ref is None:
+                ref = seal_chunk(self.new[index], self.chunks, self.known)
+            elif ref == ZERO_CHUNK_HASH:
+                self.chunks[ref] = ZERO_CHUNK
+            self.refs.append(ref)
+        self.hashes = flatten(self.refs)
         return self

@@ -2,6 +2,7 @@
 the same bytes, and committing stores only chunks that are new."""
 from __future__ import annotations
 
+import pytest
 import trio
 from hypothesis import given, settings, strategies as st
 
@@ -14,6 +15,19 @@ class ChunkStore(dict):
         return self[digest]
 
 
+def assert_layout(hashes: list[bytes], size: int, store: dict) -> None:
+    """Full 64 KiB chunks, then the tail: one chunk up to 4 KiB, else 4 KiB pieces."""
+    for index, ref in enumerate(content.refs_of(hashes, size)):
+        length = content.chunk_length(index, size)
+        if isinstance(ref, tuple):
+            assert length > content.PIECE_SIZE and length < CHUNK_SIZE
+            assert [len(store[p]) for p in ref[:-1]] == [content.PIECE_SIZE] * (len(ref) - 1)
+            assert sum(len(store[p]) for p in ref) == length
+        else:
+            assert ref == content.ZERO_CHUNK_HASH or len(store[ref]) == length
+            assert length <= content.PIECE_SIZE or length == CHUNK_SIZE
+
+
 ops = st.lists(st.one_of(
     st.tuples(st.just("write"), st.integers(0, 3 * CHUNK_SIZE), st.binary(min_size=0, max_size=CHUNK_SIZE + 10)),
     st.tuples(st.just("truncate"), st.integers(0, 4 * CHUNK_SIZE)),
@@ -21,12 +35,18 @@ ops = st.lists(st.one_of(
 ), max_size=12)
 
 
+def split_before_pieces(data: bytes) -> tuple[list[bytes], dict[bytes, bytes]]:
+    """How stores written before tail pieces existed cut a file: 64 KiB chunks only."""
+    pieces = [data[i:i + CHUNK_SIZE] for i in range(0, len(data), CHUNK_SIZE)]
+    return [content.chunk_hash(p) for p in pieces], {content.chunk_hash(p): p for p in pieces}
+
+
 @settings(max_examples=150, deadline=None)
-@given(initial=st.binary(max_size=2 * CHUNK_SIZE + 7), steps=ops)
-def test_buffer_matches_bytearray(initial, steps):
+@given(initial=st.binary(max_size=2 * CHUNK_SIZE + 7), old_layout=st.booleans(), steps=ops)
+def test_buffer_matches_bytearray(initial, old_layout, steps):
     async def run():
         store = ChunkStore()
-        hashes, chunks = content.split(initial)
+        hashes, chunks = (split_before_pieces if old_layout else content.split)(initial)
         store.update(chunks)
         buf = FileBuffer(hashes, len(initial), store.fetch)
         model = bytearray(initial)
@@ -48,8 +68,7 @@ def test_buffer_matches_bytearray(initial, steps):
                 store.update(pending.chunks)
                 buf.mark_committed(pending)
                 assert not buf.dirty
-                assert all(len(store[h]) == content.chunk_length(i, len(model)) or h == content.ZERO_CHUNK_HASH
-                           for i, h in enumerate(pending.hashes))
+                assert_layout(pending.hashes, len(model), store)
             assert buf.size == len(model)
             assert await buf.read(0, len(model) + 100) == bytes(model)
         # Reads at any offset agree too.
@@ -100,3 +119,45 @@ def test_growing_to_a_gigabyte_costs_no_memory():
         assert await buf.read((1 << 30) - 4, 10) == bytes(4)
 
     trio.run(run)
+
+
+def test_an_append_stores_one_piece_of_the_tail():
+    """A log of 40 KiB plus a 100-byte line: one new piece of at most 4 KiB is stored,
+    not a new 64 KiB chunk; crossing 64 KiB stores the full chunk once."""
+    async def run():
+        store = ChunkStore()
+        data = bytes(range(256)) * 160
+        hashes, chunks = content.split(data)
+        store.update(chunks)
+        buf = FileBuffer(hashes, len(data), store.fetch)
+        await buf.write(len(data), b"x" * 99 + b"\n")
+        pending = buf.snapshot().seal()
+        assert len(pending.chunks) == 1 and len(next(iter(pending.chunks.values()))) <= content.PIECE_SIZE
+        store.update(pending.chunks)
+        buf.mark_committed(pending)
+        await buf.write(buf.size, b"y" * (CHUNK_SIZE - buf.size + 10))
+        pending = buf.snapshot().seal()
+        assert sorted(len(c) for c in pending.chunks.values()) == [10, CHUNK_SIZE]
+
+    trio.run(run)
+
+
+def test_a_file_stored_before_pieces_reads_and_then_gains_pieces():
+    async def run():
+        store = ChunkStore()
+        data = b"old layout " * 1000
+        hashes, chunks = split_before_pieces(data)
+        assert len(hashes) == 1 and len(data) > content.PIECE_SIZE
+        store.update(chunks)
+        buf = FileBuffer(hashes, len(data), store.fetch)
+        assert await buf.read(0, len(data)) == data
+        await buf.write(len(data), b"!")
+        pending = buf.snapshot().seal()
+        assert len(pending.hashes) == 3 and await buf.read(0, len(data) + 1) == data + b"!"
+
+    trio.run(run)
+
+
+def test_a_chunk_list_that_fits_no_layout_is_refused():
+    with pytest.raises(ValueError):
+        content.refs_of([b"h" * 20] * 5, 2 * CHUNK_SIZE + 10)
