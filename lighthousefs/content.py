@@ -108,7 +108,8 @@ def chunk_length(index: int, size: int) -> int:
     return min(CHUNK_SIZE, size - index * CHUNK_SIZE)
 
 
-Fetch = Callable[[bytes], Awaitable[bytes]]
+# Fetches chunks by hash, several in one call (the pieces of a tail): one store round trip.
+Fetch = Callable[[list[bytes]], Awaitable[list[bytes]]]
 
 
 class FileBuffer:
@@ -133,10 +134,11 @@ class FileBuffer:
 
     async def _chunk(self, ref: ChunkRef) -> bytes:
         if isinstance(ref, tuple):
-            return b"".join([await self._fetch(piece) for piece in ref])
+            return b"".join(await self._fetch(list(ref)))
         if ref == ZERO_CHUNK_HASH:
             return ZERO_CHUNK
-        return await self._fetch(ref)
+        [data] = await self._fetch([ref])
+        return data
 
     async def _load(self, index: int) -> bytearray:
         buf = self.dirty.get(index)

@@ -172,12 +172,16 @@ class LighthouseOperations(pyfuse3.Operations):
         if parent is not None:
             self._where[ino] = (parent, name)
 
-    async def _fetch_chunk(self, digest: bytes) -> bytes:
-        data = self._chunks.get(digest)
-        if data is None:
-            data = await self.journal.call_store(self.store.get_chunk, digest)
-            self._chunks.put(digest, data)
-        return data
+    async def _fetch_chunks(self, digests: list[bytes]) -> list[bytes]:
+        """Chunks from L1, and what L1 lacks from the store in one call."""
+        found = [self._chunks.get(digest) for digest in digests]
+        missing = [digest for digest, data in zip(digests, found) if data is None]
+        if missing:
+            fetched = dict(zip(missing, await self.journal.call_store(self.store.get_chunks, missing)))
+            for digest, data in fetched.items():
+                self._chunks.put(digest, data)
+            found = [fetched[digest] if data is None else data for digest, data in zip(digests, found)]
+        return found
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         """A tree node's attributes, reused while the node is unchanged: a listing of
@@ -296,7 +300,7 @@ class LighthouseOperations(pyfuse3.Operations):
             node = self.tree.nodes.get(ino)
             if open_file is not None and node is not None and not open_file.buffer.changed \
                     and not node.is_dir:
-                open_file.buffer = FileBuffer(node.chunks, node.size, self._fetch_chunk)
+                open_file.buffer = FileBuffer(node.chunks, node.size, self._fetch_chunks)
         if not self.kernel_attached:
             return
         for parent, name in change.entries:
@@ -414,7 +418,7 @@ class LighthouseOperations(pyfuse3.Operations):
     async def _truncate_now(self, node: Node, size: int) -> None:
         """truncate(2) by path: one write event now (the file may not be open at all)."""
         open_file = self._open_files.get(node.ino)
-        buffer = open_file.buffer if open_file else FileBuffer(node.chunks, node.size, self._fetch_chunk)
+        buffer = open_file.buffer if open_file else FileBuffer(node.chunks, node.size, self._fetch_chunks)
         await buffer.truncate(size)
         await self._commit(node.ino, buffer, open_file)
 
@@ -521,7 +525,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
         open_file = self._open_files.get(node.ino)
-        buffer = open_file.buffer if open_file else FileBuffer(node.chunks, node.size, self._fetch_chunk)
+        buffer = open_file.buffer if open_file else FileBuffer(node.chunks, node.size, self._fetch_chunks)
         validate_format(kind, await buffer.read(0, buffer.size))
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
@@ -549,7 +553,7 @@ class LighthouseOperations(pyfuse3.Operations):
     def _open_tree_file(self, node: Node, flags: int) -> pyfuse3.FileInfo:
         open_file = self._open_files.get(node.ino)
         if open_file is None:
-            open_file = OpenFile(node.ino, FileBuffer(node.chunks, node.size, self._fetch_chunk))
+            open_file = OpenFile(node.ino, FileBuffer(node.chunks, node.size, self._fetch_chunks))
             self._open_files[node.ino] = open_file
         open_file.refs += 1
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
@@ -573,7 +577,7 @@ class LighthouseOperations(pyfuse3.Operations):
             node = self._history_node(inode)
             if node is None or not stat.S_ISREG(node.mode):
                 raise errors.InvalidArgument("not a regular file")
-            buffer = FileBuffer(node.chunks, node.size, self._fetch_chunk)
+            buffer = FileBuffer(node.chunks, node.size, self._fetch_chunks)
             return pyfuse3.FileInfo(fh=self._new_fh(ReadOnlyFile(buffer)), keep_cache=True)
         node = self.tree.get(inode)
         if node.is_dir:
@@ -646,7 +650,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 validate_format(kind, await buffer.read(0, buffer.size))
             except errors.InvalidArgument:
                 if open_file is not None:   # the old content stays, for every handle
-                    open_file.buffer = FileBuffer(node.chunks, node.size, self._fetch_chunk)
+                    open_file.buffer = FileBuffer(node.chunks, node.size, self._fetch_chunks)
                 raise
         pending = buffer.snapshot()
         if buffer.dirty_bytes() > LARGE_COMMIT:

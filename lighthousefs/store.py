@@ -49,6 +49,10 @@ class Store(abc.ABC):
     def get_chunk(self, digest: bytes) -> bytes:
         """The chunk named `digest`; NotFound if the store does not have it."""
 
+    def get_chunks(self, digests: list[bytes]) -> list[bytes]:
+        """Several chunks in one call (the pieces of a file's tail); NotFound if one is missing."""
+        return [self.get_chunk(digest) for digest in digests]
+
     @abc.abstractmethod
     def scope_seqs(self, scope: str) -> list[int]:
         """Sequence numbers of the events whose path lies in `scope` (e.g. projects/x)."""

@@ -482,6 +482,15 @@ class RedisStore(Store):
             raise errors.NotFound(f"chunk {digest.hex()} is missing from {self.url}")
         return data
 
+    def get_chunks(self, digests: list[bytes]) -> list[bytes]:
+        # One MGET: the keys share the namespace's hash tag, so one Cluster slot.
+        datas = self._call("get_chunks", self._r.mget, [self._p_chunk + d.hex() for d in digests])
+        if any(data is None for data in datas):
+            self.check_continuity()  # missing because Redis lost everything: EIO
+            missing = [d.hex() for d, data in zip(digests, datas) if data is None]
+            raise errors.NotFound(f"chunks {', '.join(missing)} are missing from {self.url}")
+        return datas
+
     def scope_seqs(self, scope: str) -> list[int]:
         self.check_continuity()
         return [int(x) for x in self._call("scope_seqs", self._r.lrange, self._p_scope + scope, 0, -1)]

@@ -209,6 +209,15 @@ class SQLiteStore(Store):
             raise errors.NotFound(f"chunk {digest.hex()} is missing from {self.path}")
         return rows[0][0]
 
+    def get_chunks(self, digests: list[bytes]) -> list[bytes]:
+        wanted = list(dict.fromkeys(digests))
+        rows = dict(self._query(f"SELECT hash, data FROM chunks WHERE hash IN ({','.join('?' * len(wanted))})",
+                                tuple(wanted)))
+        missing = [d.hex() for d in wanted if d not in rows]
+        if missing:
+            raise errors.NotFound(f"chunks {', '.join(missing)} are missing from {self.path}")
+        return [rows[d] for d in digests]
+
     def scope_seqs(self, scope: str) -> list[int]:
         return [row[0] for row in self._query("SELECT seq FROM events WHERE scope=? ORDER BY seq", (scope,))]
 

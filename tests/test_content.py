@@ -11,8 +11,8 @@ from lighthousefs.content import CHUNK_SIZE, FileBuffer
 
 
 class ChunkStore(dict):
-    async def fetch(self, digest: bytes) -> bytes:
-        return self[digest]
+    async def fetch(self, digests: list[bytes]) -> list[bytes]:
+        return [self[digest] for digest in digests]
 
 
 def assert_layout(hashes: list[bytes], size: int, store: dict) -> None:

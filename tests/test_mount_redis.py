@@ -80,6 +80,24 @@ def test_attributes_changed_on_one_node_are_fresh_on_the_other(mounter, own_serv
     assert (st.st_mode & 0o777, st.st_size, st.st_mtime_ns) == (0o600, 6, 10**18)
 
 
+def test_a_log_appended_on_one_node_reads_whole_on_the_other(mounter, own_server):
+    """The log's tail is stored as pieces; the other node (nothing in its L1) fetches
+    them and reads every appended line, in order."""
+    url = namespaced(own_server.url)
+    a, b = mounter("a", store=url), mounter("b", store=url)
+    (a / "projects" / "p").mkdir()
+    log = a / "projects" / "p" / "log"
+    log.write_bytes(b"head\n" * 8000)                    # 40,000 bytes: a tail of pieces
+    expected = b"head\n" * 8000
+    for i in range(300):
+        line = b"line %05d\n" % i
+        with open(log, "ab") as f:
+            f.write(line)
+        expected += line
+    assert log.read_bytes() == expected
+    eventually(lambda: (b / "projects" / "p" / "log").read_bytes() == expected)
+
+
 def test_redis_down_fails_fast_then_recovers(mounter, own_server):
     url = namespaced(own_server.url)
     m = mounter("a", store=url)

@@ -467,6 +467,16 @@ def test_wait_for_events_names_a_newer_event_or_times_out(opener):
     assert store.wait_for_events(3, 0.05) == 0
 
 
+def test_get_chunks_returns_them_in_order_or_names_the_missing(opener):
+    store = opener()
+    chunks = {bytes([i]) * 20: b"piece %d" % i for i in range(5)}
+    store.append([draft()], chunks)
+    wanted = [bytes([3]) * 20, bytes([0]) * 20, bytes([3]) * 20]
+    assert store.get_chunks(wanted) == [b"piece 3", b"piece 0", b"piece 3"]
+    with pytest.raises(errors.NotFound, match=(b"\x09" * 20).hex()):
+        store.get_chunks([bytes([1]) * 20, b"\x09" * 20])
+
+
 def test_wait_and_read_returns_what_follows_or_nothing(opener):
     store = opener()
     store.append([draft(f"projects/a/f{i}") for i in range(3)], {})
