@@ -316,11 +316,24 @@ class LighthouseOperations(pyfuse3.Operations):
                     log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout", ino)
 
     async def run_invalidator(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """invalidate_inode can block on page locks, so it runs in a worker thread."""
+        """invalidate_inode can block on page locks, so it runs in a worker thread: one
+        hop for everything queued meanwhile, each inode once (a burst of remote events
+        touches the same directory again and again)."""
         task_status.started()
         async for ino in self._invalidate_recv:
+            inos = {ino: None}
+            while True:
+                try:
+                    inos[self._invalidate_recv.receive_nowait()] = None
+                except trio.WouldBlock:
+                    break
+            await trio.to_thread.run_sync(self._invalidate_inodes, list(inos))
+
+    @staticmethod
+    def _invalidate_inodes(inos: list[int]) -> None:
+        for ino in inos:
             try:
-                await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, False)
+                pyfuse3.invalidate_inode(ino, False)
             except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     log.warning("invalidate_inode(%d): %s", ino, exc)
