@@ -62,9 +62,6 @@ def _chunked(data: bytes, size: int, chunks: dict[bytes, bytes], known: frozense
 def seal_chunk(data: bytes, chunks: dict[bytes, bytes], known: frozenset = frozenset()) -> ChunkRef:
     """The reference of one chunk's bytes: a hash, or piece hashes for a partial chunk
     longer than a piece. New bytes go into `chunks` (pieces in `known` are stored already)."""
-    if len(data) == CHUNK_SIZE and data == ZERO_CHUNK:
-        chunks[ZERO_CHUNK_HASH] = ZERO_CHUNK
-        return ZERO_CHUNK_HASH
     if len(data) <= PIECE_SIZE or len(data) == CHUNK_SIZE:
         digest = chunk_hash(data)
         chunks[digest] = data
@@ -117,7 +114,8 @@ class FileBuffer:
 
     Invariant: len(chunks) == chunk_count(size), and for every index either
     `dirty[index]` holds exactly chunk_length(index, size) bytes, or `chunks[index]`
-    names a stored chunk of exactly that length (`None` only where dirty). Writes and truncates load the chunks they touch into
+    refers to stored bytes of exactly that length (a hash, or the pieces of the tail;
+    `None` only where dirty). Writes and truncates load the chunks they touch into
     `dirty`, so `commit()` only hashes what changed.
     """
 
