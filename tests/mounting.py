@@ -8,6 +8,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from lighthousefs.cli import process_running
@@ -91,3 +92,27 @@ def eventually(check, timeout: float = 10.0, interval: float = 0.01):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def busy_node_still_sees_the_other(a, b) -> None:
+    """a writes without pause (its follower wakes for its own appends and pauses); b's
+    changes still reach a, and a's reach b."""
+    (a / "projects" / "busy").mkdir()
+    eventually(lambda: (b / "projects" / "busy").is_dir())
+    stop = threading.Event()
+
+    def keep_writing():
+        i = 0
+        while not stop.is_set():
+            (a / "projects" / "busy" / f"a{i % 50}").write_text(str(i))
+            i += 1
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        for i in range(20):
+            (b / "projects" / "busy" / f"b{i}").write_text(f"from b {i}")
+            eventually(lambda i=i: (a / "projects" / "busy" / f"b{i}").read_text() == f"from b {i}")
+        eventually(lambda: (b / "projects" / "busy" / "a49").exists())
+    finally:
+        stop.set()
+        writer.join(timeout=30)

@@ -13,7 +13,7 @@ import pytest
 
 from lighthousefs.api import Client
 from lighthousefs.store_sqlite import SQLiteStore
-from mounting import eventually, is_mounted, lighthouse, unmount_quietly
+from mounting import busy_node_still_sees_the_other, eventually, is_mounted, lighthouse, unmount_quietly
 
 pytestmark = pytest.mark.mount
 
@@ -164,6 +164,10 @@ def test_two_mounts_on_one_store_see_each_other(mounter):
     eventually(lambda: (a / "projects" / "p" / "f").read_text() == "v2")
     os.unlink(b / "projects" / "p" / "f")
     eventually(lambda: not (a / "projects" / "p" / "f").exists())
+
+
+def test_a_busy_mount_still_sees_another_mount(mounter):
+    busy_node_still_sees_the_other(mounter("a"), mounter("b"))
 
 
 def test_two_writers_last_close_wins_and_history_keeps_both(mounter):

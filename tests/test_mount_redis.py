@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from mounting import eventually, lighthouse
+from mounting import busy_node_still_sees_the_other, eventually, lighthouse
 from redis_server import RedisServer
 
 pytestmark = [pytest.mark.mount, pytest.mark.redis]
@@ -96,6 +96,11 @@ def test_a_log_appended_on_one_node_reads_whole_on_the_other(mounter, own_server
         expected += line
     assert log.read_bytes() == expected
     eventually(lambda: (b / "projects" / "p" / "log").read_bytes() == expected)
+
+
+def test_a_busy_node_still_sees_another_node(mounter, own_server):
+    url = namespaced(own_server.url)
+    busy_node_still_sees_the_other(mounter("a", store=url), mounter("b", store=url))
 
 
 def test_redis_down_fails_fast_then_recovers(mounter, own_server):
