@@ -76,6 +76,12 @@ class SQLiteStore(Store):
         self._full_sync = True
         self._watch: inotify_simple.INotify | None = None
         self._watch_tried = False
+        # The watch's fd is closed by whoever is last: close(), or a waiter that was in
+        # a read when close() ran (closing an fd under a read could let the read reach
+        # whatever file is opened next under the same number).
+        self._watch_lock = threading.Lock()
+        self._watch_readers = 0
+        self._closed = False
         self._wal_name = os.path.basename(path) + "-wal"
 
     def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
@@ -164,14 +170,29 @@ class SQLiteStore(Store):
                 time.sleep(pause)
                 pause = min(pause * 2, SETTLE_MAX_PAUSE_S)
             else:
-                try:
-                    changed = watch.read(timeout=max(1, int(min(deadline - now, IDLE_CHECK_S) * 1000)))
-                    # Commits only ever go to the WAL; the database file changes at
-                    # checkpoints, and other files of the directory do not matter.
-                    if any(event.name == self._wal_name for event in changed):
-                        settle_until, pause = time.monotonic() + SETTLE_S, SETTLE_FIRST_S
-                except (OSError, ValueError):
-                    time.sleep(self.poll_interval)   # the watch was closed under us: close() ran
+                changed = self._read_watch(watch, min(deadline - now, IDLE_CHECK_S))
+                # Commits only ever go to the WAL; the database file changes at
+                # checkpoints, and other files of the directory do not matter.
+                if any(event.name == self._wal_name for event in changed):
+                    settle_until, pause = time.monotonic() + SETTLE_S, SETTLE_FIRST_S
+
+    def _read_watch(self, watch: inotify_simple.INotify, timeout: float) -> list:
+        with self._watch_lock:
+            if self._closed:
+                raise errors.StoreUnavailable(f"{self.path}: the store is closed")
+            self._watch_readers += 1
+        try:
+            return watch.read(timeout=max(1, int(timeout * 1000)))
+        finally:
+            with self._watch_lock:
+                self._watch_readers -= 1
+                if self._closed and not self._watch_readers:
+                    self._close_watch()
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def _watcher(self) -> inotify_simple.INotify | None:
         """The inotify watch, made on first use; None (polling) where inotify is unavailable."""
@@ -242,7 +263,10 @@ class SQLiteStore(Store):
         return {"used_bytes": used, "free_bytes": shutil.disk_usage(os.path.dirname(self.path)).free}
 
     def close(self) -> None:
-        for conn in (self._reader, self._writer):
-            conn.close()
-        if self._watch is not None:
-            self._watch.close()
+        with self._write_lock, self._read_lock:
+            for conn in (self._reader, self._writer):
+                conn.close()
+        with self._watch_lock:
+            self._closed = True
+            if not self._watch_readers:
+                self._close_watch()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import inotify_simple
 import pytest
 
-from lighthousefs import store_sqlite
+from lighthousefs import errors, store_sqlite
 from lighthousefs.store_sqlite import SQLiteStore
 
 APPEND_FROM_ANOTHER_PROCESS = """
@@ -62,3 +64,33 @@ def test_a_wait_on_a_quiet_store_times_out(tmp_path):
     store = SQLiteStore(str(tmp_path / "store.db"))
     assert store.wait_for_events(0, 0.05) == 0
     store.close()
+
+
+def test_close_during_a_wait_ends_the_wait_and_closes_the_watch_once(tmp_path, monkeypatch):
+    """close() while the waiter sleeps in the inotify read leaves the fd to the waiter
+    (no fd is closed under a read), and the waiter then ends."""
+    store = SQLiteStore(str(tmp_path / "store.db"))
+    watch = store._watcher()
+    in_read, release = threading.Event(), threading.Event()
+
+    def slow_read(**kw):
+        in_read.set()
+        release.wait(10)
+        return []
+    monkeypatch.setattr(watch, "read", slow_read)
+    outcome = []
+
+    def wait():
+        try:
+            outcome.append(store.wait_for_events(0, 30.0))
+        except errors.StoreUnavailable as exc:
+            outcome.append(exc)
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert in_read.wait(10)
+    store.close()
+    assert store._watch is watch and not watch.closed   # still being read
+    release.set()
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and isinstance(outcome[0], errors.StoreUnavailable)
+    assert store._watch is None and watch.closed
