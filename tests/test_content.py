@@ -162,3 +162,21 @@ def test_a_file_stored_before_pieces_reads_and_then_gains_pieces():
 def test_a_chunk_list_that_fits_no_layout_is_refused():
     with pytest.raises(ValueError):
         content.refs_of([b"h" * 20] * 5, 2 * CHUNK_SIZE + 10)
+
+
+def test_a_read_across_chunks_fetches_them_in_one_call():
+    async def run():
+        store = ChunkStore()
+        data = bytes(range(256)) * (3 * CHUNK_SIZE // 256) + b"tail" * 2000   # 3 chunks + pieces
+        hashes, chunks = content.split(data)
+        store.update(chunks)
+        calls = []
+
+        async def fetch(digests):
+            calls.append(len(digests))
+            return await store.fetch(digests)
+        buf = FileBuffer(hashes, len(data), fetch)
+        assert await buf.read(CHUNK_SIZE - 10, 2 * CHUNK_SIZE) == data[CHUNK_SIZE - 10:3 * CHUNK_SIZE - 10]
+        assert calls == [3]
+        assert await buf.read(0, len(data)) == data and calls == [3, 3 + 2]   # the tail is two pieces
+    trio.run(run)
