@@ -461,7 +461,11 @@ class RedisStore(Store):
         if not reply:
             return []
         stream = reply[self._k_events.encode()] if isinstance(reply, dict) else reply[0][1]
-        return stream[0] if stream and isinstance(stream[0], list) else stream
+        # Entries are (id, fields) pairs; RESP3 wraps them in one more list.
+        first = stream[0] if stream else None
+        if isinstance(first, (list, tuple)) and first and isinstance(first[0], (list, tuple)):
+            return first
+        return stream
 
     def _events_of(self, entries: list) -> list[Event]:
         out = []
