@@ -232,8 +232,11 @@ class SQLiteStore(Store):
 
     def get_chunks(self, digests: list[bytes]) -> list[bytes]:
         wanted = list(dict.fromkeys(digests))
-        rows = dict(self._query(f"SELECT hash, data FROM chunks WHERE hash IN ({','.join('?' * len(wanted))})",
-                                tuple(wanted)))
+        rows: dict[bytes, bytes] = {}
+        for start in range(0, len(wanted), 500):   # under SQLite's limit of bound parameters
+            batch = wanted[start:start + 500]
+            rows.update(self._query(f"SELECT hash, data FROM chunks WHERE hash IN ({','.join('?' * len(batch))})",
+                                    tuple(batch)))
         missing = [d.hex() for d in wanted if d not in rows]
         if missing:
             raise errors.NotFound(f"chunks {', '.join(missing)} are missing from {self.path}")
