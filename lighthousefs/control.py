@@ -44,6 +44,6 @@ class Control:
             f"# lighthousefs {__version__} pid {os.getpid()}",
             f"lighthousefs_tree_inodes {len(ops.tree.nodes)}",
             f"lighthousefs_fs_open_files {len(ops._open_files)}",
-            f"lighthousefs_fs_kernel_inodes {len(ops._lookups)}",
+            f"lighthousefs_fs_kernel_inodes {ops.kernel_inodes}",
         ]
         return ("\n".join(lines) + "\n").encode() + ops.metrics.render()

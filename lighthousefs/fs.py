@@ -149,7 +149,7 @@ class LighthouseOperations(pyfuse3.Operations):
         self.events_file = EventsFile(self.store, journal.call_store, self._event_visible)
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()
-        self._lookups: dict[int, int] = {}
+        self.kernel_inodes = 0   # tree inodes the kernel holds references to
         self._attrs: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
         self._where: dict[int, tuple[int, bytes]] = {}
         self._open_files: dict[int, OpenFile] = {}
@@ -165,12 +165,16 @@ class LighthouseOperations(pyfuse3.Operations):
     # ---- helpers ---------------------------------------------------------------------
 
     def _is_pinned(self, ino: int) -> bool:
-        return ino in self._lookups or ino in self._open_files
+        node = self.tree.nodes.get(ino)
+        return (node is not None and node.lookups > 0) or ino in self._open_files
 
-    def _remember(self, ino: int, parent: int | None = None, name: bytes | None = None) -> None:
-        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+    def _remember(self, node: Node, parent: int | None = None, name: bytes | None = None) -> None:
+        """The kernel took a reference to `node` (a lookup, a create, readdirplus)."""
+        if not node.lookups:
+            self.kernel_inodes += 1
+        node.lookups += 1
         if parent is not None:
-            self._where[ino] = (parent, name)
+            self._where[node.ino] = (parent, name)
 
     async def _fetch_chunks(self, digests: list[bytes]) -> list[bytes]:
         """Chunks from L1, and what L1 lacks from the store in one call."""
@@ -309,7 +313,8 @@ class LighthouseOperations(pyfuse3.Operations):
             except OSError as exc:
                 log.debug("invalidate_entry(%d, %r): %s", parent, name, exc)
         for ino in change.inodes:
-            if ino in self._lookups or ino < events.INO_BASE:
+            node = self.tree.nodes.get(ino)
+            if (node is not None and node.lookups) or ino < events.INO_BASE:
                 try:
                     self._invalidate_send.send_nowait(ino)
                 except trio.WouldBlock:
@@ -366,16 +371,19 @@ class LighthouseOperations(pyfuse3.Operations):
             attr.st_ino = 0                     # a negative entry the kernel may cache
             attr.entry_timeout = CACHE_TIMEOUT
             return attr
-        self._remember(node.ino, parent_inode, name)
+        self._remember(node, parent_inode, name)
         return self._attr(node)
 
     async def forget(self, inode_list):
+        nodes = self.tree.nodes
         for ino, count in inode_list:
-            left = self._lookups.get(ino, 0) - count
-            if left > 0:
-                self._lookups[ino] = left
+            node = nodes.get(ino)
+            if node is not None and node.lookups > count:
+                node.lookups -= count
                 continue
-            self._lookups.pop(ino, None)
+            if node is not None and node.lookups:
+                node.lookups = 0
+                self.kernel_inodes -= 1
             if ino not in self._open_files:
                 self._where.pop(ino, None)
                 self.tree.release_orphan(ino)
@@ -452,7 +460,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if change is None:
             raise errors.Exists(f"{draft.path} was created by another producer first")
         node = self.tree.get(events.ino_for_seq(event.seq))
-        self._remember(node.ino, parent, name)
+        self._remember(node, parent, name)
         return node
 
     async def mkdir(self, parent_inode, name, mode, ctx):
@@ -553,8 +561,9 @@ class LighthouseOperations(pyfuse3.Operations):
             _, change = await self._submit_one(draft)
         if change is None:
             raise errors.NotFound(f"inode {inode} was removed by another producer first")
-        self._remember(inode, new_parent_inode, new_name)
-        return self._attr(self.tree.get(inode))
+        node = self.tree.get(inode)
+        self._remember(node, new_parent_inode, new_name)
+        return self._attr(node)
 
     # ---- file contents -------------------------------------------------------------------
 
@@ -649,8 +658,7 @@ class LighthouseOperations(pyfuse3.Operations):
             open_file.refs -= 1
             if open_file.refs == 0:
                 del self._open_files[open_file.ino]
-                if open_file.ino not in self._lookups:
-                    self.tree.release_orphan(open_file.ino)
+                self.tree.release_orphan(open_file.ino)   # dropped if unlinked and not looked up
 
     async def _commit(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
         """One close() of a written file: one write event, durable when this returns."""
@@ -694,7 +702,7 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def readdir(self, fh, start_id, token):
         entries = self._handles[fh]
-        nodes, lookups, attrs = self.tree.nodes, self._lookups, self._attrs
+        nodes, attrs = self.tree.nodes, self._attrs
         # The hot loop of ls, find and git status: tree entries take the direct path
         # (no await, and the reused attributes without a call); only virtual inodes
         # take _attr_of.
@@ -716,9 +724,11 @@ class LighthouseOperations(pyfuse3.Operations):
                     continue
             if not pyfuse3.readdir_reply(token, name, attr, index + 1):
                 return
-            # readdirplus hands the kernel a reference, as a lookup does.
+            # readdirplus hands the kernel a reference, as a lookup does (_remember, inline).
             if node is not None and ino >= events.INO_BASE:
-                lookups[ino] = lookups.get(ino, 0) + 1
+                if not node.lookups:
+                    self.kernel_inodes += 1
+                node.lookups += 1
 
     async def releasedir(self, fh):
         self._handles.pop(fh, None)

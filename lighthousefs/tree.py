@@ -34,7 +34,7 @@ class Node:
     """One inode. Directories have `entries` and a single `parent`; others do not."""
 
     __slots__ = ("ino", "mode", "uid", "gid", "rdev", "nlink", "size", "atime_ns", "mtime_ns",
-                 "ctime_ns", "chunks", "target", "xattrs", "entries", "parent", "version")
+                 "ctime_ns", "chunks", "target", "xattrs", "entries", "parent", "version", "lookups")
 
     def __init__(self, ino: int, mode: int, uid: int = 0, gid: int = 0, time_ns: int = 0):
         self.ino = ino
@@ -52,6 +52,9 @@ class Node:
         self.parent = 0
         # Bumped on every change, so caches of attributes can tell they are stale.
         self.version = 0
+        # The kernel's references (lookups not yet forgotten); kept by the filesystem,
+        # here rather than in a dict of its own (a walk of 100k files: 5 MB less).
+        self.lookups = 0
 
     @property
     def is_dir(self) -> bool:
@@ -74,7 +77,7 @@ class Node:
             node.atime_ns = node.mtime_ns     # one int object, not two (100k files: megabytes)
         if node.ctime_ns == node.mtime_ns:
             node.ctime_ns = node.mtime_ns
-        node.version = 0
+        node.version = node.lookups = 0
         return node
 
 

@@ -10,6 +10,8 @@ import tarfile
 
 import pytest
 
+from mounting import eventually
+
 pytestmark = pytest.mark.mount
 
 
@@ -110,6 +112,44 @@ def test_unlinked_file_stays_usable_while_open(mnt):
         f.seek(0)
         assert f.read() == b"still here and more"
         assert os.fstat(f.fileno()).st_nlink == 0
+
+
+def gauge(mnt, name: str) -> int:
+    for line in (mnt / ".lighthouse" / "stats").read_text().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    raise AssertionError(f"no {name} in stats")
+
+
+def test_the_kernel_forgetting_unlinked_files_frees_them(mnt):
+    """Unlinked files the kernel still references stay in the tree; once it forgets them
+    (dropping its caches makes it do so now) they are gone, and so are their references."""
+    if not os.access("/proc/sys/vm/drop_caches", os.W_OK):
+        pytest.skip("needs root to make the kernel drop its caches")
+    (mnt / "projects" / "gone").mkdir()
+    for i in range(50):
+        (mnt / "projects" / "gone" / f"f{i}").write_bytes(b"x")
+    assert len(os.listdir(mnt / "projects" / "gone")) == 50
+    inodes = gauge(mnt, "lighthousefs_tree_inodes")
+    held_by_kernel = gauge(mnt, "lighthousefs_fs_kernel_inodes")
+    assert held_by_kernel >= 50
+
+    def forgotten_down_to(count: int) -> bool:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2")
+        return gauge(mnt, "lighthousefs_tree_inodes") == count
+
+    held = open(mnt / "projects" / "gone" / "f0", "rb")
+    try:
+        for i in range(50):
+            os.unlink(mnt / "projects" / "gone" / f"f{i}")
+
+        eventually(lambda: forgotten_down_to(inodes - 49))   # f0 is still open
+        assert held.read() == b"x"
+    finally:
+        held.close()
+    eventually(lambda: forgotten_down_to(inodes - 50))
+    assert gauge(mnt, "lighthousefs_fs_kernel_inodes") <= held_by_kernel - 50
 
 
 def test_xattrs_and_statfs(mnt):
