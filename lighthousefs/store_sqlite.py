@@ -6,7 +6,7 @@ process, on disk at the next FULL commit or sync()). One connection writes and o
 reads; each is guarded by its own lock because calls arrive from several worker threads.
 
 Other processes' appends (another mount, the API, `lighthouse emit`) are noticed
-through inotify on the store's directory: the follower sleeps until a file there is
+through inotify on the store's directory: the follower sleeps until the WAL file is
 written, instead of querying the log every few milliseconds.
 """
 from __future__ import annotations
