@@ -23,6 +23,14 @@ store.close()
 """
 
 
+def finish(child: subprocess.Popen) -> None:
+    """Wait for the appending child; a hung one is killed, not left behind."""
+    try:
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+
+
 @pytest.mark.parametrize("durability", ["durable", "normal"])
 def test_an_append_by_another_process_wakes_the_waiter(tmp_path, monkeypatch, durability):
     """The waiter sleeps in the inotify read and is woken by the file event, not by
@@ -39,7 +47,7 @@ def test_an_append_by_another_process_wakes_the_waiter(tmp_path, monkeypatch, du
         assert store.wait_for_events(0, 20.0) == 1
         assert reads and all(reads), "the waiter was not woken by a file event"
     finally:
-        child.wait(timeout=30)
+        finish(child)
         store.close()
 
 
@@ -55,7 +63,7 @@ def test_without_inotify_the_waiter_polls(tmp_path, monkeypatch, caplog):
         assert store._watch is None
         assert "no inotify" in caplog.text
     finally:
-        child.wait(timeout=30)
+        finish(child)
         store.close()
 
 
