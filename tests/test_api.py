@@ -51,4 +51,7 @@ def test_log_follow_prints_new_events_as_they_arrive(tmp_path):
             assert json.loads(next_line(follower))["data"] == {"n": 1}
         finally:
             follower.send_signal(signal.SIGINT)
-            assert follower.wait(timeout=30) == 0
+            try:
+                assert follower.wait(timeout=30) == 0
+            finally:
+                follower.kill()   # never left behind, even when it hangs
