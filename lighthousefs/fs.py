@@ -187,6 +187,10 @@ class LighthouseOperations(pyfuse3.Operations):
             found = [fetched[digest] if data is None else data for digest, data in zip(digests, found)]
         return found
 
+    def _committed_buffer(self, node: Node) -> FileBuffer:
+        """A buffer of the file's stored content (what a new open sees)."""
+        return FileBuffer(node.chunks, node.size, self._fetch_chunks)
+
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         """A tree node's attributes, reused while the node is unchanged: a listing of
         1000 entries would otherwise build 1000 objects of 15 fields each time. Every
@@ -304,7 +308,7 @@ class LighthouseOperations(pyfuse3.Operations):
             node = self.tree.nodes.get(ino)
             if open_file is not None and node is not None and not open_file.buffer.changed \
                     and not node.is_dir:
-                open_file.buffer = FileBuffer(node.chunks, node.size, self._fetch_chunks)
+                open_file.buffer = self._committed_buffer(node)
         if not self.kernel_attached:
             return
         for parent, name in change.entries:
@@ -439,7 +443,7 @@ class LighthouseOperations(pyfuse3.Operations):
     async def _truncate_now(self, node: Node, size: int) -> None:
         """truncate(2) by path: one write event now (the file may not be open at all)."""
         open_file = self._open_files.get(node.ino)
-        buffer = open_file.buffer if open_file else FileBuffer(node.chunks, node.size, self._fetch_chunks)
+        buffer = open_file.buffer if open_file else self._committed_buffer(node)
         await buffer.truncate(size)
         await self._commit(node.ino, buffer, open_file)
 
@@ -475,7 +479,7 @@ class LighthouseOperations(pyfuse3.Operations):
         return self._attr(await self._make(parent_inode, name, stat.S_IFLNK | 0o777, ctx, target=target))
 
     async def readlink(self, inode, ctx):
-        node = self._history_node(inode) if inode in self._hist_keys else self.tree.get(inode)
+        node = await self._history_node(inode) if inode in self._hist_keys else self.tree.get(inode)
         if node is None or not stat.S_ISLNK(node.mode):
             raise errors.InvalidArgument("not a symbolic link")
         return node.target
@@ -546,7 +550,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
         open_file = self._open_files.get(node.ino)
-        buffer = open_file.buffer if open_file else FileBuffer(node.chunks, node.size, self._fetch_chunks)
+        buffer = open_file.buffer if open_file else self._committed_buffer(node)
         validate_format(kind, await buffer.read(0, buffer.size))
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
@@ -575,7 +579,7 @@ class LighthouseOperations(pyfuse3.Operations):
     def _open_tree_file(self, node: Node, flags: int) -> pyfuse3.FileInfo:
         open_file = self._open_files.get(node.ino)
         if open_file is None:
-            open_file = OpenFile(node.ino, FileBuffer(node.chunks, node.size, self._fetch_chunks))
+            open_file = OpenFile(node.ino, self._committed_buffer(node))
             self._open_files[node.ino] = open_file
         open_file.refs += 1
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
@@ -596,10 +600,10 @@ class LighthouseOperations(pyfuse3.Operations):
             if inode in CONTROL_INOS:
                 data = self.control(CONTROL_INOS[inode])
                 return pyfuse3.FileInfo(fh=self._new_fh(BytesHandle(data)), direct_io=True, keep_cache=False)
-            node = self._history_node(inode)
+            node = await self._history_node(inode)
             if node is None or not stat.S_ISREG(node.mode):
                 raise errors.InvalidArgument("not a regular file")
-            buffer = FileBuffer(node.chunks, node.size, self._fetch_chunks)
+            buffer = self._committed_buffer(node)
             return pyfuse3.FileInfo(fh=self._new_fh(ReadOnlyFile(buffer)), keep_cache=True)
         node = self.tree.get(inode)
         if node.is_dir:
@@ -671,7 +675,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 validate_format(kind, await buffer.read(0, buffer.size))
             except errors.InvalidArgument:
                 if open_file is not None:   # the old content stays, for every handle
-                    open_file.buffer = FileBuffer(node.chunks, node.size, self._fetch_chunks)
+                    open_file.buffer = self._committed_buffer(node)
                 raise
         pending = buffer.snapshot()
         if buffer.dirty_bytes() > LARGE_COMMIT:
@@ -769,13 +773,13 @@ class LighthouseOperations(pyfuse3.Operations):
                                      {"ino": inode, "name": name, "value": value}))
 
     async def getxattr(self, inode, name, ctx):
-        node = self._history_node(inode) if inode in self._hist_keys else self.tree.nodes.get(inode)
+        node = await self._history_node(inode) if inode in self._hist_keys else self.tree.nodes.get(inode)
         if node is None or not node.xattrs or name not in node.xattrs:
             raise errors.NoAttribute(f"no attribute {name!r}")
         return node.xattrs[name]
 
     async def listxattr(self, inode, ctx):
-        node = self._history_node(inode) if inode in self._hist_keys else self.tree.nodes.get(inode)
+        node = await self._history_node(inode) if inode in self._hist_keys else self.tree.nodes.get(inode)
         return list(node.xattrs) if node is not None and node.xattrs else []
 
     async def removexattr(self, inode, name, ctx):
@@ -810,12 +814,12 @@ class LighthouseOperations(pyfuse3.Operations):
                 return None
         return node
 
-    def _history_node(self, ino: int) -> Node | None:
+    async def _history_node(self, ino: int) -> Node | None:
+        """The past node a .history inode names (None for the version directories)."""
         key = self._hist_keys.get(ino)
         if key is None or key[0] != "N":
             return None
-        tree = self.history._trees.get(key[1])
-        return None if tree is None else tree.nodes.get(key[2])
+        return (await self.history.tree_at(key[1])).nodes.get(key[2])
 
     async def _history_attr(self, ino: int):
         key = self._hist_keys[ino]
@@ -836,12 +840,7 @@ class LighthouseOperations(pyfuse3.Operations):
             if seq not in await self.history.versions(self._project_path(key[1])):
                 raise errors.NotFound(f".history/{seq}: no event of this project has that number")
             return self._virtual_attr(self._hist_ino(("V", key[1], seq)), stat.S_IFDIR | 0o555)
-        if key[0] == "V":
-            seq = key[2]
-            directory = await self._history_version_root(key[1], seq)
-        else:
-            seq = key[1]
-            directory = (await self.history.tree_at(seq)).nodes.get(key[2])
+        seq, directory = await self._history_directory(key)
         child_ino = directory.entries.get(name) if directory is not None and directory.is_dir else None
         if child_ino is None:
             raise errors.NotFound(f".history/{seq}: no entry {name!r}")
@@ -849,15 +848,18 @@ class LighthouseOperations(pyfuse3.Operations):
         tree = await self.history.tree_at(seq)
         return self._build_attr(tree.nodes[child_ino], ino=ino, read_only=True)
 
+    async def _history_directory(self, key: tuple) -> tuple[int, Node | None]:
+        """(version, directory node) of a version root ("V") or a past directory ("N")."""
+        if key[0] == "V":
+            return key[2], await self._history_version_root(key[1], key[2])
+        return key[1], (await self.history.tree_at(key[1])).nodes.get(key[2])
+
     async def _history_listing(self, ino: int) -> list[tuple[bytes, int]]:
         key = self._hist_keys[ino]
         if key[0] == "H":
             seqs = await self.history.versions(self._project_path(key[1]))
             return [(str(seq).encode(), self._hist_ino(("V", key[1], seq))) for seq in seqs]
-        if key[0] == "V":
-            seq, directory = key[2], await self._history_version_root(key[1], key[2])
-        else:
-            seq, directory = key[1], (await self.history.tree_at(key[1])).nodes.get(key[2])
+        seq, directory = await self._history_directory(key)
         if directory is None or not directory.is_dir:
             return []
         return [(name, self._hist_ino(("N", seq, child))) for name, child in directory.entries.items()]

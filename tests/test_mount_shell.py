@@ -205,6 +205,28 @@ def test_history_keeps_both_versions(mnt):
     assert err.value.errno == errno.EROFS
 
 
+def test_a_past_version_stays_readable_after_many_others_were_read(mnt):
+    """Reading more past versions than the daemon keeps rebuilt must not break files of
+    the first one, which the kernel still knows by inode."""
+    project = mnt / "projects" / "many"
+    project.mkdir()
+    os.symlink("doc.md", project / "link")
+    for i in range(12):
+        (project / "doc.md").write_text(f"version {i}")
+        os.setxattr(project / "doc.md", "user.v", str(i).encode())
+    history = project / ".history"
+    versions = [history / v for v in sorted(os.listdir(history), key=int)]
+    # The last version still holding "version 0": its setxattr came after its write.
+    first = [v for v in versions if (v / "doc.md").exists() and (v / "doc.md").read_text() == "version 0"][-1]
+    later = versions[versions.index(first) + 1:]
+    assert len(later) > 8     # more past trees than the daemon keeps
+    for v in later:
+        (v / "doc.md").read_text()
+    assert (first / "doc.md").read_text() == "version 0"
+    assert os.getxattr(first / "doc.md", "user.v") == b"0"
+    assert os.readlink(first / "link") == "doc.md"
+
+
 def test_copies_and_small_edits_store_no_chunk_twice(mnt):
     import sqlite3
     project = mnt / "projects" / "p"
