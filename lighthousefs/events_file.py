@@ -23,10 +23,12 @@ RENDER_BATCH = 256
 
 
 class EventsFile:
-    def __init__(self, store: Store, call: StoreCall, visible: Callable[[Event], bool]):
+    def __init__(self, store: Store, call: StoreCall, visible: Callable[[Event], bool],
+                 applied_seq: Callable[[], int]):
         self.store = store
         self._call = call
         self.visible = visible
+        self._applied_seq = applied_seq
         self._seqs = array.array("q")
         self._ends = array.array("q")   # byte offset just past each line
         self._built = False
@@ -54,11 +56,14 @@ class EventsFile:
             self._seqs.append(event.seq)
             self._ends.append(self.size + len(event.to_json_line()))
 
-    async def ensure_built(self, applied_seq: int) -> None:
-        """Index every event up to applied_seq, once; later ones arrive by on_applied."""
+    async def ensure_built(self) -> None:
+        """Index every event applied so far, once; later ones arrive by on_applied."""
         async with self._build_lock:
             if self._built:
                 return
+            # Read under the lock: an event applied while this task waited for it is
+            # neither early (no build was running) nor below a seq taken before.
+            applied_seq = self._applied_seq()
             self._building = True
             try:
                 while self._built_to < applied_seq:

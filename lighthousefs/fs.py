@@ -146,7 +146,8 @@ class LighthouseOperations(pyfuse3.Operations):
                                   on_miss=metrics.cache.labels("l1", "miss").inc)
         metrics.cache_bytes.set_function(lambda: self._chunks.bytes)
         self.history = History(self.store, journal.call_store)
-        self.events_file = EventsFile(self.store, journal.call_store, self._event_visible)
+        self.events_file = EventsFile(self.store, journal.call_store, self._event_visible,
+                                      lambda: self.tree.applied_seq)
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()
         self.kernel_inodes = 0   # tree inodes the kernel holds references to
@@ -409,7 +410,7 @@ class LighthouseOperations(pyfuse3.Operations):
         return self._attr(self.tree.get(inode))
 
     async def _events_attr(self):
-        await self.events_file.ensure_built(self.tree.applied_seq)
+        await self.events_file.ensure_built()
         return self._virtual_attr(EVENTS_INO, stat.S_IFREG | 0o444, self.events_file.size, volatile=True)
 
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -595,7 +596,7 @@ class LighthouseOperations(pyfuse3.Operations):
                     raise errors.ReadOnly(".history is read-only")
                 raise errors.PermissionDenied("the control files are read-only")
             if inode == EVENTS_INO:
-                await self.events_file.ensure_built(self.tree.applied_seq)
+                await self.events_file.ensure_built()
                 return pyfuse3.FileInfo(fh=self._new_fh(EventsHandle()), direct_io=True, keep_cache=False)
             if inode in CONTROL_INOS:
                 data = self.control(CONTROL_INOS[inode])
