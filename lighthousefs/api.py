@@ -125,5 +125,7 @@ class Client:
         node = self.tree().resolve(path)
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{path} is not a regular file")
-        return b"".join(self.store.get_chunk(h) if h != content.ZERO_CHUNK_HASH else content.ZERO_CHUNK
-                        for h in content.unpack(node.chunks))
+        hashes = content.unpack(node.chunks)
+        stored = dict(zip(hashes, self.store.get_chunks([h for h in hashes if h != content.ZERO_CHUNK_HASH])))
+        stored[content.ZERO_CHUNK_HASH] = content.ZERO_CHUNK
+        return b"".join(stored[h] for h in hashes)

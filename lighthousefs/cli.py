@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 import time
@@ -69,7 +70,8 @@ def _mount_in_background(args, mountpoint: str) -> int:
     for flag, value in (("--agent", args.agent), ("--metrics", args.metrics), ("--cache-mb", str(args.cache_mb))):
         if value:
             command += [flag, value]
-    for flag, on in (("--read-only", args.read_only), ("--demo", args.demo), ("--verbose", args.verbose)):
+    for flag, on in (("--read-only", args.read_only), ("--demo", args.demo), ("--verbose", args.verbose),
+                     ("--debug-fuse", args.debug_fuse)):
         if on:
             command.append(flag)
     stderr_path = log_file + ".stderr"
@@ -78,18 +80,22 @@ def _mount_in_background(args, mountpoint: str) -> int:
                                  stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as ready:
-        answer = ready.readline()   # EOF if the daemon exits before it is ready
+        # A daemon that hangs before it is ready (a silent store) must not hang us too.
+        in_time = select.select([ready], [], [], READY_TIMEOUT_S)[0]
+        answer = ready.readline() if in_time else b""   # EOF if the daemon exited first
     if answer == b"ready\n":
         print(f"lighthouse: mounted {mountpoint} (pid {child.pid}, log {log_file})")
         return 0
     try:
-        code = child.wait(timeout=READY_TIMEOUT_S)
+        code = child.wait(timeout=READY_TIMEOUT_S if in_time else 0)
     except subprocess.TimeoutExpired:
         child.kill()
+        child.wait()
         code = -9
     with open(stderr_path, "rb") as stderr:
         tail = stderr.read()[-4000:].decode(errors="replace").strip()
-    print(f"lighthouse: mount of {mountpoint} failed (exit {code})" + (f":\n{tail}" if tail else ""),
+    why = f"exit {code}" if in_time else f"not ready within {READY_TIMEOUT_S:g} s, stopped"
+    print(f"lighthouse: mount of {mountpoint} failed ({why})" + (f":\n{tail}" if tail else ""),
           file=sys.stderr)
     return code if code and code > 0 else 1
 
@@ -158,15 +164,18 @@ def cmd_emit(args) -> int:
 
 def cmd_log(args) -> int:
     from .api import Client
-    with Client(args.store) as client:
-        events = client.follow(args.after) if args.follow else client.read_all(args.after)
-        try:
+    try:
+        with Client(args.store) as client:
+            events = client.follow(args.after) if args.follow else client.read_all(args.after)
             for event in events:
                 sys.stdout.write(event.to_json_line().decode())
                 if args.follow:
                     sys.stdout.flush()
-        except KeyboardInterrupt:
-            pass   # Ctrl-C ends --follow
+    except KeyboardInterrupt:
+        pass   # Ctrl-C ends --follow
+    except (errors.LighthouseError, errors.StoreOpenError) as exc:
+        print(f"lighthouse: log: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -142,7 +142,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             check_agent_name(config.agent)
         except errors.LighthouseError as exc:
             raise errors.StoreOpenError(str(exc)) from None
-    recover_mountpoint(config.mountpoint)
+    await trio.to_thread.run_sync(recover_mountpoint, config.mountpoint)   # statfs of a dead mount can block
     store = await trio.to_thread.run_sync(open_store, config.store_url)
     try:
         try:

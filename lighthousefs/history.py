@@ -9,7 +9,7 @@ from __future__ import annotations
 import cachetools
 import trio
 
-from .journal import replay
+from .journal import Journal
 from .store import Store
 from .tree import Tree
 
@@ -30,12 +30,6 @@ class History:
         async with self._building:   # one rebuild at a time; a second asker finds it cached
             tree = self._trees.get(seq)
             if tree is None:
-                tree = await self._call(self._build, seq)
+                tree = await self._call(Journal.load_tree, self.store, seq)
                 self._trees[seq] = tree
-        return tree
-
-    def _build(self, seq: int) -> Tree:
-        snap = self.store.latest_snapshot(seq)
-        tree = Tree.load(snap[1]) if snap else Tree()
-        replay(self.store, tree, seq)
         return tree

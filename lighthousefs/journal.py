@@ -70,14 +70,15 @@ class Journal:
     # ---- opening -------------------------------------------------------------------
 
     @classmethod
-    def load_tree(cls, store: Store) -> Tree:
-        """The projection at the end of the log: the newest snapshot plus what follows it.
+    def load_tree(cls, store: Store, up_to: float = math.inf) -> Tree:
+        """The projection just after event `up_to` (default: the end of the log): the
+        newest snapshot at or before it plus the events that follow.
 
-        Blocking (meant for a worker thread at start-up).
+        Blocking (meant for a worker thread).
         """
-        snap = store.latest_snapshot()
+        snap = store.latest_snapshot(None if up_to == math.inf else int(up_to))
         tree = Tree.load(snap[1]) if snap else Tree()
-        replay(store, tree, math.inf)
+        replay(store, tree, up_to)
         return tree
 
     async def call_store(self, fn, *args, write: bool = False):

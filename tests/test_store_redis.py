@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -458,6 +459,26 @@ def test_mount_refuses_an_unreachable_redis(tmp_path):
             mount(tmp_path / "mnt", srv.url, log=tmp_path / "mnt.log")
     finally:
         srv.stop()
+
+
+def test_mount_of_a_silent_redis_gives_up_instead_of_hanging(tmp_path, monkeypatch, capsys):
+    """A Redis that accepts and never answers: `lighthouse mount` stops waiting for the
+    daemon after its ready timeout, stops the daemon, and says so."""
+    from lighthousefs import cli
+    from mounting import is_mounted
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    monkeypatch.setattr(cli, "READY_TIMEOUT_S", 2.0)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        code = cli.main(["mount", str(mnt), "--store", f"redis://127.0.0.1:{port}/0?timeout=60",
+                         "--log", str(tmp_path / "mnt.log")])
+    finally:
+        silent.close()
+    assert code != 0 and "not ready within 2 s" in capsys.readouterr().err
+    assert not is_mounted(mnt)
 
 
 def test_wait_for_events_names_a_newer_event_or_times_out(opener):
