@@ -115,8 +115,9 @@ async def _wait_answering(mountpoint: str) -> None:
     await trio.to_thread.run_sync(os.stat, os.path.join(mountpoint, ".lighthouse", "health"))
 
 
-async def _watch_signals(cancel: Callable[[], None]) -> None:
+async def _watch_signals(cancel: Callable[[], None], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()   # from here SIGTERM unmounts instead of killing
         async for signum in signals:
             log.info("%s: unmounting", signal.Signals(signum).name)
             cancel()
@@ -180,8 +181,9 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                     await pyfuse3.main()
                     nursery.cancel_scope.cancel()   # unmounted: stop the rest
 
+                # Before the mount answers anyone: a SIGTERM from then on unmounts cleanly.
+                await nursery.start(_watch_signals, pyfuse3.terminate)
                 nursery.start_soon(fuse_loop)
-                nursery.start_soon(_watch_signals, pyfuse3.terminate)
                 await _bootstrap(journal, config)
                 await nursery.start(journal.follow)
                 await nursery.start(journal.run_housekeeping)
