@@ -69,7 +69,6 @@ class Node(csi_pb2_grpc.NodeServicer):
         vid = validate.volume_id(request.volume_id)
         target = validate.target_path(request.target_path, self.config.allowed_root)
         # Not mounted (already unpublished, or never published): success.
-        mounts.unmount(target)
         self._forget(vid, target)
         try:
             os.rmdir(target)  # the CO may have made it; it is empty after unmount
@@ -145,8 +144,7 @@ class Node(csi_pb2_grpc.NodeServicer):
     def _forget(self, vid: str, target: str) -> None:
         """Drop target from the volume; after its last target, unmount the
         namespace and drop the volume (in that order: write-behind)."""
-        if mounts.is_mount_point(target):
-            mounts.unmount(target)
+        mounts.unmount(target)   # checks first: nothing to do if not mounted
         with self.state.edit() as data:
             record = data["volumes"].get(vid)
             if record is None:
