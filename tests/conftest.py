@@ -35,14 +35,17 @@ def mounter(tmp_path, store_url):
     mounts: list[Mount] = []
 
     def _mount(name: str = "mnt", *args: str, store: str | None = None) -> Mount:
+        attempted.append(tmp_path / name)   # unmounted at the end even if mount() raised
         m = mount(tmp_path / name, store or store_url, *args, log=tmp_path / f"{name}.log")
         mounts.append(m)
         return m
 
+    attempted: list = []
     yield _mount
+    for path in attempted:
+        unmount_quietly(path)
     problems = []
     for m in mounts:
-        unmount_quietly(m.path)
         problems += m.log_problems()
     assert not problems, "daemon logged unexpected errors:\n" + "\n".join(problems)
 

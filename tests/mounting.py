@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import select
 import signal
 import subprocess
 import sys
@@ -94,19 +95,32 @@ def eventually(check, timeout: float = 10.0, interval: float = 0.01):
         time.sleep(interval)
 
 
+def next_line(proc: subprocess.Popen, timeout: float = 30) -> str:
+    """The process's next output line; a silent process fails the test instead of hanging
+    it. Its stdout must be unbuffered (bufsize=0), so select sees every line."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    line = proc.stdout.readline()
+    return line.decode() if isinstance(line, bytes) else line
+
+
 def busy_node_still_sees_the_other(a, b) -> None:
     """a writes without pause (its follower wakes for its own appends and pauses); b's
     changes still reach a, and a's reach b."""
     (a / "projects" / "busy").mkdir()
     eventually(lambda: (b / "projects" / "busy").is_dir())
     stop = threading.Event()
+    failures: list[BaseException] = []
 
     def keep_writing():
         i = 0
-        while not stop.is_set():
-            (a / "projects" / "busy" / f"a{i % 50}").write_text(str(i))
-            i += 1
-    writer = threading.Thread(target=keep_writing)
+        try:
+            while not stop.is_set():
+                (a / "projects" / "busy" / f"a{i % 50}").write_text(str(i))
+                i += 1
+        except BaseException as exc:   # reported by the test below, not lost in the thread
+            failures.append(exc)
+    writer = threading.Thread(target=keep_writing, daemon=True)
     writer.start()
     try:
         for i in range(20):
@@ -116,3 +130,4 @@ def busy_node_still_sees_the_other(a, b) -> None:
     finally:
         stop.set()
         writer.join(timeout=30)
+    assert not writer.is_alive() and not failures, failures

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import select
 import signal
 import subprocess
 import sys
 import threading
 
 from lighthousefs.api import Client
+from mounting import next_line
 
 
 def test_follow_yields_what_another_producer_appends(tmp_path):
@@ -30,13 +30,6 @@ def test_follow_yields_what_another_producer_appends(tmp_path):
         assert not thread.is_alive()
     assert [(e.seq, e.actor, e.payload) for e in seen] == [
         (1, "writer", {"n": 0}), (2, "writer", {"n": 1}), (3, "writer", {"n": 2})]
-
-
-def next_line(proc: subprocess.Popen, timeout: float = 30) -> str:
-    """The process's next output line; a silent process fails the test instead of hanging it."""
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    assert ready, f"no output within {timeout} s"
-    return proc.stdout.readline()
 
 
 def test_log_follow_prints_new_events_as_they_arrive(tmp_path):

@@ -19,7 +19,7 @@ def test_bytes_never_exceed_the_bound_and_hits_are_exact(max_bytes, steps):
     cache = ChunkCache(max_bytes, on_hit=lambda: counts.__setitem__("hit", counts["hit"] + 1),
                        on_miss=lambda: counts.__setitem__("miss", counts["miss"] + 1))
     seen: list[tuple[bytes, bytes]] = []
-    gets = 0
+    gets = hits = 0
     for step in steps:
         if step[0] == "put":
             digest = chunk_hash(step[1])
@@ -28,16 +28,19 @@ def test_bytes_never_exceed_the_bound_and_hits_are_exact(max_bytes, steps):
             if len(step[1]) <= max_bytes:
                 assert cache.get(digest) == step[1]     # just put: present
                 gets += 1
+                hits += 1
         elif step[0] == "fresh":
             chunks = {chunk_hash(d): d for d in step[1]}
             cache.put_fresh(chunks)
             seen.extend(chunks.items())
         elif seen:
             digest, data = seen[step[1] % len(seen)]
-            assert cache.get(digest) in (None, data)    # never a wrong chunk
+            got = cache.get(digest)
+            assert got in (None, data)                  # never a wrong chunk
             gets += 1
+            hits += got is not None
         assert 0 <= cache.bytes <= max_bytes
-    assert counts["hit"] + counts["miss"] == gets
+    assert counts == {"hit": hits, "miss": gets - hits}
 
 
 def test_most_recently_used_survives():

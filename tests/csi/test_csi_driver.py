@@ -153,8 +153,9 @@ def test_busy_volume_is_aborted_and_failed_mount_leaves_nothing(make_driver):
             first.result()
         assert info.value.code() == grpc.StatusCode.INTERNAL
         assert "mount failed" in info.value.details()
-        with pytest.raises(grpc.RpcError):  # another volume was not blocked by vol1
+        with pytest.raises(grpc.RpcError) as other_info:  # vol2 was not blocked by vol1: it ran and failed
             second.result()
+        assert other_info.value.code() == grpc.StatusCode.INTERNAL
     assert_nothing_mounted(driver)
     log = driver.log_text()
     assert "hunter2" not in log and "hunter2" not in info.value.details()

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from csi_harness import _mounts_under, code_of, mount_cap
+from mounting import eventually
 from lighthouse_csi import csi_pb2
 
 pytestmark = [
@@ -267,14 +268,7 @@ def test_killed_daemon_is_repaired_when_the_driver_starts(make_driver):
     driver.stop(signal.SIGKILL)
     _kill(_daemon_pid(driver, volume.volume_id))
     driver.start()
-    deadline = time.monotonic() + 60
-    while True:  # recovery runs in the background after the server starts
-        try:
-            if cat(target / "f.txt") == "back again\n":
-                break
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    # Recovery runs in the background after the server starts.
+    eventually(lambda: cat(target / "f.txt") == "back again\n", timeout=60, interval=0.2)
     unpublish(driver, volume.volume_id, target)
     assert node_mounts(driver) == []
