@@ -42,8 +42,9 @@ def mounter(tmp_path, store_url):
 
     attempted: list = []
     yield _mount
+    pids = {m.path: m.pid for m in mounts}   # the latest mount of each path
     for path in attempted:
-        unmount_quietly(path)
+        unmount_quietly(path, pids.get(path))
     problems = []
     for m in mounts:
         problems += m.log_problems()

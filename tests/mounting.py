@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import select
 import signal
 import subprocess
@@ -22,13 +23,10 @@ class Mount:
     path: pathlib.Path
     store: str
     log: pathlib.Path
+    pid: int   # the daemon's, as `lighthouse mount` reported it: known without asking the mount
 
     def __truediv__(self, other) -> pathlib.Path:
         return self.path / other
-
-    @property
-    def pid(self) -> int:
-        return json.loads((self.path / ".lighthouse" / "health").read_bytes())["pid"]
 
     def log_problems(self) -> list[str]:
         try:
@@ -48,7 +46,7 @@ def mount(path: pathlib.Path, store: str, *args: str, log: pathlib.Path) -> Moun
     result = lighthouse("mount", str(path), "--store", store, "--log", str(log), *args, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"mount failed ({result.returncode}): {result.stderr}")
-    return Mount(path, store, log)
+    return Mount(path, store, log, int(re.search(r"\(pid (\d+)", result.stdout).group(1)))
 
 
 def is_mounted(path) -> bool:
@@ -57,14 +55,16 @@ def is_mounted(path) -> bool:
         return any(line.split()[1] == target for line in f)
 
 
-def unmount_quietly(path) -> None:
-    """Unmount, waiting for the daemon; lazily detach if that fails. Never raises."""
+def unmount_quietly(path, pid: int | None = None) -> None:
+    """Unmount, waiting for the daemon; lazily detach if that fails. Never raises.
+    With the pid known, nothing is read through the mount (a frozen one would hang)."""
     if not is_mounted(path):
         return
-    try:
-        pid = json.loads((pathlib.Path(path) / ".lighthouse" / "health").read_bytes())["pid"]
-    except (OSError, ValueError):
-        pid = None
+    if pid is None:
+        try:
+            pid = json.loads((pathlib.Path(path) / ".lighthouse" / "health").read_bytes())["pid"]
+        except (OSError, ValueError):
+            pid = None
     if subprocess.run(["fusermount3", "-u", str(path)], capture_output=True).returncode != 0:
         subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True)
     deadline = time.monotonic() + 20
