@@ -10,8 +10,8 @@ Half-open: the first call after that runs as the probe while others still fail f
 its success closes the circuit, its failure opens it again for another reset_timeout.
 
 What counts as a failure: StoreUnavailable, a timeout, and any exception that is not a
-LighthouseError. Domain errors (NotFound, ...) are answers from a healthy backend: they
-pass through and count as successes.
+LighthouseError. Domain errors (NotFound, ChunkMissing, ...) are answers from a healthy
+backend: they pass through and count as successes.
 
 Concurrency: all state lives on the trio thread and changes only between awaits; no
 lock is taken, so none is ever held across an await. A call's outcome counts only for

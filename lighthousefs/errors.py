@@ -40,6 +40,23 @@ class StoreUnavailable(LighthouseError):
     errno = errno.EIO
 
 
+class ChunkMissing(LighthouseError):
+    """The store answered, but without a chunk the namespace names: the file's name
+    exists and its content is gone. Data corruption, answered EIO (never ENOENT: the
+    file is there). Not a StoreUnavailable, so the circuit breaker counts it as an
+    answer of a healthy store, not as a failure.
+    """
+
+    errno = errno.EIO
+
+    def __init__(self, digests: list[bytes], where: str):
+        self.digests = list(dict.fromkeys(digests))
+        self.where = where
+        names = ", ".join(d.hex() for d in self.digests)
+        super().__init__(f"chunk{'s' if len(self.digests) > 1 else ''} {names} "
+                         f"missing from {where}: the file's content is lost")
+
+
 class StoreDataLost(StoreUnavailable):
     """The store lost data this daemon had seen (e.g. Redis restarted empty).
 

@@ -7,12 +7,23 @@ backends share this interface: SQLite (embedded default, `sqlite:///path`) and R
 from __future__ import annotations
 
 import abc
+import logging
 import os
+import threading
 import time
 import urllib.parse
 
 from . import errors
 from .events import Draft, Event
+
+log = logging.getLogger(__name__)
+
+# Missing chunks already reported, as (store url, digest): each is logged once per
+# process, however often its file is read (the kernel retries a failed read, agents
+# retry too). Bounded: past it, the set starts again and a chunk may be logged again.
+_REPORTED_MAX = 4096
+_reported: set[tuple[str, bytes]] = set()
+_reported_lock = threading.Lock()
 
 
 class Store(abc.ABC):
@@ -47,11 +58,28 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_chunk(self, digest: bytes) -> bytes:
-        """The chunk named `digest`; NotFound if the store does not have it."""
+        """The chunk named `digest`; ChunkMissing (see chunks_missing) if the store does not have it."""
 
     def get_chunks(self, digests: list[bytes]) -> list[bytes]:
-        """Several chunks in one call (the pieces of a file's tail); NotFound if one is missing."""
+        """Several chunks in one call (the pieces of a file's tail); ChunkMissing naming
+        every one that is missing."""
         return [self.get_chunk(digest) for digest in digests]
+
+    def chunks_missing(self, digests: list[bytes]) -> errors.ChunkMissing:
+        """The error for chunks this store does not have, which only events name: the
+        content of a file that exists is lost. Logged at ERROR (without a traceback: it
+        is a finding, not a bug) the first time each chunk is missed in this process."""
+        exc = errors.ChunkMissing(digests, self.url)
+        with _reported_lock:
+            new = [d for d in dict.fromkeys(digests) if (self.url, d) not in _reported]
+            if len(_reported) + len(new) > _REPORTED_MAX:
+                _reported.clear()
+            _reported.update((self.url, d) for d in new)
+        if new:
+            log.error("DATA LOST: the store %s has no chunk %s, which a file's content names; "
+                      "reads of that file answer EIO. Restore the store from a backup.",
+                      self.url, ", ".join(d.hex() for d in new))
+        return exc
 
     @abc.abstractmethod
     def scope_seqs(self, scope: str) -> list[int]:

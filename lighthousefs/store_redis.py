@@ -483,7 +483,7 @@ class RedisStore(Store):
         data = self._call("get_chunk", self._r.get, self._p_chunk + digest.hex())
         if data is None:
             self.check_continuity()  # a chunk missing because Redis lost everything is EIO
-            raise errors.NotFound(f"chunk {digest.hex()} is missing from {self.url}")
+            raise self.chunks_missing([digest])
         return data
 
     def get_chunks(self, digests: list[bytes]) -> list[bytes]:
@@ -491,8 +491,7 @@ class RedisStore(Store):
         datas = self._call("get_chunks", self._r.mget, [self._p_chunk + d.hex() for d in digests])
         if any(data is None for data in datas):
             self.check_continuity()  # missing because Redis lost everything: EIO
-            missing = [d.hex() for d, data in zip(digests, datas) if data is None]
-            raise errors.NotFound(f"chunks {', '.join(missing)} are missing from {self.url}")
+            raise self.chunks_missing([d for d, data in zip(digests, datas) if data is None])
         return datas
 
     def scope_seqs(self, scope: str) -> list[int]:

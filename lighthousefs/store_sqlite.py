@@ -227,7 +227,7 @@ class SQLiteStore(Store):
     def get_chunk(self, digest: bytes) -> bytes:
         rows = self._query("SELECT data FROM chunks WHERE hash=?", (digest,))
         if not rows:
-            raise errors.NotFound(f"chunk {digest.hex()} is missing from {self.path}")
+            raise self.chunks_missing([digest])
         return rows[0][0]
 
     def get_chunks(self, digests: list[bytes]) -> list[bytes]:
@@ -237,9 +237,9 @@ class SQLiteStore(Store):
             batch = wanted[start:start + 500]
             rows.update(self._query(f"SELECT hash, data FROM chunks WHERE hash IN ({','.join('?' * len(batch))})",
                                     tuple(batch)))
-        missing = [d.hex() for d in wanted if d not in rows]
+        missing = [d for d in wanted if d not in rows]
         if missing:
-            raise errors.NotFound(f"chunks {', '.join(missing)} are missing from {self.path}")
+            raise self.chunks_missing(missing)
         return [rows[d] for d in digests]
 
     def scope_seqs(self, scope: str) -> list[int]:

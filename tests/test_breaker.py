@@ -4,6 +4,7 @@ Time is trio's MockClock (rate 0), moved only by the tests: no sleeps, no timing
 """
 from __future__ import annotations
 
+import errno
 import threading
 
 import hypothesis.strategies as st
@@ -30,10 +31,14 @@ def crash():
 
 
 def missing():
-    raise errors.NotFound("no such chunk")
+    raise errors.NotFound("no such file")
 
 
-OUTCOMES = {"ok": ok, "fail": boom, "crash": crash, "missing": missing}
+def lost():
+    raise errors.ChunkMissing([b"\x01" * 20], "sqlite:///store.db")
+
+
+OUTCOMES = {"ok": ok, "fail": boom, "crash": crash, "missing": missing, "lost": lost}
 
 
 class Model:
@@ -104,6 +109,8 @@ class BreakerMachine(RuleBasedStateMachine):
             assert isinstance(got, errors.StoreUnavailable) and str(got) == "boom"
         elif outcome == "crash":
             assert isinstance(got, ConnectionError)
+        elif outcome == "lost":
+            assert isinstance(got, errors.ChunkMissing) and got.errno == errno.EIO
         else:
             assert isinstance(got, errors.NotFound)
 
@@ -277,6 +284,20 @@ def test_domain_errors_are_not_failures():
             with pytest.raises(errors.NotFound):
                 await b.call(missing)
         assert b.state == CLOSED
+
+    run(main)
+
+
+def test_a_missing_chunk_is_an_answer_not_a_failure():
+    """The store answered (without the chunk): EIO for the read, but the store is
+    healthy, so the circuit stays closed for every other call."""
+    async def main():
+        b = Breaker("store", failure_threshold=1)
+        for _ in range(3):
+            with pytest.raises(errors.ChunkMissing):
+                await b.call(lost)
+        stats = b.statistics()
+        assert (stats.state, stats.failures, stats.successes) == (CLOSED, 0, 3)
 
     run(main)
 

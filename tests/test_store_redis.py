@@ -5,6 +5,7 @@ No mocks, no timing assertions.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -76,7 +77,7 @@ def test_empty_log(opener):
     assert store.read(0) == []
     assert store.scope_seqs("projects/a") == []
     assert store.latest_snapshot() is None
-    with pytest.raises(errors.NotFound):
+    with pytest.raises(errors.ChunkMissing):
         store.get_chunk(b"\x00" * 20)
 
 
@@ -494,11 +495,33 @@ def test_get_chunks_returns_them_in_order_or_names_the_missing(opener):
     store.append([draft()], chunks)
     wanted = [bytes([3]) * 20, bytes([0]) * 20, bytes([3]) * 20]
     assert store.get_chunks(wanted) == [b"piece 3", b"piece 0", b"piece 3"]
-    with pytest.raises(errors.NotFound, match=(b"\x09" * 20).hex()):
+    with pytest.raises(errors.ChunkMissing, match=(b"\x09" * 20).hex()) as missing:
         store.get_chunks([bytes([1]) * 20, b"\x09" * 20])
+    assert missing.value.digests == [b"\x09" * 20]
     many = {b"m" + i.to_bytes(19, "big"): b"%d" % i for i in range(1200)}   # more than one query's worth
     store.append([draft()], many)
     assert store.get_chunks(list(many)) == list(many.values())
+
+
+def test_a_missing_chunk_is_data_loss_eio_logged_once(opener, caplog):
+    """An event names the chunk but the store has not got it: the file exists and its
+    content is gone. EIO (not ENOENT: that would say the file is not there), not a
+    store failure (the store answered), and one ERROR naming the chunk and the store
+    however often it is asked for."""
+    store = opener()
+    store.append([draft()], {b"\x01" * 20: b"kept"})
+    lost, also_lost = b"\x0a" * 20, b"\x0b" * 20
+    with caplog.at_level(logging.ERROR, logger="lighthousefs.store"):
+        for call in (lambda: store.get_chunk(lost), lambda: store.get_chunks([b"\x01" * 20, lost]),
+                     lambda: store.get_chunks([lost, also_lost, lost])):
+            with pytest.raises(errors.ChunkMissing) as exc:
+                call()
+            assert exc.value.errno == errno.EIO and exc.value.where == store.url
+            assert not isinstance(exc.value, (errors.NotFound, errors.StoreUnavailable))
+    errors_logged = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [(lost.hex() in r.getMessage(), also_lost.hex() in r.getMessage()) for r in errors_logged] == [
+        (True, False), (False, True)]
+    assert all(store.url in r.getMessage() and not r.exc_info for r in errors_logged)
 
 
 def test_wait_and_read_returns_what_follows_or_nothing(opener):
