@@ -80,8 +80,10 @@ class Client:
             replay(self.store, self._tree, float("inf"))
         return self._tree
 
-    def _submit(self, draft: Draft, chunks: dict[bytes, bytes] | None = None) -> Event:
-        tree = self.tree()
+    def _submit(self, tree: Tree, draft: Draft, chunks: dict[bytes, bytes] | None = None) -> Event:
+        """Check `draft` against `tree` (brought up to date by the caller), append it,
+        and apply it: the tree reads the log again only if another producer appended
+        before it."""
         tree.check(draft)
         [event] = self.store.append([draft], chunks or {})
         replay(self.store, tree, event.seq - 1)
@@ -94,26 +96,30 @@ class Client:
         parts = [p for p in path.strip("/").split("/") if p]
         if len(parts) < 2:
             raise errors.InvalidArgument(f"{path}: not a file path below a top-level directory")
-        parent = self.mkdirs("/".join(parts[:-1]))
+        tree = self.tree()   # once per call: the helpers below share it
+        parent = self._mkdirs(tree, "/".join(parts[:-1]))
         name = parts[-1].encode()
         hashes, chunks = content.split(data)
-        existing = self.tree().find(parent.ino, name)
+        existing = tree.find(parent.ino, name)
         if existing is None:
-            return self._submit(Draft(events.MKNOD, "/".join(parts), {
+            return self._submit(tree, Draft(events.MKNOD, "/".join(parts), {
                 "parent": parent.ino, "name": name, "mode": stat.S_IFREG | mode,
                 "size": len(data), "chunks": hashes}, self.actor), chunks)
-        return self._submit(Draft(events.WRITE, "/".join(parts), {
+        return self._submit(tree, Draft(events.WRITE, "/".join(parts), {
             "ino": existing.ino, "size": len(data), "chunks": hashes}, self.actor), chunks)
 
     def mkdirs(self, path: str):
-        tree = self.tree()
+        """The directory at `path`, created with its parents where missing."""
+        return self._mkdirs(self.tree(), path)
+
+    def _mkdirs(self, tree: Tree, path: str):
         node = tree.resolve("")
         walked = []
         for part in [p for p in path.strip("/").split("/") if p]:
             walked.append(part)
             child = tree.find(node.ino, part.encode())
             if child is None:
-                event = self._submit(Draft(events.MKNOD, "/".join(walked), {
+                event = self._submit(tree, Draft(events.MKNOD, "/".join(walked), {
                     "parent": node.ino, "name": part.encode(), "mode": stat.S_IFDIR | 0o755}, self.actor))
                 child = tree.get(events.ino_for_seq(event.seq))
             elif not child.is_dir:

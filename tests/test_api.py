@@ -7,8 +7,47 @@ import subprocess
 import sys
 import threading
 
+from lighthousefs import api
 from lighthousefs.api import Client
+from lighthousefs.store_sqlite import SQLiteStore
 from mounting import next_line
+
+
+class CountingStore(SQLiteStore):
+    """A real SQLite store that counts its reads of the log (each replay reads it)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.reads = 0
+
+    def read(self, after_seq: int, limit: int = 1000):
+        self.reads += 1
+        return super().read(after_seq, limit)
+
+
+def counting_client(tmp_path, monkeypatch) -> Client:
+    monkeypatch.setattr(api, "open_store", lambda url: CountingStore(url[len("sqlite://"):]))
+    return Client(f"sqlite://{tmp_path}/store.db", actor="writer")
+
+
+def test_write_file_brings_the_projection_up_to_date_once(tmp_path, monkeypatch):
+    """One read of the log per call (the catch-up before the change), not one for each
+    helper write_file uses; the change itself is applied without reading it back."""
+    with counting_client(tmp_path, monkeypatch) as client, Client(f"sqlite://{tmp_path}/store.db") as other:
+        client.write_file("projects/demo/a/first.md", b"one\n")   # loads the tree, makes the dirs
+        for i, path in enumerate(["projects/demo/a/first.md", "projects/demo/a/second.md",
+                                  "projects/demo/a/first.md"]):
+            client.store.reads = 0
+            client.write_file(path, b"version %d\n" % i)
+            assert client.store.reads == 1, path
+        # Another producer's changes are still seen: the catch-up reads them.
+        other.write_file("projects/demo/b/theirs.md", b"theirs\n")
+        client.store.reads = 0
+        client.write_file("projects/demo/b/mine.md", b"mine\n")
+        assert client.store.reads <= 2   # the catch-up, and the end of what it found
+        assert client.read_file("projects/demo/b/theirs.md") == b"theirs\n"
+        assert client.read_file("projects/demo/a/first.md") == b"version 2\n"
+        assert other.read_file("projects/demo/b/mine.md") == b"mine\n"
 
 
 def test_follow_yields_what_another_producer_appends(tmp_path):
