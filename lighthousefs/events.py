@@ -1,9 +1,12 @@
 """Event types and their msgpack encoding. Pure data, no I/O.
 
-An event is one change to the namespace. Events that create a node do not name an
-inode: the new node's inode is derived from the event's sequence number
+An event is one change to the namespace. An event that creates a node usually does
+not name an inode: the new node's inode is derived from the event's sequence number
 (`ino_for_seq`), so inode numbers are unique across every producer and identical on
-every replay without any allocation protocol.
+every replay without any allocation protocol. A producer that must hand out an inode
+before its event is stored (a daemon answering create(2) before the file's first
+close) first appends an INODES event, which reserves the range `inode_range(seq)` of
+that event for it alone, and names inodes from that range in its MKNOD events.
 """
 from __future__ import annotations
 
@@ -16,10 +19,15 @@ import msgpack
 
 # Inodes below this are fixed (root, top-level directories, control files).
 INO_BASE = 1000
+# Reserved ranges start here, far above every inode ino_for_seq gives (that would
+# take 2**40 events), and end below 2**62, where the daemon numbers .history entries.
+RESERVED_INO_BASE = 1 << 40
+RESERVED_INO_END = 1 << 62
+INO_RANGE = 1 << 16
 
 # Types that change the tree. Any other type is an annotation (from `lighthouse emit`
 # or the API): recorded and shown in `events`, ignored by the projection.
-MKNOD = "mknod"          # parent, name, mode, uid, gid, rdev, target (symlinks), size+chunks
+MKNOD = "mknod"          # parent, name, mode, uid, gid, rdev, target (symlinks), size+chunks, ino
 LINK = "link"            # ino, parent, name
 UNLINK = "unlink"        # parent, name (files, symlinks and empty directories)
 RENAME = "rename"        # parent, name, new_parent, new_name, exchange
@@ -28,11 +36,25 @@ WRITE = "write"          # ino, size, chunks (hashes), mtime: one close() of a w
 SETXATTR = "setxattr"    # ino, name, value
 REMOVEXATTR = "removexattr"  # ino, name
 
+# Not a tree change: reserves inode_range(seq) for the producer that appended it.
+INODES = "inodes"        # count
+
 TREE_TYPES = frozenset({MKNOD, LINK, UNLINK, RENAME, SETATTR, WRITE, SETXATTR, REMOVEXATTR})
 
 
 def ino_for_seq(seq: int) -> int:
     return INO_BASE + seq
+
+
+def inode_range(seq: int) -> range:
+    """The inodes an INODES event with this seq reserves."""
+    first = RESERVED_INO_BASE + seq * INO_RANGE
+    return range(first, first + INO_RANGE)
+
+
+def is_reserved_ino(ino: int) -> bool:
+    """Could `ino` come from a reserved range? (Which producer holds it, the log says.)"""
+    return RESERVED_INO_BASE <= ino < RESERVED_INO_END
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

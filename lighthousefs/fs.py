@@ -32,6 +32,7 @@ from .events_file import EventsFile
 from .history import History
 from .journal import Journal
 from .metrics import Metrics
+from .newfiles import NewFile, NewFiles
 from .policy import Policy, validate_format
 from .tree import Change, Node, ROOT_INO
 
@@ -46,7 +47,7 @@ CONTROL_INO = 7
 CONTROL_FILES = {b"stats": 8, b"health": 9, b"version": 10}
 CONTROL_INOS = {ino: name for name, ino in CONTROL_FILES.items()}
 HISTORY_NAME = b".history"
-FIRST_HISTORY_INO = 1 << 56
+FIRST_HISTORY_INO = events.RESERVED_INO_END   # .history entries: numbered per mount
 # Attribute objects kept for reuse (about 0.3 KiB each).
 ATTR_CACHE_ENTRIES = 8192
 LARGE_COMMIT = 1 << 20
@@ -154,6 +155,8 @@ class LighthouseOperations(pyfuse3.Operations):
         self._attrs: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
         self._where: dict[int, tuple[int, bytes]] = {}
         self._open_files: dict[int, OpenFile] = {}
+        self._new_files = NewFiles()   # created here, not yet in the log (newfiles.py)
+        self._reserve_lock = trio.Lock()
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)
         self._hist_keys: dict[int, tuple] = {}
@@ -176,6 +179,16 @@ class LighthouseOperations(pyfuse3.Operations):
         node.lookups += 1
         if parent is not None:
             self._where[node.ino] = (parent, name)
+
+    def _live_node(self, ino: int) -> Node | None:
+        """A live inode: in the tree, or created here and not yet in the log."""
+        return self.tree.nodes.get(ino) or self._new_files.node(ino)
+
+    def _node(self, ino: int) -> Node:
+        node = self._live_node(ino)
+        if node is None:
+            raise errors.NotFound(f"no inode {ino}")
+        return node
 
     async def _fetch_chunks(self, digests: list[bytes]) -> list[bytes]:
         """Chunks from L1, and what L1 lacks from the store in one call."""
@@ -371,6 +384,9 @@ class LighthouseOperations(pyfuse3.Operations):
         self.policy.check_see(parent_inode, name)
         node = self.tree.find(parent_inode, name)
         if node is None:
+            new = self._new_files.find(parent_inode, name)
+            node = None if new is None else new.node
+        if node is None:
             self.tree.get_dir(parent_inode)   # ENOENT / ENOTDIR for a bad parent
             attr = pyfuse3.EntryAttributes()
             attr.st_ino = 0                     # a negative entry the kernel may cache
@@ -382,7 +398,7 @@ class LighthouseOperations(pyfuse3.Operations):
     async def forget(self, inode_list):
         nodes = self.tree.nodes
         for ino, count in inode_list:
-            node = nodes.get(ino)
+            node = nodes.get(ino) or self._new_files.node(ino)
             if node is not None and node.lookups > count:
                 node.lookups -= count
                 continue
@@ -407,13 +423,14 @@ class LighthouseOperations(pyfuse3.Operations):
                                       volatile=True)
         if inode in self._hist_keys:
             return await self._history_attr(inode)
-        return self._attr(self.tree.get(inode))
+        return self._attr(self._node(inode))
 
     async def _events_attr(self):
         await self.events_file.ensure_built()
         return self._virtual_attr(EVENTS_INO, stat.S_IFREG | 0o444, self.events_file.size, volatile=True)
 
     async def setattr(self, inode, attr, fields, fh, ctx):
+        await self._settle(inode)
         node = self._require_tree_node(inode)
         self._check_writable_inode(inode)
         if fields.update_size:
@@ -460,6 +477,7 @@ class LighthouseOperations(pyfuse3.Operations):
             payload["rdev"] = rdev
         async with self._ns_lock:
             draft = Draft(events.MKNOD, self.tree.path(parent, name), payload)
+            self._check_free(parent, name)
             self.tree.check(draft)
             event, change = await self._submit_one(draft)
         if change is None:
@@ -486,14 +504,110 @@ class LighthouseOperations(pyfuse3.Operations):
         return node.target
 
     async def create(self, parent_inode, name, mode, flags, ctx):
-        node = await self._make(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx)
+        mode = stat.S_IFREG | (mode & 0o7777)
+        if flags & os.O_EXCL or not self._may_defer(parent_inode, name):
+            node = await self._make(parent_inode, name, mode, ctx)
+        else:
+            node = await self._make_new_file(parent_inode, name, mode, ctx)
         return self._open_tree_file(node, flags), self._attr(node)
+
+    # ---- files created here, not yet in the log (newfiles.py) ----------------------------
+
+    def _may_defer(self, parent: int, name: bytes) -> bool:
+        """May this create wait for the file's first close to be logged? Not for a file
+        whose format is checked (state.json, status), and not while the store is
+        failing: the create itself then fails, where a shell sees it (bash ignores the
+        errors of close)."""
+        breaker = self.journal.breaker
+        return (self.policy.format_of(parent, name) is None and not self.journal.failsafe
+                and (breaker is None or breaker.state == "closed"))
+
+    async def _make_new_file(self, parent: int, name: bytes, mode: int, ctx) -> Node:
+        while (ino := self._new_files.take_ino()) is None:
+            await self._reserve_inodes()
+        # From here to add(), no await: no other change can take the name in between.
+        self._require_tree_dir(parent)
+        self.policy.check_entry(parent, name, False)
+        self._check_free(parent, name)
+        self.tree.check(Draft(events.MKNOD, "", {"parent": parent, "name": name, "mode": mode}))
+        node = self._new_files.add(ino, parent, name, mode, ctx.uid, ctx.gid)
+        self._remember(node, parent, name)
+        return node
+
+    async def _reserve_inodes(self) -> None:
+        async with self._reserve_lock:
+            if not self._new_files.used_up:
+                return   # another create reserved while this one waited
+            event, _ = await self._submit_one(Draft(events.INODES, "", {"count": events.INO_RANGE}))
+            self._new_files.add_range(events.inode_range(event.seq))
+
+    def _check_free(self, parent: int, name: bytes) -> None:
+        """The tree's checks do not see files created here that are not logged yet."""
+        if self._new_files.find(parent, name) is not None:
+            raise errors.Exists(f"{self.tree.path(parent, name)} exists")
+
+    def _logs_new_file(self, handle: FileHandle) -> bool:
+        """A new file is logged at the close of a handle that could write it (a reader
+        closing first does not), or else when its last handle closes."""
+        return handle.writable and handle.open_file.ino in self._new_files
+
+    async def _settle(self, ino: int) -> None:
+        """Log a file created here now, before a change that the tree must check."""
+        if ino in self._new_files:
+            open_file = self._open_files[ino]
+            await self._commit(ino, open_file.buffer, open_file)
+
+    async def _settle_name(self, parent: int, name: bytes) -> None:
+        new = self._new_files.find(parent, name)
+        if new is not None:
+            await self._settle(new.node.ino)
+
+    async def _log_new_file(self, new: NewFile, pending) -> None:
+        """One MKNOD with the file's name, attributes, inode and content."""
+        node = new.node
+        draft = Draft(events.MKNOD, self.tree.path(new.parent, new.name),
+                      {"parent": new.parent, "name": new.name, "mode": node.mode, "uid": node.uid,
+                       "gid": node.gid, "ino": node.ino, "size": pending.size, "chunks": pending.hashes})
+        try:
+            self.tree.check(draft)
+        except (errors.Exists, errors.NotFound, errors.NotADirectory) as exc:
+            self._abandon(new, str(exc))
+            raise
+        _, change = await self._submit_one(draft, pending.chunks, durable=True)
+        if change is None:
+            self._abandon(new, "another producer took the name first")
+            raise errors.Exists(f"{draft.path} was created by another producer first")
+        self._new_files.remove(node.ino)
+        logged = self.tree.nodes[node.ino]
+        if node.lookups:   # the kernel's references move to the logged node
+            if logged.lookups:
+                self.kernel_inodes -= 1   # looked up again while it was being logged
+            logged.lookups += node.lookups
+
+    def _abandon(self, new: NewFile, reason: str) -> None:
+        """A file created here that cannot be logged disappears (the error went to close)."""
+        log.warning("%s: the new file is dropped, its content was not stored: %s",
+                    self.tree.path(new.parent, new.name), reason)
+        self._new_files.remove(new.node.ino)
+        new.node.nlink = 0
+        if new.node.lookups:
+            new.node.lookups = 0
+            self.kernel_inodes -= 1
+        if self.kernel_attached:
+            try:
+                pyfuse3.invalidate_entry_async(new.parent, new.name, ignore_enoent=True)
+            except OSError as exc:
+                log.debug("invalidate_entry(%d, %r): %s", new.parent, new.name, exc)
 
     async def _remove(self, parent: int, name: bytes, want_dir: bool) -> None:
         self._require_tree_dir(parent)
         if name == HISTORY_NAME and self.policy.is_project(parent):
             raise errors.ReadOnly(".history is read-only")
         self.policy.check_see(parent, name)
+        await self._settle_name(parent, name)
+        if want_dir and (directory := self.tree.find(parent, name)) is not None and directory.is_dir:
+            for new in self._new_files.in_dir(directory.ino):   # then rmdir finds them
+                await self._settle(new.node.ino)
         async with self._ns_lock:
             node = self.tree.child(parent, name)
             if want_dir and not node.is_dir:
@@ -520,6 +634,7 @@ class LighthouseOperations(pyfuse3.Operations):
             if name == HISTORY_NAME and self.policy.is_project(parent):
                 raise errors.ReadOnly(".history is read-only")
             self.policy.check_see(parent, name)
+            await self._settle_name(parent, name)
         async with self._ns_lock:
             node = self.tree.child(parent_inode_old, name_old)
             self.policy.check_remove(parent_inode_old, name_old)
@@ -555,6 +670,7 @@ class LighthouseOperations(pyfuse3.Operations):
         validate_format(kind, await buffer.read(0, buffer.size))
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
+        await self._settle(inode)
         node = self._require_tree_node(inode)
         self._require_tree_dir(new_parent_inode)
         self.policy.check_entry(new_parent_inode, new_name, node.is_dir)
@@ -562,6 +678,7 @@ class LighthouseOperations(pyfuse3.Operations):
         async with self._ns_lock:
             draft = Draft(events.LINK, self.tree.path(new_parent_inode, new_name),
                           {"ino": inode, "parent": new_parent_inode, "name": new_name})
+            self._check_free(new_parent_inode, new_name)
             self.tree.check(draft)
             _, change = await self._submit_one(draft)
         if change is None:
@@ -606,7 +723,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 raise errors.InvalidArgument("not a regular file")
             buffer = self._committed_buffer(node)
             return pyfuse3.FileInfo(fh=self._new_fh(ReadOnlyFile(buffer)), keep_cache=True)
-        node = self.tree.get(inode)
+        node = self._node(inode)
         if node.is_dir:
             raise errors.IsADirectory("is a directory")
         if writing:
@@ -636,7 +753,10 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def flush(self, fh):
         handle = self._handles.get(fh)
-        if isinstance(handle, FileHandle) and handle.open_file.buffer.changed:
+        # The close of a handle that could write commits (a reader's close does not
+        # log another handle's unfinished writes).
+        if isinstance(handle, FileHandle) and handle.writable and (
+                handle.open_file.buffer.changed or handle.open_file.ino in self._new_files):
             try:
                 await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
             except errors.LighthouseError:
@@ -646,7 +766,7 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def fsync(self, fh, datasync):
         handle = self._handles.get(fh)
-        if isinstance(handle, FileHandle) and handle.open_file.buffer.changed:
+        if isinstance(handle, FileHandle) and (handle.open_file.buffer.changed or self._logs_new_file(handle)):
             await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
         else:
             await self.journal.sync()   # the file's creation and renames, made durable
@@ -657,16 +777,29 @@ class LighthouseOperations(pyfuse3.Operations):
             return
         open_file = handle.open_file
         try:
-            if open_file.buffer.changed and handle.writable and not handle.flush_failed:
+            if not handle.flush_failed and ((open_file.buffer.changed and handle.writable)
+                                            or self._logs_new_file(handle) or
+                                            (open_file.ino in self._new_files and open_file.refs == 1)):
                 await self._commit(open_file.ino, open_file.buffer, open_file)
         finally:
             open_file.refs -= 1
             if open_file.refs == 0:
                 del self._open_files[open_file.ino]
+                new = self._new_files.get(open_file.ino)
+                if new is not None:
+                    self._abandon(new, "it was closed without being stored (see the error of its close)")
                 self.tree.release_orphan(open_file.ino)   # dropped if unlinked and not looked up
 
     async def _commit(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
-        """One close() of a written file: one write event, durable when this returns."""
+        """One close() of a written file: one event, durable when this returns."""
+        new = self._new_files.get(ino)
+        if new is not None:
+            async with new.lock:
+                if ino in self._new_files:
+                    await self._store_content(buffer, new)
+                    return
+            if not buffer.changed:
+                return   # the close that logged the file stored all of it
         node = self.tree.nodes.get(ino)
         if node is None or node.nlink == 0:
             return  # unlinked while open: nothing visible changes, nothing to store
@@ -678,14 +811,21 @@ class LighthouseOperations(pyfuse3.Operations):
                 if open_file is not None:   # the old content stays, for every handle
                     open_file.buffer = self._committed_buffer(node)
                 raise
+        await self._store_content(buffer, ino)
+
+    async def _store_content(self, buffer: FileBuffer, target: int | NewFile) -> None:
+        """Store the buffer: a write event on inode `target`, or the MKNOD of a new file."""
         pending = buffer.snapshot()
         if buffer.dirty_bytes() > LARGE_COMMIT:
             await trio.to_thread.run_sync(pending.seal)
         else:
             pending.seal()
-        draft = Draft(events.WRITE, self._path_of(ino),
-                      {"ino": ino, "size": pending.size, "chunks": pending.hashes})
-        await self._submit_one(draft, pending.chunks, durable=True)
+        if isinstance(target, NewFile):
+            await self._log_new_file(target, pending)
+        else:
+            draft = Draft(events.WRITE, self._path_of(target),
+                          {"ino": target, "size": pending.size, "chunks": pending.hashes})
+            await self._submit_one(draft, pending.chunks, durable=True)
         buffer.mark_committed(pending)
         self._chunks.put_fresh(pending.chunks)
 
@@ -699,6 +839,8 @@ class LighthouseOperations(pyfuse3.Operations):
         else:
             directory = self.tree.get_dir(inode)
             entries = self.policy.visible_entries(inode, directory.entries)
+            entries += [(name, ino) for name, ino in self._new_files.names_in(inode)
+                        if name not in directory.entries]
             if inode == ROOT_INO:
                 entries += [(b"events", EVENTS_INO), (b".lighthouse", CONTROL_INO)]
             # A project's .history is reachable by name but not listed (like ZFS's hidden
@@ -713,7 +855,7 @@ class LighthouseOperations(pyfuse3.Operations):
         # take _attr_of.
         for index in range(start_id, len(entries)):
             name, ino = entries[index]
-            node = nodes.get(ino)
+            node = nodes.get(ino) or self._new_files.node(ino)
             if node is not None:
                 cached = attrs.get(ino)
                 if cached is not None and cached[0] == node.version and ino not in self._open_files:
@@ -768,23 +910,25 @@ class LighthouseOperations(pyfuse3.Operations):
         self._check_xattr_name(name)
         if len(value) > XATTR_VALUE_MAX:
             raise errors.LighthouseError(f"attribute value over {XATTR_VALUE_MAX} bytes", errno_=errno.E2BIG)
+        await self._settle(inode)
         self._require_tree_node(inode)
         self._check_writable_inode(inode)
         await self._submit_one(Draft(events.SETXATTR, self._path_of(inode),
                                      {"ino": inode, "name": name, "value": value}))
 
     async def getxattr(self, inode, name, ctx):
-        node = await self._history_node(inode) if inode in self._hist_keys else self.tree.nodes.get(inode)
+        node = await self._history_node(inode) if inode in self._hist_keys else self._live_node(inode)
         if node is None or not node.xattrs or name not in node.xattrs:
             raise errors.NoAttribute(f"no attribute {name!r}")
         return node.xattrs[name]
 
     async def listxattr(self, inode, ctx):
-        node = await self._history_node(inode) if inode in self._hist_keys else self.tree.nodes.get(inode)
+        node = await self._history_node(inode) if inode in self._hist_keys else self._live_node(inode)
         return list(node.xattrs) if node is not None and node.xattrs else []
 
     async def removexattr(self, inode, name, ctx):
         self._check_xattr_name(name)
+        await self._settle(inode)
         self._require_tree_node(inode)
         self._check_writable_inode(inode)
         draft = Draft(events.REMOVEXATTR, self._path_of(inode), {"ino": inode, "name": name})

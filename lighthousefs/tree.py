@@ -202,6 +202,8 @@ class Tree:
 
     def check(self, draft: events.Draft) -> None:
         """Raise the error the event would meet if it were applied now."""
+        if draft.type not in events.TREE_TYPES:
+            return   # annotations always fit
         self._dispatch(draft.type, draft.payload, seq=0, time_ns=0, mutate=False)
 
     def apply(self, event: Event) -> Change | None:
@@ -235,9 +237,15 @@ class Tree:
         check_name(name)
         if name in parent.entries:
             raise errors.Exists(f"{self.path(parent.ino, name)} exists")
+        ino = p.get("ino")
+        if ino is not None and (not isinstance(ino, int) or not events.is_reserved_ino(ino)):
+            raise errors.InvalidArgument(f"inode {ino!r} is not from a reserved range")
+        if ino is not None and ino in self.nodes:
+            raise errors.Exists(f"inode {ino} exists")
         if not mutate:
             return None
-        node = Node(events.ino_for_seq(seq), shared_int(p["mode"]), p.get("uid", 0), p.get("gid", 0), time_ns)
+        node = Node(ino or events.ino_for_seq(seq), shared_int(p["mode"]), p.get("uid", 0), p.get("gid", 0),
+                    time_ns)
         node.rdev = p.get("rdev", 0)
         node.target = p.get("target", b"")
         node.size = p.get("size", len(node.target))

@@ -174,10 +174,10 @@ def test_a_busy_mount_still_sees_another_mount(mounter):
 def test_two_writers_last_close_wins_and_history_keeps_both(mounter):
     a, b = mounter("a"), mounter("b")
     (a / "projects" / "p").mkdir()
-    eventually(lambda: (b / "projects" / "p").is_dir())
+    (a / "projects" / "p" / "doc").write_text("first")
+    eventually(lambda: (b / "projects" / "p" / "doc").exists())   # the file reached b
     fa = open(a / "projects" / "p" / "doc", "w")
     fa.write("from a")
-    eventually(lambda: (b / "projects" / "p" / "doc").exists())   # the create reached b
     fb = open(b / "projects" / "p" / "doc", "w")
     fb.write("from b")
     fa.close()

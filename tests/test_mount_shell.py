@@ -173,13 +173,17 @@ def test_tail_follows_events_and_cat_ends(mnt):
     (mnt / "projects" / "a").mkdir()
     lines = events.read_text().splitlines()
     assert json.loads(lines[-1])["path"] == "projects/a"
+    (mnt / "projects" / "a" / "first.md").write_text("x")   # its create reserves inodes first
+    assert [json.loads(line)["type"] for line in events.read_text().splitlines()[-2:]] == ["inodes", "mknod"]
     tail = subprocess.Popen(["tail", "-n", "0", "-F", "-s", "0.1", str(events)], stdout=subprocess.PIPE,
                             bufsize=0)
     try:
         time.sleep(0.5)     # let tail reach the end before the change (not a timing assertion)
         (mnt / "projects" / "a" / "note.md").write_text("hi")
         record = json.loads(next_line(tail))
+        # A new file and its content are one event, logged at its close.
         assert record["path"] == "projects/a/note.md" and record["type"] == "mknod"
+        assert record["data"]["size"] == 2
     finally:
         tail.kill()
         tail.wait()

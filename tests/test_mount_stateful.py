@@ -8,7 +8,10 @@ import stat
 
 import pytest
 from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
+
+from mounting import lighthouse
 
 pytestmark = pytest.mark.mount
 
@@ -46,8 +49,13 @@ class MountAgainstDisk(RuleBasedStateMachine):
     disk_root = None
     runs = itertools.count()
 
+    # Files held open across steps: a new file stays unlogged until its close, while
+    # the other rules rename, unlink, link and list around it (lighthousefs/newfiles.py).
+    MAX_OPEN = 3
+
     @initialize()
     def start(self):
+        self.open_pairs: list[tuple[int, int]] = []
         n = next(self.runs)
         self.mine = os.path.join(self.mount_root, "projects", f"run{n}")
         self.disk = os.path.join(self.disk_root, f"run{n}")
@@ -121,6 +129,39 @@ class MountAgainstDisk(RuleBasedStateMachine):
     def read(self, path):
         self.both(lambda p: open(p, "rb").read(), path)
 
+    @precondition(lambda self: len(self.open_pairs) < self.MAX_OPEN)
+    @rule(path=paths, exclusive=st.booleans())
+    def open_and_keep(self, path, exclusive):
+        flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+        ours = outcome(os.open, os.path.join(self.mine, path), flags, 0o644)
+        theirs = outcome(os.open, os.path.join(self.disk, path), flags, 0o644)
+        for result in (ours, theirs):
+            if result[0] == "ok" and (ours[0], theirs[0]) != ("ok", "ok"):
+                os.close(result[1])
+        assert ours[0] == theirs[0] and (ours[0] == "ok" or ours == theirs), f"open {path}: {ours} != {theirs}"
+        if ours[0] == "ok":
+            self.open_pairs.append((ours[1], theirs[1]))
+
+    @precondition(lambda self: self.open_pairs)
+    @rule(which=st.integers(0, MAX_OPEN - 1), offset=offsets, content=data)
+    def write_kept(self, which, offset, content):
+        ours, theirs = self.open_pairs[which % len(self.open_pairs)]
+        assert outcome(os.pwrite, ours, content, offset) == outcome(os.pwrite, theirs, content, offset)
+
+    @precondition(lambda self: self.open_pairs)
+    @rule(which=st.integers(0, MAX_OPEN - 1))
+    def close_kept(self, which):
+        ours, theirs = self.open_pairs.pop(which % len(self.open_pairs))
+        assert outcome(os.close, ours) == outcome(os.close, theirs)
+
+    def teardown(self):
+        for ours, theirs in getattr(self, "open_pairs", []):
+            for fd in (ours, theirs):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
     @invariant()
     def same_tree(self):
         if not hasattr(self, "mine"):
@@ -131,7 +172,8 @@ class MountAgainstDisk(RuleBasedStateMachine):
             assert ours == theirs, f"{path}: mount {ours} != disk {theirs}"
 
 
-def test_mount_behaves_like_a_local_disk(mnt, tmp_path):
+def test_mount_behaves_like_a_local_disk(mounter, tmp_path):
+    mnt = mounter("mnt")
     disk = tmp_path / "disk"
     disk.mkdir()
     MountAgainstDisk.mount_root = str(mnt.path)
@@ -139,3 +181,16 @@ def test_mount_behaves_like_a_local_disk(mnt, tmp_path):
     run_state_machine_as_test(MountAgainstDisk, settings=settings(
         max_examples=int(os.environ.get("LIGHTHOUSE_STATEFUL_EXAMPLES", "100")), stateful_step_count=40,
         deadline=None, database=None, suppress_health_check=list(HealthCheck)))
+    # What the log holds is what was seen: a fresh daemon replays the same trees.
+    lighthouse("umount", str(mnt.path))
+    again = mounter("mnt")
+    for dirpath, dirnames, filenames in os.walk(disk):
+        for name in dirnames + filenames:
+            relative = os.path.relpath(os.path.join(dirpath, name), disk)
+            path = os.path.join(again.path, "projects", relative)
+            assert describe(path) == describe(os.path.join(disk, relative)), relative
+    ours = sorted(os.path.relpath(os.path.join(d, n), again / "projects")
+                  for d, dirs, files in os.walk(again / "projects") for n in dirs + files)
+    theirs = sorted(os.path.relpath(os.path.join(d, n), disk) for d, dirs, files in os.walk(disk)
+                    for n in dirs + files)
+    assert ours == theirs

@@ -236,3 +236,26 @@ def test_snapshot_shares_inode_numbers_between_entries_and_nodes():
     for node in loaded.nodes.values():
         for ino in (node.entries or {}).values():
             assert ino is loaded.nodes[ino].ino
+
+
+def test_a_create_may_name_an_inode_from_a_reserved_range():
+    log = Log()
+    reserved = events.inode_range(log.do(events.INODES, count=events.INO_RANGE) - events.INO_BASE)
+    log.do(events.MKNOD, parent=PROJECTS_INO, name=b"new", mode=FILE, ino=reserved[0], size=3, chunks=[])
+    node = log.tree.child(PROJECTS_INO, b"new")
+    assert node.ino == reserved[0] and node.size == 3
+    # Taken, outside every range, or not a number: refused now and skipped on replay.
+    for ino, error in ((reserved[0], errors.Exists), (events.ino_for_seq(5), errors.InvalidArgument),
+                       (1 << 62, errors.InvalidArgument), ("1", errors.InvalidArgument)):
+        draft = Draft(events.MKNOD, "projects/other", dict(parent=PROJECTS_INO, name=b"other", mode=FILE, ino=ino))
+        with pytest.raises(error):
+            log.tree.check(draft)
+        assert log.tree.apply(Event(100 + len(log.events), 0, "t", events.MKNOD, draft.path, draft.payload)) is None
+        log.events.append(None)
+
+
+def test_reserved_ranges_are_disjoint_and_above_sequence_inodes():
+    first, second = events.inode_range(1), events.inode_range(2)
+    assert first.stop == second.start and len(first) == events.INO_RANGE
+    assert events.ino_for_seq((1 << 40) - events.INO_BASE - 1) < events.inode_range(0).start
+    assert events.is_reserved_ino(first[0]) and not events.is_reserved_ino(events.ino_for_seq(10**9))

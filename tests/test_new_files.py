@@ -1,0 +1,204 @@
+"""A file created without O_EXCL enters the log at its first close, as one event with
+its content (lighthousefs/newfiles.py); until then it lives in its daemon only."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+
+import pytest
+
+from mounting import eventually
+
+pytestmark = pytest.mark.mount
+
+CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+
+
+def logged(m) -> list[dict]:
+    return [json.loads(line) for line in (m / "events").read_text().splitlines()]
+
+
+def logged_paths(m, type_: str) -> list[str]:
+    return [e["path"] for e in logged(m) if e["type"] == type_]
+
+
+def test_create_write_close_is_one_event_with_the_inode_the_kernel_was_given(mounter):
+    a, b = mounter("a"), mounter("b")
+    project = a / "projects" / "p"
+    project.mkdir()
+    fd = os.open(project / "doc", CREATE, 0o640)
+    try:
+        os.write(fd, b"hello")
+        inode = os.fstat(fd).st_ino
+        # Here it is a file like any other...
+        assert os.listdir(project) == ["doc"]
+        assert os.stat(project / "doc").st_ino == inode
+        assert (project / "doc").read_bytes() == b"hello"
+        # ...and nowhere else yet.
+        assert "projects/p/doc" not in logged_paths(a, "mknod")
+        eventually(lambda: (b / "projects" / "p").is_dir())
+        assert os.listdir(b / "projects" / "p") == []
+    finally:
+        os.close(fd)
+    [event] = [e for e in logged(a) if e["path"] == "projects/p/doc"]
+    assert event["type"] == "mknod" and event["data"]["ino"] == inode and event["data"]["size"] == 5
+    there = eventually(lambda: os.stat(b / "projects" / "p" / "doc"))
+    assert there.st_ino == inode and there.st_mode & 0o777 == 0o640
+    assert (b / "projects" / "p" / "doc").read_bytes() == b"hello"
+
+
+def test_inodes_come_from_one_reserved_range_per_daemon(mounter):
+    a, b = mounter("a"), mounter("b")
+    (a / "projects" / "p").mkdir()
+    eventually(lambda: (b / "projects" / "p").is_dir())
+    inodes = {}
+    for m in (a, b):
+        for i in range(3):
+            path = m / "projects" / "p" / f"{m.path.name}{i}"
+            path.write_text("x")
+            inodes[path.name] = path.stat().st_ino
+    assert len(set(inodes.values())) == 6
+    # One range each, reserved by the first create (b's reaches a through the store).
+    def all_seven_files_logged():
+        events = logged(a)
+        return events if sum(e["type"] == "mknod" for e in events) == 7 else None
+    log = eventually(all_seven_files_logged)
+    reservations = [e["seq"] for e in log if e["type"] == "inodes"]
+    assert len(reservations) == 2
+    first = {(1 << 40) + seq * (1 << 16) for seq in reservations}
+    assert {inodes["a0"], inodes["b0"]} == first
+    assert inodes["a2"] == inodes["a0"] + 2
+
+
+def test_an_exclusive_create_is_logged_at_once(mounter):
+    a, b = mounter("a"), mounter("b")
+    (a / "projects" / "p").mkdir()
+    fd = os.open(a / "projects" / "p" / "lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert "projects/p/lock" in logged_paths(a, "mknod")
+        eventually(lambda: (b / "projects" / "p" / "lock").exists())
+        with pytest.raises(FileExistsError):
+            os.open(b / "projects" / "p" / "lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    finally:
+        os.close(fd)
+
+
+def test_a_name_held_by_a_new_file_is_taken(mnt):
+    project = mnt / "projects" / "p"
+    project.mkdir()
+    (project / "other").write_text("other")
+    fd = os.open(project / "new", CREATE)
+    try:
+        os.write(fd, b"new")
+        for make in (os.mkdir, lambda p: os.symlink("x", p), lambda p: os.link(project / "other", p),
+                     lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL)):
+            with pytest.raises(FileExistsError):
+                make(project / "new")
+        with pytest.raises(OSError) as err:
+            os.rmdir(project)
+        assert err.value.errno == errno.ENOTEMPTY
+    finally:
+        os.close(fd)
+    assert (project / "new").read_bytes() == b"new"
+    assert sorted(os.listdir(project)) == ["new", "other"]
+
+
+def test_changes_to_an_open_new_file_log_it_first(mnt):
+    project = mnt / "projects" / "p"
+    project.mkdir()
+    fd = os.open(project / "draft", CREATE, 0o644)
+    try:
+        os.write(fd, b"one ")
+        os.rename(project / "draft", project / "final")
+        os.chmod(project / "final", 0o600)
+        os.setxattr(project / "final", "user.topic", b"notes")
+        os.link(project / "final", project / "alias")
+        os.write(fd, b"two")
+    finally:
+        os.close(fd)
+    assert (project / "final").read_bytes() == b"one two"
+    assert os.stat(project / "alias").st_ino == os.stat(project / "final").st_ino
+    assert os.stat(project / "final").st_mode & 0o777 == 0o600
+    assert os.getxattr(project / "final", "user.topic") == b"notes"
+    types = [(e["type"], e["path"]) for e in logged(mnt) if e["path"].startswith("projects/p/")]
+    assert types[:5] == [("mknod", "projects/p/draft"), ("rename", "projects/p/draft"),
+                         ("setattr", "projects/p/final"), ("setxattr", "projects/p/final"),
+                         ("link", "projects/p/alias")]
+    assert [t for t, _ in types[5:]] == ["write"]
+
+
+def test_rmdir_and_rename_over_a_new_file(mnt):
+    project = mnt / "projects" / "p"
+    (project / "d").mkdir(parents=True)
+    fd = os.open(project / "d" / "x", CREATE)
+    try:
+        with pytest.raises(OSError) as err:
+            os.rmdir(project / "d")
+        assert err.value.errno == errno.ENOTEMPTY
+        (project / "y").write_text("y")
+        os.rename(project / "y", project / "d" / "x")   # replaces the open new file
+        os.write(fd, b"lost with its name")
+    finally:
+        os.close(fd)
+    assert (project / "d" / "x").read_text() == "y"
+    assert os.listdir(project / "d") == ["x"]
+
+
+def test_a_new_file_unlinked_while_open_leaves_nothing(mnt):
+    project = mnt / "projects" / "p"
+    project.mkdir()
+    fd = os.open(project / "tmp", os.O_RDWR | os.O_CREAT)
+    try:
+        os.unlink(project / "tmp")
+        os.write(fd, b"scratch")
+        assert os.pread(fd, 100, 0) == b"scratch"
+    finally:
+        os.close(fd)
+    assert os.listdir(project) == []
+    assert "projects/p/tmp" not in logged_paths(mnt, "write")
+
+
+def test_touch_and_an_empty_close_make_empty_files(mnt):
+    project = mnt / "projects" / "p"
+    project.mkdir()
+    os.close(os.open(project / "empty", CREATE))
+    assert "projects/p/empty" in logged_paths(mnt, "mknod")   # logged when close returned
+    os.utime(project / "empty", ns=(10**18, 10**18))
+    assert os.stat(project / "empty").st_mtime_ns == 10**18
+    import subprocess
+    subprocess.run(["touch", "-d", "2001-02-03 04:05:06Z", str(project / "touched")], check=True)
+    assert os.stat(project / "touched").st_mtime == 981173106
+    assert os.stat(project / "touched").st_size == 0
+
+
+def test_the_same_name_created_on_another_node_first_wins(mounter):
+    a, b = mounter("a"), mounter("b")
+    (a / "projects" / "p").mkdir()
+    eventually(lambda: (b / "projects" / "p").is_dir())
+    fd = os.open(a / "projects" / "p" / "x", CREATE)
+    os.write(fd, b"from a")
+    (b / "projects" / "p" / "x").write_text("from b")      # logged first
+    eventually(lambda: "projects/p/x" in logged_paths(a, "mknod"))
+    with pytest.raises(FileExistsError):
+        os.close(fd)       # a's file could not be logged: its close says so
+    for m in (a, b):
+        eventually(lambda m=m: (m / "projects" / "p" / "x").read_text() == "from b")
+        assert os.listdir(m / "projects" / "p") == ["x"]
+    assert "the new file is dropped" in a.log.read_text()
+
+
+def test_a_killed_daemon_loses_only_files_never_closed(mounter):
+    m = mounter("a")
+    project = m / "projects" / "p"
+    project.mkdir()
+    (project / "closed").write_text("kept")
+    fd = os.open(project / "open", CREATE)
+    os.write(fd, b"never closed")
+    os.kill(m.pid, signal.SIGKILL)
+    with pytest.raises(OSError):
+        os.close(fd)
+    again = mounter("a")
+    assert os.listdir(again / "projects" / "p") == ["closed"]
+    assert (again / "projects" / "p" / "closed").read_text() == "kept"
