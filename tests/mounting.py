@@ -55,6 +55,31 @@ def is_mounted(path) -> bool:
         return any(line.split()[1] == target for line in f)
 
 
+def mounts_under(root: str) -> list[str]:
+    """Mount points at or below root, read from /proc/self/mountinfo: a stat of a
+    dead FUSE mount would fail and one of a hung mount would block."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        # Field 5 is the mount point, with space, tab, newline and backslash as \ooo.
+        points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+                  for line in f]
+    return [p for p in points if p == root or p.startswith(root + "/")]
+
+
+def unmount_all(root: str) -> None:
+    """Unmount every mount at or below root, deepest first: fusermount3 -u, then
+    umount, then lazily (-uz, -l). Repeated while mounts remain (stacked ones), at
+    most five rounds; a mount that resists them all is left for the caller to see."""
+    for _ in range(5):
+        points = sorted(mounts_under(root), key=len, reverse=True)
+        if not points:
+            return
+        for point in points:
+            for argv in (["fusermount3", "-u", point], ["umount", point],
+                         ["fusermount3", "-uz", point], ["umount", "-l", point]):
+                if subprocess.run(argv, capture_output=True, timeout=30).returncode == 0:
+                    break
+
+
 def unmount_quietly(path, pid: int | None = None) -> None:
     """Unmount, waiting for the daemon; lazily detach if that fails. Never raises.
     With the pid known, nothing is read through the mount (a frozen one would hang)."""

@@ -3,7 +3,8 @@ the test's temp dir even when the test failed."""
 
 import pytest
 
-from csi_harness import Driver, unmount_all
+from csi_harness import Driver
+from mounting import unmount_all
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Helpers of the CSI driver tests: the driver as a real process on a unix
-socket in a temp dir, a gRPC client from the committed stubs, and unmounting
-everything under a directory. (A module name of its own: several conftest.py
-files exist, so `from conftest import` would be ambiguous.)"""
+socket in a temp dir, and a gRPC client from the committed stubs. (Unmounting
+is tests/mounting.py's, shared with the other suites. A module name of its
+own: several conftest.py files exist, so `from conftest import` would be
+ambiguous.)"""
 
 import os
 import pathlib
@@ -22,30 +23,6 @@ import grpc  # noqa: E402
 from lighthouse_csi import csi_pb2, csi_pb2_grpc  # noqa: E402
 
 LIGHTHOUSE_CMD = f"{shlex.quote(sys.executable)} -m lighthousefs.cli"
-
-
-def _mounts_under(root: str) -> list[str]:
-    points = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point == root or point.startswith(root + "/"):
-                points.append(point)
-    return points
-
-
-def unmount_all(root: str) -> None:
-    """Unmount every mount under root, deepest first: fusermount3 -u, then
-    umount, then lazily (-uz / -l) as the fallback."""
-    for _ in range(5):
-        points = sorted(_mounts_under(root), key=len, reverse=True)
-        if not points:
-            return
-        for point in points:
-            for argv in (["fusermount3", "-u", point], ["umount", point],
-                         ["fusermount3", "-uz", point], ["umount", "-l", point]):
-                if subprocess.run(argv, capture_output=True, timeout=30).returncode == 0:
-                    break
 
 
 def env_with_paths() -> dict:

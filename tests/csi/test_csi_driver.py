@@ -9,7 +9,8 @@ import time
 import grpc
 import pytest
 
-from csi_harness import _mounts_under, code_of, mount_cap
+from csi_harness import code_of, mount_cap
+from mounting import mounts_under
 from lighthouse_csi import DRIVER_NAME, csi_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -26,7 +27,7 @@ def publish_request(driver, **overrides):
 
 
 def assert_nothing_mounted(driver):
-    assert _mounts_under(str(driver.base)) == []
+    assert mounts_under(str(driver.base)) == []
     state = driver.state_dir / "node-state.json"
     if state.exists():
         assert json.loads(state.read_text())["volumes"] == {}

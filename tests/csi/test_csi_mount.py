@@ -12,8 +12,8 @@ import time
 import grpc
 import pytest
 
-from csi_harness import _mounts_under, code_of, mount_cap
-from mounting import eventually
+from csi_harness import code_of, mount_cap
+from mounting import eventually, mounts_under
 from lighthouse_csi import csi_pb2
 
 pytestmark = [
@@ -60,7 +60,7 @@ def write(path, text: str) -> None:
 
 def node_mounts(driver) -> list[str]:
     """Mounts made for pods: targets and staging (not the controller's own)."""
-    return _mounts_under(str(driver.kubelet)) + _mounts_under(str(driver.state_dir / "staging"))
+    return mounts_under(str(driver.kubelet)) + mounts_under(str(driver.state_dir / "staging"))
 
 
 def node_state(driver) -> dict:
@@ -82,19 +82,19 @@ def test_create_publish_cat_unpublish_delete(make_driver):
     assert validate_volume(driver, volume).confirmed.volume_capabilities
 
     target = publish(driver, volume.volume_id, volume.volume_context)
-    assert str(target) in _mounts_under(str(driver.kubelet))
+    assert str(target) in mounts_under(str(driver.kubelet))
     write(target / "notes.md", "hello from a pod\n")
     assert cat(target / "notes.md") == "hello from a pod\n"
     assert sorted(os.listdir(target)) == ["notes.md"]
     publish(driver, volume.volume_id, volume.volume_context)  # idempotent
-    assert _mounts_under(str(target)) == [str(target)]
+    assert mounts_under(str(target)) == [str(target)]
 
     # A second, read-only publish of the same volume shares the namespace mount.
     ro_target = publish(driver, volume.volume_id, volume.volume_context, pod="p2", readonly=True)
     assert cat(ro_target / "notes.md") == "hello from a pod\n"
     with pytest.raises(OSError):
         write(ro_target / "other.md", "no")
-    assert len(_mounts_under(str(driver.state_dir / "staging"))) == 1
+    assert len(mounts_under(str(driver.state_dir / "staging"))) == 1
     # Same target, other readonly flag: incompatible.
     assert code_of(lambda: driver.node.NodePublishVolume(csi_pb2.NodePublishVolumeRequest(
         volume_id=volume.volume_id, target_path=str(target), volume_capability=mount_cap(),
@@ -205,7 +205,7 @@ def test_sigterm_stops_serving_but_keeps_volumes_mounted(make_driver):
     write(target / "f.txt", "still here\n")
     driver.stop(signal.SIGTERM)
     assert cat(target / "f.txt") == "still here\n"  # pods keep their volumes
-    assert _mounts_under(str(driver.state_dir / "controller-namespace")) == []  # private: gone
+    assert mounts_under(str(driver.state_dir / "controller-namespace")) == []  # private: gone
     driver.start()
     unpublish(driver, volume.volume_id, target)
     assert node_mounts(driver) == []
@@ -219,7 +219,7 @@ def test_driver_restart_keeps_publish_and_unpublish_correct(make_driver):
     driver.restart(signal.SIGKILL)  # no chance to clean up: the state file must carry it
     assert cat(target / "f.txt") == "before restart\n"  # the daemon outlives the driver
     publish(driver, volume.volume_id, volume.volume_context)  # idempotent after restart
-    assert _mounts_under(str(target)) == [str(target)]
+    assert mounts_under(str(target)) == [str(target)]
     assert list(node_state(driver)) == [volume.volume_id]
     unpublish(driver, volume.volume_id, target)
     assert node_mounts(driver) == []  # staging known from the state file, unmounted too
@@ -254,7 +254,7 @@ def test_killed_daemon_is_repaired_on_republish(make_driver):
     publish(driver, volume.volume_id, volume.volume_context)
     assert cat(target / "f.txt") == "survives\n"
     assert cat(other / "f.txt") == "survives\n"  # every bind of the volume is remade
-    assert len(_mounts_under(str(driver.state_dir / "staging"))) == 1
+    assert len(mounts_under(str(driver.state_dir / "staging"))) == 1
     unpublish(driver, volume.volume_id, target)
     unpublish(driver, volume.volume_id, other)
     assert node_mounts(driver) == []

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from systemd_harness import REPO, unmount_all
+from mounting import unmount_all
+from systemd_harness import REPO
 
 
 @pytest.fixture

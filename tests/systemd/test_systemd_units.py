@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from systemd_harness import REPO, SYSTEMD_DIR, mounts_under
+from mounting import mounts_under
+from systemd_harness import REPO, SYSTEMD_DIR
 
 UNIT = SYSTEMD_DIR / "lighthousefs@.service"
 HELPER = SYSTEMD_DIR / "mount.fuse.lighthouse"
