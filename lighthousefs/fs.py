@@ -523,13 +523,17 @@ class LighthouseOperations(pyfuse3.Operations):
                 and (breaker is None or breaker.state == "closed"))
 
     async def _make_new_file(self, parent: int, name: bytes, mode: int, ctx) -> Node:
-        while (ino := self._new_files.take_ino()) is None:
+        while True:
+            # The checks run again after a reservation awaited the store; from the last
+            # of them to add(), no await lets another change take the name.
+            self._require_tree_dir(parent)
+            self.policy.check_entry(parent, name, False)
+            self._check_free(parent, name)
+            self.tree.check(Draft(events.MKNOD, "", {"parent": parent, "name": name, "mode": mode}))
+            ino = self._new_files.take_ino()
+            if ino is not None:
+                break
             await self._reserve_inodes()
-        # From here to add(), no await: no other change can take the name in between.
-        self._require_tree_dir(parent)
-        self.policy.check_entry(parent, name, False)
-        self._check_free(parent, name)
-        self.tree.check(Draft(events.MKNOD, "", {"parent": parent, "name": name, "mode": mode}))
         node = self._new_files.add(ino, parent, name, mode, ctx.uid, ctx.gid)
         self._remember(node, parent, name)
         return node
@@ -546,11 +550,6 @@ class LighthouseOperations(pyfuse3.Operations):
         if self._new_files.find(parent, name) is not None:
             raise errors.Exists(f"{self.tree.path(parent, name)} exists")
 
-    def _logs_new_file(self, handle: FileHandle) -> bool:
-        """A new file is logged at the close of a handle that could write it (a reader
-        closing first does not), or else when its last handle closes."""
-        return handle.writable and handle.open_file.ino in self._new_files
-
     async def _settle(self, ino: int) -> None:
         """Log a file created here now, before a change that the tree must check."""
         if ino in self._new_files:
@@ -558,9 +557,15 @@ class LighthouseOperations(pyfuse3.Operations):
             await self._commit(ino, open_file.buffer, open_file)
 
     async def _settle_name(self, parent: int, name: bytes) -> None:
+        """Log the new file of that name, or the new files in the directory of that
+        name, before the name is removed or replaced (the tree would not see them)."""
         new = self._new_files.find(parent, name)
         if new is not None:
             await self._settle(new.node.ino)
+        directory = self.tree.find(parent, name)
+        if directory is not None and directory.is_dir:
+            for new in self._new_files.in_dir(directory.ino):
+                await self._settle(new.node.ino)
 
     async def _log_new_file(self, new: NewFile, pending) -> None:
         """One MKNOD with the file's name, attributes, inode and content."""
@@ -605,9 +610,6 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.ReadOnly(".history is read-only")
         self.policy.check_see(parent, name)
         await self._settle_name(parent, name)
-        if want_dir and (directory := self.tree.find(parent, name)) is not None and directory.is_dir:
-            for new in self._new_files.in_dir(directory.ino):   # then rmdir finds them
-                await self._settle(new.node.ino)
         async with self._ns_lock:
             node = self.tree.child(parent, name)
             if want_dir and not node.is_dir:
@@ -766,7 +768,8 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def fsync(self, fh, datasync):
         handle = self._handles.get(fh)
-        if isinstance(handle, FileHandle) and (handle.open_file.buffer.changed or self._logs_new_file(handle)):
+        if isinstance(handle, FileHandle) and (handle.open_file.buffer.changed
+                                               or handle.open_file.ino in self._new_files):
             await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
         else:
             await self.journal.sync()   # the file's creation and renames, made durable
@@ -777,9 +780,10 @@ class LighthouseOperations(pyfuse3.Operations):
             return
         open_file = handle.open_file
         try:
+            # A new file opened without write access (O_RDONLY|O_CREAT) is logged when
+            # its last handle closes; one a writer closed is logged by then.
             if not handle.flush_failed and ((open_file.buffer.changed and handle.writable)
-                                            or self._logs_new_file(handle) or
-                                            (open_file.ino in self._new_files and open_file.refs == 1)):
+                                            or (open_file.ino in self._new_files and open_file.refs == 1)):
                 await self._commit(open_file.ino, open_file.buffer, open_file)
         finally:
             open_file.refs -= 1

@@ -202,3 +202,23 @@ def test_a_killed_daemon_loses_only_files_never_closed(mounter):
     again = mounter("a")
     assert os.listdir(again / "projects" / "p") == ["closed"]
     assert (again / "projects" / "p" / "closed").read_text() == "kept"
+
+
+def test_a_directory_replaced_by_rename_keeps_its_new_files(mnt):
+    project = mnt / "projects" / "p"
+    (project / "full").mkdir(parents=True)
+    (project / "empty").mkdir()
+    fd = os.open(project / "full" / "x", CREATE)
+    try:
+        with pytest.raises(OSError) as err:   # "full" holds a file, logged or not
+            os.rename(project / "empty", project / "full")
+        assert err.value.errno == errno.ENOTEMPTY
+    finally:
+        os.close(fd)
+    assert os.listdir(project / "full") == ["x"]
+
+
+def test_a_refused_create_reserves_nothing(mnt):
+    with pytest.raises(PermissionError):   # projects/ holds only directories
+        os.open(mnt / "projects" / "x", CREATE)
+    assert "inodes" not in [e["type"] for e in logged(mnt)]

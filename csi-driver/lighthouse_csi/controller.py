@@ -85,12 +85,13 @@ class Controller(csi_pb2_grpc.ControllerServicer):
 
     @rpc(lock_key=lambda r: r.volume_id)
     def ValidateVolumeCapabilities(self, request):
+        # Every check of the request comes before _projects(), which mounts.
         validate.volume_id(request.volume_id)
+        if not request.volume_capabilities:
+            raise InvalidArgument("volume_capabilities are required")
         volume = volumes.from_context(request.volume_context, request.volume_id)
         if not os.path.isdir(os.path.join(self._projects(), volume.project, volume.subpath)):
             raise NotFound(f"project {volume.project!r} (subpath {volume.subpath!r}) does not exist")
-        if not request.volume_capabilities:
-            raise InvalidArgument("volume_capabilities are required")
         try:
             validate.capabilities(request.volume_capabilities)
         except InvalidArgument as err:

@@ -140,6 +140,15 @@ def test_delete_validates_and_never_deletes_silently(make_driver):
     assert_nothing_mounted(driver)
 
 
+def test_validate_rejects_missing_capabilities_before_mounting(make_driver):
+    driver = make_driver()
+    request = csi_pb2.ValidateVolumeCapabilitiesRequest(
+        volume_id="alpha~retain~00ff", volume_context={"project": "alpha", "agent": "bot"})
+    assert code_of(lambda: driver.controller.ValidateVolumeCapabilities(request)) == INVALID
+    assert_nothing_mounted(driver)
+    assert not (driver.state_dir / "controller-namespace").exists()  # no mount was even tried
+
+
 def test_busy_volume_is_aborted_and_failed_mount_leaves_nothing(make_driver):
     driver = make_driver(lighthouse_cmd=FAILING_CLI)
     request = publish_request(driver, secrets={"redisPassword": "hunter2"})
