@@ -4,19 +4,31 @@ anything is mounted. (Real mounts: test_csi_mount.py.)"""
 
 import concurrent.futures
 import json
-import time
+import shlex
 
 import grpc
 import pytest
 
 from csi_harness import code_of, mount_cap
-from mounting import mounts_under
+from mounting import eventually, mounts_under
 from lighthouse_csi import DRIVER_NAME, csi_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-# A stand-in CLI that fails slowly: enough to hold a volume busy and to see a
-# failed mount leave nothing behind. (Publish itself is tested on real mounts.)
-FAILING_CLI = "sh -c 'sleep 2; echo mount failed: store redis://:hunter2@h:1/0 down >&2; exit 3' lighthouse"
+
+
+def gated_failing_cli(gate) -> str:
+    """A stand-in CLI whose mount touches gate/<mountpoint name>.started, waits
+    for gate/open (30 s at most, so it never outlives the test), then fails:
+    a volume stays busy exactly as long as the test wants, and a failed mount
+    must leave nothing behind. (Publish itself is tested on real mounts.)"""
+    script = gate / "lighthouse"
+    script.write_text(f"#!/bin/sh\ngate={shlex.quote(str(gate))}\n"
+                      'touch "$gate/$(basename "$2").started"\n'
+                      'for _ in $(seq 600); do [ -e "$gate/open" ] && break; sleep 0.05; done\n'
+                      "echo 'mount failed: store redis://:hunter2@h:1/0 down' >&2\n"
+                      "exit 3\n")
+    script.chmod(0o755)
+    return str(script)
 
 
 def publish_request(driver, **overrides):
@@ -149,21 +161,27 @@ def test_validate_rejects_missing_capabilities_before_mounting(make_driver):
     assert not (driver.state_dir / "controller-namespace").exists()  # no mount was even tried
 
 
-def test_busy_volume_is_aborted_and_failed_mount_leaves_nothing(make_driver):
-    driver = make_driver(lighthouse_cmd=FAILING_CLI)
+def test_busy_volume_is_aborted_and_failed_mount_leaves_nothing(make_driver, tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    driver = make_driver(lighthouse_cmd=gated_failing_cli(gate))
     request = publish_request(driver, secrets={"redisPassword": "hunter2"})
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(lambda: driver.node.NodePublishVolume(request, timeout=30))
-        time.sleep(0.7)  # the first call is now inside the slow mount
-        assert code_of(lambda: driver.node.NodePublishVolume(request)) == grpc.StatusCode.ABORTED
-        other = publish_request(driver, volume_id="vol2",
-                                target_path=str(driver.kubelet / "pods" / "p2" / "mount"))
-        second = pool.submit(lambda: driver.node.NodePublishVolume(other, timeout=30))
+        try:
+            first = pool.submit(lambda: driver.node.NodePublishVolume(request, timeout=30))
+            eventually((gate / "vol1.started").exists)  # vol1 is held inside its mount
+            assert code_of(lambda: driver.node.NodePublishVolume(request)) == grpc.StatusCode.ABORTED
+            other = publish_request(driver, volume_id="vol2",
+                                    target_path=str(driver.kubelet / "pods" / "p2" / "mount"))
+            second = pool.submit(lambda: driver.node.NodePublishVolume(other, timeout=30))
+            eventually((gate / "vol2.started").exists)  # vol2 is not blocked by vol1
+        finally:
+            (gate / "open").touch()
         with pytest.raises(grpc.RpcError) as info:
             first.result()
         assert info.value.code() == grpc.StatusCode.INTERNAL
         assert "mount failed" in info.value.details()
-        with pytest.raises(grpc.RpcError) as other_info:  # vol2 was not blocked by vol1: it ran and failed
+        with pytest.raises(grpc.RpcError) as other_info:  # vol2 ran too, and failed
             second.result()
         assert other_info.value.code() == grpc.StatusCode.INTERNAL
     assert_nothing_mounted(driver)
