@@ -5,6 +5,7 @@ import os
 from google.protobuf import wrappers_pb2
 
 from lighthouse_csi import VERSION, csi_pb2, csi_pb2_grpc
+from lighthouse_csi.errors import FailedPrecondition
 from lighthouse_csi.rpc import rpc
 
 Service = csi_pb2.PluginCapability.Service
@@ -28,8 +29,11 @@ class Identity(csi_pb2_grpc.IdentityServicer):
 
     @rpc()
     def Probe(self, request):
-        # Ready when it can do its job: run the daemon, and keep its state.
-        ready = self.config.lighthouse.available() and os.access(self.config.state_dir, os.W_OK)
-        if self.config.node and not os.path.exists("/dev/fuse"):
-            ready = False
-        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=ready))
+        # Healthy when it can do its job: mount (in every mode: the node mounts
+        # volumes, the controller its namespace) and keep its state. The CSI
+        # spec asks an unhealthy plugin for FAILED_PRECONDITION; ready=false
+        # would mean "still starting", which this plugin never is once it serves.
+        self.config.lighthouse.check_mountable()
+        if not os.access(self.config.state_dir, os.W_OK):
+            raise FailedPrecondition(f"the state dir {self.config.state_dir} is not writable")
+        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=True))

@@ -18,19 +18,27 @@ from lighthouse_csi.rpc import redact_url
 
 log = logging.getLogger(__name__)
 
+FUSE_DEVICE = "/dev/fuse"
 MOUNT_TIMEOUT = 60  # a cold start against a remote store may take a while
 HEALTH_TIMEOUT = 5
 
 
 class Lighthouse:
-    def __init__(self, command: str, store: str):
+    def __init__(self, command: str, store: str, fuse_device: str = FUSE_DEVICE):
         """command: how to run the CLI, e.g. 'lighthouse' or
-        'python3 -m lighthousefs.cli'; store: the store URL for every mount."""
+        'python3 -m lighthousefs.cli'; store: the store URL for every mount;
+        fuse_device: the device every mount needs (another path only in tests)."""
         self.argv = shlex.split(command)
         self.store = store
+        self.fuse_device = fuse_device
 
-    def available(self) -> bool:
-        return shutil.which(self.argv[0]) is not None
+    def check_mountable(self) -> None:
+        """FailedPrecondition when this machine cannot mount at all (no CLI, no
+        FUSE device): retrying will not help until an operator acts."""
+        if shutil.which(self.argv[0]) is None:
+            raise FailedPrecondition(f"the lighthouse CLI {self.argv[0]!r} is not installed")
+        if not os.path.exists(self.fuse_device):
+            raise FailedPrecondition(f"{self.fuse_device} is missing: FUSE is not available here")
 
     def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
         argv = self.argv + args
@@ -46,13 +54,8 @@ class Lighthouse:
 
     def mount(self, mountpoint: str, agent: str, read_only: bool) -> None:
         """Mount the agent's view of the whole namespace; returns when it answers.
-
-        FailedPrecondition when this machine cannot mount at all (no CLI, no
-        /dev/fuse): retrying will not help until an operator acts."""
-        if not self.available():
-            raise FailedPrecondition(f"the lighthouse CLI {self.argv[0]!r} is not installed")
-        if not os.path.exists("/dev/fuse"):
-            raise FailedPrecondition("/dev/fuse is missing: FUSE is not available here")
+        FailedPrecondition as check_mountable() says."""
+        self.check_mountable()
         os.makedirs(mountpoint, exist_ok=True)
         args = ["mount", mountpoint, "--store", self.store, "--agent", agent]
         if read_only:

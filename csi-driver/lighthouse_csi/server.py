@@ -20,7 +20,7 @@ import grpc
 from lighthouse_csi import DRIVER_NAME, csi_pb2_grpc
 from lighthouse_csi.controller import Controller
 from lighthouse_csi.identity import Identity
-from lighthouse_csi.lighthouse import Lighthouse
+from lighthouse_csi.lighthouse import FUSE_DEVICE, Lighthouse
 from lighthouse_csi.node import Node
 from lighthouse_csi.rpc import VolumeLocks, redact_url
 
@@ -90,6 +90,8 @@ def parse_args(argv=None):
                    help="target paths must lie under this directory")
     p.add_argument("--lighthouse-cmd", default="lighthouse",
                    help="how to run the lighthouse CLI, e.g. 'python3 -m lighthousefs.cli'")
+    p.add_argument("--fuse-device", default=FUSE_DEVICE,
+                   help="the FUSE device every mount needs (another path only in tests)")
     p.add_argument("--controller-agent", default="csi-controller",
                    help="agent identity of the controller's own namespace mount")
     p.add_argument("--driver-name", default=DRIVER_NAME)
@@ -105,7 +107,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config(
-        lighthouse=Lighthouse(args.lighthouse_cmd, args.store),
+        lighthouse=Lighthouse(args.lighthouse_cmd, args.store, args.fuse_device),
         state_dir=args.state_dir, driver_name=args.driver_name, node_id=args.node_id,
         allowed_root=args.allowed_root, controller_agent=args.controller_agent,
         node=args.mode in ("node", "all"), controller=args.mode in ("controller", "all"))

@@ -35,13 +35,16 @@ def env_with_paths() -> dict:
 class Driver:
     """The driver process and its clients. Restartable: state stays on disk."""
 
-    def __init__(self, base: pathlib.Path, lighthouse_cmd: str = LIGHTHOUSE_CMD):
+    def __init__(self, base: pathlib.Path, lighthouse_cmd: str = LIGHTHOUSE_CMD,
+                 mode: str = "all", fuse_device: str = "/dev/fuse"):
         self.base = base
         self.socket = base / "csi" / "csi.sock"
         self.state_dir = base / "state"
         self.kubelet = base / "kubelet"
         self.store = f"sqlite://{base / 'store' / 'lighthouse.db'}"
         self.lighthouse_cmd = lighthouse_cmd
+        self.mode = mode
+        self.fuse_device = fuse_device
         self.log = base / "driver.log"
         self.proc = None
         self.channel = None
@@ -50,9 +53,10 @@ class Driver:
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "lighthouse_csi", "--endpoint", f"unix://{self.socket}",
-                "--mode", "all", "--node-id", "test-node", "--state-dir", str(self.state_dir),
+                "--mode", self.mode, "--node-id", "test-node", "--state-dir", str(self.state_dir),
                 "--store", self.store, "--allowed-root", str(self.kubelet),
-                "--lighthouse-cmd", self.lighthouse_cmd, "--log-level", "DEBUG"]
+                "--lighthouse-cmd", self.lighthouse_cmd, "--fuse-device", self.fuse_device,
+                "--log-level", "DEBUG"]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env_with_paths())

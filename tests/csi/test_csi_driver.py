@@ -55,13 +55,23 @@ def test_identity(make_driver):
         csi_pb2.PluginCapability.Service.CONTROLLER_SERVICE]
 
 
-def test_probe_not_ready_without_the_cli(make_driver):
-    driver = make_driver(lighthouse_cmd="/nonexistent/lighthouse")
-    assert driver.identity.Probe(csi_pb2.ProbeRequest()).ready.value is False
+# What a machine that cannot mount lacks: the CLI, or the FUSE device.
+CANNOT_MOUNT = [{"lighthouse_cmd": "/nonexistent/lighthouse"}, {"fuse_device": "/nonexistent/fuse"}]
 
 
-def test_no_cli_is_a_failed_precondition(make_driver):
-    driver = make_driver(lighthouse_cmd="/nonexistent/lighthouse")
+@pytest.mark.parametrize("mode", ["node", "controller"])
+@pytest.mark.parametrize("missing", CANNOT_MOUNT, ids=["no-cli", "no-fuse"])
+def test_probe_is_a_failed_precondition_when_it_cannot_mount(make_driver, mode, missing):
+    driver = make_driver(mode=mode, **missing)
+    with pytest.raises(grpc.RpcError) as info:
+        driver.identity.Probe(csi_pb2.ProbeRequest())
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "/nonexistent/" in info.value.details()
+
+
+@pytest.mark.parametrize("missing", CANNOT_MOUNT, ids=["no-cli", "no-fuse"])
+def test_cannot_mount_is_a_failed_precondition(make_driver, missing):
+    driver = make_driver(**missing)
     precondition = grpc.StatusCode.FAILED_PRECONDITION
     assert code_of(lambda: driver.node.NodePublishVolume(publish_request(driver))) == precondition
     assert code_of(lambda: driver.controller.CreateVolume(csi_pb2.CreateVolumeRequest(
