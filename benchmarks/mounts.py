@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -135,6 +136,91 @@ def remove_tree(path):
         print(f"not removing {path}: still mounted", file=sys.stderr)
         return
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _unescape(field):
+    """A path as /proc/mounts writes it (space, tab, newline, backslash as octal)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _roots(root):
+    return {os.path.abspath(root), os.path.realpath(root)}
+
+
+def _below(path, roots):
+    return any(path == r or path.startswith(r + "/") for r in roots)
+
+
+def mounts_under(root):
+    """(mount point, file system type) of every mount at or below root, deepest first."""
+    roots = _roots(root)
+    found = []
+    with open("/proc/mounts") as f:
+        for line in f:
+            fields = line.split()
+            point = _unescape(fields[1])
+            if _below(point, roots):
+                found.append((point, fields[2]))
+    return sorted(found, key=lambda m: m[0].count("/"), reverse=True)
+
+
+def processes_under(root):
+    """Processes other than this one and its ancestors whose command line names a path
+    at or below root, or whose working directory is there: the daemons, redis-servers
+    and bindfs processes of a run whose temp dirs are under root."""
+    roots = _roots(root)
+    spared = {os.getpid()} | {p.pid for p in psutil.Process().parents()}
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        if p.info["pid"] in spared:
+            continue
+        args = p.info["cmdline"] or []
+        if any(_below(a, roots) for a in args) or (p.info["cwd"] and _below(p.info["cwd"], roots)):
+            found.append(p)
+    return found
+
+
+def _force_unmount(point, fstype):
+    """Unmount what /proc/mounts lists, whether or not its daemon still answers (a dead
+    FUSE mount does not look mounted to os.path.ismount); lazily if it stays busy."""
+    fuse = fstype == "fuse" or fstype.startswith("fuse.")
+    cmd, lazy = (["fusermount3", "-u", point], ["fusermount3", "-uz", point]) if fuse else (
+        ["umount", point], ["umount", "-l", point])
+    if not attempt(cmd):
+        attempt(lazy)
+
+
+def sweep(root, timeout=10):
+    """Leave nothing of a run under root, whatever state it stopped in: unmount every
+    mount there (deepest first; their daemons then exit), stop the processes still
+    there (SIGTERM, then SIGKILL after timeout), unmount what a killed daemon left, and
+    remove root. Never raises; returns what it had to clean up (mounts and processes),
+    empty when the run had cleaned up after itself."""
+    found = []
+    try:
+        for point, fstype in mounts_under(root):
+            found.append(f"mount {point} ({fstype})")
+            _force_unmount(point, fstype)
+        procs = processes_under(root)
+        for p in procs:
+            try:
+                found.append(f"process {p.pid}: {' '.join(p.info['cmdline'] or [])[:200]}")
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=timeout)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=timeout)
+        for point, fstype in mounts_under(root):   # left by a daemon that had to be killed
+            _force_unmount(point, fstype)
+        remove_tree(root)
+    except Exception as e:  # noqa: BLE001 - cleanup must go on
+        print(f"sweep of {root} failed: {e}", file=sys.stderr)
+    return found
 
 
 def set_affinity(pid, cpus):
