@@ -13,12 +13,17 @@ import argparse
 import errno
 import json
 import os
+import re
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .mounts import Redis, cleanup, install_handlers, lighthouse_cmd, lighthouse_env, run_cleanups, unmount
+import psutil
+
+from .mounts import Redis, install_handlers, kill, lighthouse_cmd, lighthouse_env, run_cleanups, sweep, unmount
 from .stats import summarize
 
 
@@ -37,13 +42,61 @@ def _timed(fn, n):
 
 
 def measure(iterations: int) -> dict:
+    """Run the outage in a temp dir; the mount, its daemon, Redis and the dir are gone
+    when this returns or raises (an error, Ctrl-C, SIGTERM)."""
     work = Path(tempfile.mkdtemp(prefix="lhbench-outage-"))
-    redis = Redis(work)
     mnt = work / "mnt"
+    resources = {}   # what exists so far, for the teardown
+    try:
+        return _measure(work, mnt, resources, iterations)
+    finally:
+        # A second Ctrl-C (or SIGTERM) must not cut the teardown short: it is bounded
+        # (every command and wait in it has a timeout), and it is what leaves nothing behind.
+        shielded = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            _teardown(work, mnt, resources)
+        finally:
+            for sig, handler in shielded.items():
+                signal.signal(sig, handler)
+
+
+def _teardown(work: Path, mnt: Path, resources: dict) -> None:
+    """Unmount, wait for the daemon to exit (killed if it does not), stop Redis, remove
+    the dir. Each step is tried whatever happened to the one before; the sweep then
+    reaches what no step could (a daemon whose mount command was interrupted before it
+    named its pid, a dead mount). Never raises."""
+    steps = [("unmount", lambda: unmount(mnt)),
+             ("stop the daemon", lambda: _stop_daemon(resources.get("daemon"))),
+             ("stop redis-server", lambda: resources["redis"].stop() if "redis" in resources else None)]
+    for what, step in steps:
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - the teardown must go on
+            print(f"cleanup failed: {what}: {e}", file=sys.stderr)
+    left = sweep(work)
+    if left:
+        print(f"cleanup: swept up {', '.join(left)}", file=sys.stderr)
+
+
+def _stop_daemon(pid: int | None, timeout: float = 30) -> None:
+    """The daemon exits by itself once unmounted (after storing a snapshot); give it
+    `timeout` seconds, then SIGTERM and SIGKILL."""
+    if pid is None:
+        return
+    try:
+        psutil.Process(pid).wait(timeout)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        kill(pid)
+
+
+def _measure(work: Path, mnt: Path, resources: dict, iterations: int) -> dict:
+    redis = resources["redis"] = Redis(work)
     mnt.mkdir()
-    subprocess.run(lighthouse_cmd() + ["mount", str(mnt), "--store", redis.url, "--log", str(work / "d.log")],
-                   check=True, env=lighthouse_env(), capture_output=True, timeout=60)
-    cleanup(f"unmount {mnt}", unmount, mnt)
+    mounted = subprocess.run(lighthouse_cmd() + ["mount", str(mnt), "--store", redis.url, "--log", str(work / "d.log")],
+                             check=True, env=lighthouse_env(), capture_output=True, text=True, timeout=60)
+    resources["daemon"] = int(re.search(r"\(pid (\d+)", mounted.stdout).group(1))
     project = mnt / "projects" / "p"
     project.mkdir()
     (project / "kept").write_bytes(b"x" * 4096)
