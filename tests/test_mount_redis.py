@@ -37,6 +37,8 @@ def test_three_daemons_on_a_cluster_share_one_namespace(mounter, cluster):
     (a / "projects" / "p" / "f").write_text("from a")
     eventually(lambda: (b / "projects" / "p" / "f").read_text() == "from a")
     eventually(lambda: (c / "projects" / "p" / "f").read_text() == "from a")
+    # a named the inode before the file was logged (a reserved range): one number everywhere.
+    assert len({os.stat(m / "projects" / "p" / "f").st_ino for m in (a, b, c)}) == 1
     (c / "projects" / "p" / "f").write_text("from c")
     eventually(lambda: (a / "projects" / "p" / "f").read_text() == "from c")
     os.unlink(b / "projects" / "p" / "f")
