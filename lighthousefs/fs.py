@@ -156,6 +156,7 @@ class LighthouseOperations(pyfuse3.Operations):
         self._where: dict[int, tuple[int, bytes]] = {}
         self._open_files: dict[int, OpenFile] = {}
         self._new_files = NewFiles()   # created here, not yet in the log (newfiles.py)
+        metrics.new_files.set_function(lambda: len(self._new_files))
         self._reserve_lock = trio.Lock()
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)

@@ -58,6 +58,9 @@ class Metrics:
                                           "Age of the newest applied event from another producer when applied.",
                                           registry=r)
         self.applied_seq = Gauge("lighthousefs_journal_applied_seq", "Highest event applied.", registry=r)
+        self.new_files = Gauge("lighthousefs_new_files_unlogged",
+                               "Files created here that are open and not logged yet (logged at their first close).",
+                               registry=r)
         r.register(_ProcessCollector())
 
     def breaker_changed(self, name: str, old: str, new: str) -> None:

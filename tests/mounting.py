@@ -51,8 +51,7 @@ def mount(path: pathlib.Path, store: str, *args: str, log: pathlib.Path) -> Moun
 
 def is_mounted(path) -> bool:
     target = os.path.abspath(path)
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == target for line in f)
+    return target in mounts_under(target)
 
 
 def mounts_under(root: str) -> list[str]:

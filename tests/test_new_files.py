@@ -38,10 +38,12 @@ def test_create_write_close_is_one_event_with_the_inode_the_kernel_was_given(mou
         assert (project / "doc").read_bytes() == b"hello"
         # ...and nowhere else yet.
         assert "projects/p/doc" not in logged_paths(a, "mknod")
+        assert "lighthousefs_new_files_unlogged 1.0" in (a / ".lighthouse" / "stats").read_text()
         eventually(lambda: (b / "projects" / "p").is_dir())
         assert os.listdir(b / "projects" / "p") == []
     finally:
         os.close(fd)
+    assert "lighthousefs_new_files_unlogged 0.0" in (a / ".lighthouse" / "stats").read_text()
     [event] = [e for e in logged(a) if e["path"] == "projects/p/doc"]
     assert event["type"] == "mknod" and event["data"]["ino"] == inode and event["data"]["size"] == 5
     there = eventually(lambda: os.stat(b / "projects" / "p" / "doc"))
