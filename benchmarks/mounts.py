@@ -101,15 +101,20 @@ def wait_for(predicate, timeout, interval=0.02):
     return predicate()
 
 
+def is_mounted(path):
+    """From /proc/mounts: a dead FUSE mount fails os.path.ismount's stat, yet is there."""
+    return any(point in _roots(path) for point, _ in mounts_under(path))
+
+
 def unmount(path, fuse=True):
     """Unmount path; lazy unmount if a normal one keeps failing (busy)."""
     path = str(path)
-    if not os.path.ismount(path):
+    if not is_mounted(path):
         return
     cmd, lazy = (["fusermount3", "-u", path], ["fusermount3", "-uz", path]) if fuse else (
         ["umount", path], ["umount", "-l", path])
     for _ in range(5):
-        if attempt(cmd) or not os.path.ismount(path):
+        if attempt(cmd) or not is_mounted(path):
             return
         time.sleep(0.2)
     attempt(lazy)
@@ -251,8 +256,8 @@ def free_port():
 
 def mount_tmpfs(path):
     path.mkdir(parents=True, exist_ok=True)
+    cleanup(f"umount {path}", unmount, path, False)   # first: an interrupt leaves no mount
     run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "tmpfs", str(path)])
-    cleanup(f"umount {path}", unmount, path, False)
 
 
 class Target:
@@ -314,8 +319,8 @@ class Bindfs(Target):
 
     def _mount(self, mnt):
         mnt.mkdir(exist_ok=True)
+        cleanup(f"fusermount3 -u {mnt}", unmount, mnt)   # first, as for lighthousefs
         run(self.prefix + ["bindfs", str(self.back), str(mnt)])
-        cleanup(f"fusermount3 -u {mnt}", unmount, mnt)
         return mnt
 
     def daemon_pids(self):
@@ -404,8 +409,9 @@ class Lighthouse(Target):
         mnt.mkdir(exist_ok=True)
         cmd = self.prefix + lighthouse_cmd() + ["mount", str(mnt), "--store", self.store,
                                                   "--agent", agent, "--log", f"{mnt}.log"]
-        p = run(cmd, check=False, timeout=120, env=lighthouse_env(), cwd=self.dir)
+        # Registered first: an interrupt while the mount command runs leaves no mount behind.
         self._mounts[mnt] = cleanup(f"lighthouse umount {mnt}", self._umount, mnt)
+        p = run(cmd, check=False, timeout=120, env=lighthouse_env(), cwd=self.dir)
         if p.returncode or not os.path.ismount(mnt):
             log = Path(f"{mnt}.log")
             why = log.read_text(errors="replace") if log.exists() else ""
