@@ -8,6 +8,10 @@ history and the events file, which use worker threads.
 Concurrency: namespace changes hold `_ns_lock` from their check to the applied event,
 so no other local change can slip between "the name is free" and "the name is taken".
 File contents are committed without it (a write event can never conflict by name).
+A file created without O_EXCL takes its name locally at once (newfiles.py), with no
+await between the checks and taking it; every local check consults those names, so
+its MKNOD at close needs no lock either: only another producer can have taken the
+name meanwhile, and then the close reports it.
 """
 from __future__ import annotations
 
@@ -89,12 +93,15 @@ def _guarded(fn):
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
-    __slots__ = ("ino", "buffer", "refs")
+    __slots__ = ("ino", "buffer", "refs", "lost")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
         self.buffer = buffer
         self.refs = 0
+        # Set when a new file could not be logged and was dropped: every handle still
+        # open on it fails from then on, instead of writing into nothing.
+        self.lost: errors.LighthouseError | None = None
 
 
 class FileHandle:
@@ -316,6 +323,8 @@ class LighthouseOperations(pyfuse3.Operations):
 
     def _on_applied(self, event: Event, change: Change | None, local: bool) -> None:
         self.events_file.on_applied(event)
+        if change is not None and event.type == events.MKNOD and event.payload.get("ino") in self._new_files:
+            self._adopt(event.payload["ino"])
         if local or change is None:
             return
         for ino in change.inodes:
@@ -560,10 +569,13 @@ class LighthouseOperations(pyfuse3.Operations):
     async def _settle_name(self, parent: int, name: bytes) -> None:
         """Log the new file of that name, or the new files in the directory of that
         name, before the name is removed or replaced (the tree would not see them)."""
+        logged = self.tree.find(parent, name)
         new = self._new_files.find(parent, name)
-        if new is not None:
+        if new is not None and logged is None:
+            # (If another node logged that name first, the change is about its file:
+            # this one's conflict is for its own close to report.)
             await self._settle(new.node.ino)
-        directory = self.tree.find(parent, name)
+        directory = logged
         if directory is not None and directory.is_dir:
             for new in self._new_files.in_dir(directory.ino):
                 await self._settle(new.node.ino)
@@ -580,11 +592,23 @@ class LighthouseOperations(pyfuse3.Operations):
             self._abandon(new, str(exc))
             raise
         _, change = await self._submit_one(draft, pending.chunks, durable=True)
-        if change is None:
-            self._abandon(new, "another producer took the name first")
-            raise errors.Exists(f"{draft.path} was created by another producer first")
-        self._new_files.remove(node.ino)
-        logged = self.tree.nodes[node.ino]
+        if change is not None:
+            return   # applied: _on_applied adopted the file
+        if node.ino not in self._new_files:
+            # An earlier append of this file, reported failed but stored, was applied
+            # first (the outcome of a failed append is unknown): store this content on it.
+            await self._submit_one(Draft(events.WRITE, self._path_of(node.ino),
+                                         {"ino": node.ino, "size": pending.size, "chunks": pending.hashes}),
+                                   pending.chunks, durable=True)
+            return
+        self._abandon(new, "another producer took the name first")
+        raise errors.Exists(f"{draft.path} was created by another producer first")
+
+    def _adopt(self, ino: int) -> None:
+        """A new file's MKNOD was applied (by its close, or by the follower after an
+        append that had been reported failed): from now on it is a tree node."""
+        node = self._new_files.remove(ino).node
+        logged = self.tree.nodes[ino]
         if node.lookups:   # the kernel's references move to the logged node
             if logged.lookups:
                 self.kernel_inodes -= 1   # looked up again while it was being logged
@@ -596,6 +620,11 @@ class LighthouseOperations(pyfuse3.Operations):
                     self.tree.path(new.parent, new.name), reason)
         self._new_files.remove(new.node.ino)
         new.node.nlink = 0
+        open_file = self._open_files.get(new.node.ino)
+        if open_file is not None:
+            open_file.lost = errors.LighthouseError(
+                f"{self.tree.path(new.parent, new.name)} was dropped before it was stored: {reason}",
+                errno_=errno.ESTALE)
         if new.node.lookups:
             new.node.lookups = 0
             self.kernel_inodes -= 1
@@ -751,6 +780,8 @@ class LighthouseOperations(pyfuse3.Operations):
         handle = self._handles[fh]
         if not isinstance(handle, FileHandle) or not handle.writable:
             raise errors.PermissionDenied("file not open for writing")
+        if handle.open_file.lost is not None:
+            raise handle.open_file.lost
         await handle.open_file.buffer.write(off, buf)
         return len(buf)
 
@@ -769,6 +800,8 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def fsync(self, fh, datasync):
         handle = self._handles.get(fh)
+        if isinstance(handle, FileHandle) and handle.open_file.lost is not None:
+            raise handle.open_file.lost
         if isinstance(handle, FileHandle) and (handle.open_file.buffer.changed
                                                or handle.open_file.ino in self._new_files):
             await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
@@ -789,10 +822,12 @@ class LighthouseOperations(pyfuse3.Operations):
         finally:
             open_file.refs -= 1
             if open_file.refs == 0:
-                del self._open_files[open_file.ino]
                 new = self._new_files.get(open_file.ino)
                 if new is not None:
-                    self._abandon(new, "it was closed without being stored (see the error of its close)")
+                    async with new.lock:   # after a rename or fsync logging it right now
+                        if open_file.ino in self._new_files:
+                            self._abandon(new, "it was closed without being stored (see the error of its close)")
+                del self._open_files[open_file.ino]
                 self.tree.release_orphan(open_file.ino)   # dropped if unlinked and not looked up
 
     async def _commit(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
@@ -803,8 +838,12 @@ class LighthouseOperations(pyfuse3.Operations):
                 if ino in self._new_files:
                     await self._store_content(buffer, new)
                     return
+            if open_file is not None and open_file.lost is not None:
+                raise open_file.lost   # the close that held the lock dropped the file
             if not buffer.changed:
                 return   # the close that logged the file stored all of it
+        if open_file is not None and open_file.lost is not None:
+            raise open_file.lost
         node = self.tree.nodes.get(ino)
         if node is None or node.nlink == 0:
             return  # unlinked while open: nothing visible changes, nothing to store

@@ -143,6 +143,16 @@ class Tree:
             raise errors.NotADirectory(f"inode {ino} is not a directory")
         return node
 
+    def live_dir(self, ino: int) -> Node:
+        """A directory that entries may be added to: not one that was removed and is only
+        kept here because this node's kernel still holds it (a shell's cwd). Replays
+        and other nodes do not have such a directory at all, so every node must refuse
+        it alike."""
+        directory = self.get_dir(ino)
+        if directory.nlink == 0:
+            raise errors.NotFound(f"directory {ino} has been removed")
+        return directory
+
     def child(self, parent: int, name: bytes) -> Node:
         directory = self.get_dir(parent)
         ino = directory.entries.get(name)
@@ -232,7 +242,7 @@ class Tree:
         return handler(p, seq, time_ns, mutate)
 
     def _mknod(self, p: dict, seq: int, time_ns: int, mutate: bool) -> Change | None:
-        parent = self.get_dir(p["parent"])
+        parent = self.live_dir(p["parent"])
         name = p["name"]
         check_name(name)
         if name in parent.entries:
@@ -240,7 +250,9 @@ class Tree:
         ino = p.get("ino")
         if ino is not None and (not isinstance(ino, int) or not events.is_reserved_ino(ino)):
             raise errors.InvalidArgument(f"inode {ino!r} is not from a reserved range")
-        if ino is not None and ino in self.nodes:
+        if ino is not None and ino in self.nodes and self.nodes[ino].nlink > 0:
+            # (An unlinked node kept only for this node's kernel does not count: other
+            # nodes and replays no longer have it.)
             raise errors.Exists(f"inode {ino} exists")
         if not mutate:
             return None
@@ -260,7 +272,7 @@ class Tree:
 
     def _link(self, p: dict, seq: int, time_ns: int, mutate: bool) -> Change | None:
         node = self.get(p["ino"])
-        parent = self.get_dir(p["parent"])
+        parent = self.live_dir(p["parent"])
         name = p["name"]
         check_name(name)
         if node.is_dir:
@@ -310,7 +322,7 @@ class Tree:
 
     def _rename(self, p: dict, seq: int, time_ns: int, mutate: bool) -> Change | None:
         old_parent = self.get_dir(p["parent"])
-        new_parent = self.get_dir(p["new_parent"])
+        new_parent = self.live_dir(p["new_parent"])
         name, new_name = p["name"], p["new_name"]
         check_name(new_name)
         node = self.child(old_parent.ino, name)

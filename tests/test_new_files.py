@@ -260,3 +260,57 @@ def test_a_close_racing_a_rename_loses_nothing(mounter):
     assert {p.name: p.read_text() for p in (again / "projects" / "p").iterdir()} == expected
     types = [e["type"] for e in logged(again)]
     assert types.count("mknod") == 151 and types.count("rename") == 150 and "write" not in types
+
+
+def test_a_directory_removed_elsewhere_fails_the_close_everywhere_alike(mounter):
+    a, b = mounter("a"), mounter("b")
+    (a / "projects" / "p" / "d").mkdir(parents=True)
+    eventually(lambda: (b / "projects" / "p" / "d").is_dir())
+    held = os.open(a / "projects" / "p" / "d", os.O_RDONLY)   # a's kernel keeps the directory
+    try:
+        fd = os.open(a / "projects" / "p" / "d" / "f", CREATE)
+        os.write(fd, b"written into a directory that goes away")
+        os.rmdir(b / "projects" / "p" / "d")                 # b cannot see a's new file
+        eventually(lambda: not (a / "projects" / "p" / "d").exists())
+        with pytest.raises(FileNotFoundError):
+            os.close(fd)
+    finally:
+        os.close(held)
+    assert "projects/p/d/f" not in logged_paths(a, "mknod") and "?" not in str(logged_paths(a, "mknod"))
+    c = mounter("c")
+    assert os.listdir(c / "projects" / "p") == []
+
+
+def test_other_handles_of_a_dropped_new_file_fail_instead_of_writing_into_nothing(mounter):
+    a, b = mounter("a"), mounter("b")
+    (a / "projects" / "p").mkdir()
+    eventually(lambda: (b / "projects" / "p").is_dir())
+    fd1 = os.open(a / "projects" / "p" / "x", CREATE)
+    fd2 = os.open(a / "projects" / "p" / "x", os.O_WRONLY)
+    try:
+        (b / "projects" / "p" / "x").write_text("from b")
+        eventually(lambda: "projects/p/x" in logged_paths(a, "mknod"))
+        with pytest.raises(FileExistsError):
+            os.close(fd1)
+        with pytest.raises(OSError) as err:
+            os.write(fd2, b"would be lost")
+        assert err.value.errno == errno.ESTALE
+    finally:
+        os.close(fd2)
+    assert (a / "projects" / "p" / "x").read_text() == "from b"
+
+
+def test_a_change_by_name_after_another_node_took_it_is_about_that_node_file(mounter):
+    a, b = mounter("a"), mounter("b")
+    (a / "projects" / "p").mkdir()
+    eventually(lambda: (b / "projects" / "p").is_dir())
+    fd = os.open(a / "projects" / "p" / "x", CREATE)
+    os.write(fd, b"from a")
+    (b / "projects" / "p" / "x").write_text("from b")
+    eventually(lambda: (a / "projects" / "p" / "x").read_text() == "from b")
+    os.rename(a / "projects" / "p" / "x", a / "projects" / "p" / "y")   # b's file, not a's
+    os.close(fd)    # the name is free again: a's file is logged after all
+    for m in (a, b):
+        eventually(lambda m=m: sorted(os.listdir(m / "projects" / "p")) == ["x", "y"])
+        assert (m / "projects" / "p" / "y").read_text() == "from b"
+        eventually(lambda m=m: (m / "projects" / "p" / "x").read_text() == "from a")

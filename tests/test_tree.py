@@ -259,3 +259,35 @@ def test_reserved_ranges_are_disjoint_and_above_sequence_inodes():
     assert first.stop == second.start and len(first) == events.INO_RANGE
     assert events.ino_for_seq((1 << 40) - events.INO_BASE - 1) < events.inode_range(0).start
     assert events.is_reserved_ino(first[0]) and not events.is_reserved_ino(events.ino_for_seq(10**9))
+
+
+def test_nothing_is_added_to_a_removed_directory_kept_for_the_kernel():
+    """A removed directory that this node's kernel still holds (a shell's cwd) stays in
+    the tree, but replays and other nodes do not have it: entries added to it must be
+    refused the same way everywhere."""
+    log = Log()
+    pinned: set[int] = set()
+    log.tree.is_pinned = lambda ino: ino in pinned
+    d = log.mk(PROJECTS_INO, b"d", DIR)
+    f = log.mk(PROJECTS_INO, b"f")
+    pinned.add(d)
+    log.do(events.UNLINK, parent=PROJECTS_INO, name=b"d")
+    assert d in log.tree.nodes   # kept for the kernel
+    for type_, payload in ((events.MKNOD, dict(parent=d, name=b"x", mode=FILE)),
+                           (events.LINK, dict(ino=f, parent=d, name=b"x")),
+                           (events.RENAME, dict(parent=PROJECTS_INO, name=b"f", new_parent=d, new_name=b"x"))):
+        with pytest.raises(errors.NotFound):
+            log.tree.check(Draft(type_, "projects/d/x", payload))
+
+
+def test_an_explicit_inode_may_replace_an_unlinked_node_kept_for_the_kernel():
+    log = Log()
+    pinned: set[int] = set()
+    log.tree.is_pinned = lambda ino: ino in pinned
+    reserved = events.inode_range(log.do(events.INODES, count=events.INO_RANGE) - events.INO_BASE)
+    log.do(events.MKNOD, parent=PROJECTS_INO, name=b"a", mode=FILE, ino=reserved[0])
+    pinned.add(reserved[0])
+    log.do(events.UNLINK, parent=PROJECTS_INO, name=b"a")
+    # Another node (or a replay) no longer has the inode, so it accepts it again: so must this one.
+    log.do(events.MKNOD, parent=PROJECTS_INO, name=b"b", mode=FILE, ino=reserved[0])
+    assert log.tree.child(PROJECTS_INO, b"b").nlink == 1
