@@ -1,0 +1,97 @@
+"""Two daemons on one store, driven by random interleaved operations (files held open
+across steps, renames, unlinks, directories coming and going on the other node): once
+everything is closed and both have applied the whole log, they show the same tree,
+inode numbers included, and a fresh daemon replays that tree from the store. Errors
+along the way are allowed (conflicts are real); diverging is not."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from mounting import eventually, lighthouse
+
+pytestmark = pytest.mark.mount
+
+names = st.sampled_from(["a", "b", "d/a", "d/b", "e/a"])
+dirs = st.sampled_from(["d", "e"])
+nodes = st.sampled_from([0, 1])
+payloads = st.binary(max_size=200)
+operations = st.lists(st.one_of(
+    st.tuples(st.just("create"), nodes, names, payloads),
+    st.tuples(st.just("close"), st.integers(0, 2)),
+    st.tuples(st.just("write"), nodes, names, payloads),
+    st.tuples(st.just("rename"), nodes, names, names),
+    st.tuples(st.just("unlink"), nodes, names),
+    st.tuples(st.just("mkdir"), nodes, dirs),
+    st.tuples(st.just("rmdir"), nodes, dirs),
+), max_size=25)
+
+
+def tree_of(root) -> dict:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st_ = os.lstat(path)
+            data = open(path, "rb").read() if name in filenames else None
+            out[os.path.relpath(path, root)] = (st_.st_ino, st_.st_mode, st_.st_size, data)
+    return out
+
+
+def applied(m) -> int:
+    return json.loads((m / ".lighthouse" / "health").read_text())["applied_seq"]
+
+
+def test_two_daemons_converge_and_replay_alike(mounter):
+    a, b = mounter("a"), mounter("b")
+    runs = itertools.count()
+
+    @settings(max_examples=int(os.environ.get("LIGHTHOUSE_CONVERGENCE_EXAMPLES", "30")), deadline=None,
+              database=None, suppress_health_check=list(HealthCheck))
+    @given(operations)
+    def run(ops):
+        project = f"projects/run{next(runs)}"
+        os.mkdir(a / project)
+        eventually(lambda: (b / project).is_dir())
+        roots = [a / project, b / project]
+        held: list[int] = []
+        try:
+            for op in ops:
+                try:
+                    if op[0] == "create" and len(held) < 3:
+                        fd = os.open(roots[op[1]] / op[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                        held.append(fd)
+                        os.write(fd, op[3])
+                    elif op[0] == "close" and held:
+                        os.close(held.pop(op[1] % len(held)))
+                    elif op[0] == "write":
+                        (roots[op[1]] / op[2]).write_bytes(op[3])
+                    elif op[0] == "rename":
+                        os.rename(roots[op[1]] / op[2], roots[op[1]] / op[3])
+                    elif op[0] == "unlink":
+                        os.unlink(roots[op[1]] / op[2])
+                    elif op[0] == "mkdir":
+                        os.mkdir(roots[op[1]] / op[2])
+                    elif op[0] == "rmdir":
+                        os.rmdir(roots[op[1]] / op[2])
+                except OSError:
+                    pass   # a conflict or an impossible step: allowed, as long as all agree
+        finally:
+            for fd in held:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        eventually(lambda: applied(a) == applied(b), timeout=20)
+        assert tree_of(a / project) == tree_of(b / project)
+
+    run()
+    expected = tree_of(a / "projects")
+    lighthouse("umount", str(a.path))
+    lighthouse("umount", str(b.path))
+    fresh = mounter("c")
+    assert tree_of(fresh / "projects") == expected
