@@ -1,6 +1,7 @@
 """The one wrapper every CSI RPC goes through.
 
-It logs each request and response with secrets stripped, holds a per-volume
+It logs each request and response with secrets stripped (the frequent identity
+calls at DEBUG; a failure repeated unchanged at DEBUG after its first WARNING), holds a per-volume
 lock (a second call for a busy volume gets ABORTED, as the CSI spec asks, so
 the CO retries instead of racing), and turns exceptions into gRPC status
 codes: CsiError subclasses into their own code, anything else into INTERNAL
@@ -81,6 +82,33 @@ class VolumeLocks:
                 self._busy.discard(key)
 
 
+# Called every few seconds by the kubelet's liveness probe and the sidecars: their
+# requests are logged at DEBUG, or the log would be mostly these.
+_FREQUENT = {"Probe", "GetPluginInfo", "GetPluginCapabilities", "NodeGetCapabilities"}
+
+
+class _RepeatFilter:
+    """The same failure of the same RPC, again and again (a probe of a sick node), is
+    logged at WARNING once, then at DEBUG until the RPC succeeds or fails otherwise."""
+
+    def __init__(self):
+        self._last: dict[str, tuple] = {}
+        self._mutex = threading.Lock()
+
+    def first(self, name, failure) -> bool:
+        with self._mutex:
+            first = self._last.get(name) != failure
+            self._last[name] = failure
+            return first
+
+    def succeeded(self, name):
+        with self._mutex:
+            self._last.pop(name, None)
+
+
+_repeats = _RepeatFilter()
+
+
 def rpc(lock_key=None):
     """Decorate a servicer method `def M(self, request) -> response`.
 
@@ -91,22 +119,26 @@ def rpc(lock_key=None):
 
     def decorate(method):
         name = method.__name__
+        level = logging.DEBUG if name in _FREQUENT else logging.INFO
 
         @functools.wraps(method)
         def wrapper(self, request, context):
-            log.info("%s request: %s", name, sanitize(request))
+            log.log(level, "%s request: %s", name, sanitize(request))
             try:
                 key = lock_key(request) if lock_key else ""
                 with self.locks.hold(key):
                     response = method(self, request)
             except CsiError as err:
                 code, detail = err.code, redact_url(str(err))
-                log.warning("%s failed: %s: %s", name, code.name, detail)
+                repeated = not _repeats.first(name, (code, detail))
+                log.log(logging.DEBUG if repeated else logging.WARNING, "%s failed%s: %s: %s", name,
+                        " again" if repeated else "", code.name, detail)
             except Exception:  # noqa: BLE001 - the boundary: nothing else may escape
                 log.exception("%s failed unexpectedly", name)
                 code, detail = grpc.StatusCode.INTERNAL, f"{name}: internal error (see driver log)"
             else:
-                log.info("%s response: %s", name, sanitize(response))
+                _repeats.succeeded(name)
+                log.log(level, "%s response: %s", name, sanitize(response))
                 return response
             context.abort(code, detail)
 

@@ -69,6 +69,19 @@ def test_probe_is_a_failed_precondition_when_it_cannot_mount(make_driver, mode, 
     assert "/nonexistent/" in info.value.details()
 
 
+def test_a_probe_failing_again_and_again_is_a_warning_once(make_driver):
+    """The kubelet probes every few seconds: one WARNING for a sick node, not one a probe.
+    (The driver logs at DEBUG here, so every line is in its log, with its level.)"""
+    driver = make_driver(mode="node", fuse_device="/nonexistent/fuse")
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError):
+            driver.identity.Probe(csi_pb2.ProbeRequest())
+    lines = driver.log_text().splitlines()
+    failures = [line.split()[2] for line in lines if ": Probe failed" in line]
+    assert failures == ["WARNING", "DEBUG", "DEBUG"]
+    assert {line.split()[2] for line in lines if ": Probe request" in line} == {"DEBUG"}
+
+
 @pytest.mark.parametrize("missing", CANNOT_MOUNT, ids=["no-cli", "no-fuse"])
 def test_cannot_mount_is_a_failed_precondition(make_driver, missing):
     driver = make_driver(**missing)
