@@ -1,11 +1,12 @@
 """The one wrapper every CSI RPC goes through.
 
-It logs each request and response with secrets stripped (the frequent identity
-calls at DEBUG; a failure repeated unchanged at DEBUG after its first WARNING), holds a per-volume
-lock (a second call for a busy volume gets ABORTED, as the CSI spec asks, so
-the CO retries instead of racing), and turns exceptions into gRPC status
-codes: CsiError subclasses into their own code, anything else into INTERNAL
-with the traceback in the log (never in the status message).
+It logs each request and response with secrets stripped (the frequent
+identity calls at DEBUG; a failure repeated unchanged at DEBUG after its first
+WARNING), holds a per-volume lock (a second call for a busy volume gets
+ABORTED, as the CSI spec asks, so the CO retries instead of racing), and turns
+exceptions into gRPC status codes: CsiError subclasses into their own code,
+anything else into INTERNAL with the traceback in the log (never in the status
+message).
 """
 
 import contextlib
