@@ -31,6 +31,10 @@ class ChunkCache:
         (self._on_miss if data is None else self._on_hit)()
         return data
 
+    def holds(self, digest: bytes) -> bool:
+        """Is the chunk here? Neither a hit nor a miss (readahead asks, no reader)."""
+        return digest in self._lru
+
     def put(self, digest: bytes, data: bytes) -> None:
         if len(data) <= self._lru.maxsize:     # a chunk larger than the cache is not kept
             self._lru[digest] = data

@@ -56,6 +56,8 @@ FIRST_HISTORY_INO = events.RESERVED_INO_END   # .history entries: numbered per m
 ATTR_CACHE_ENTRIES = 8192
 LARGE_COMMIT = 1 << 20
 CHUNK_CACHE_BYTES = 64 << 20
+# Readahead only where L1 keeps what it brings until it is read (--cache-mb 0: never).
+READAHEAD_MIN_CACHE_BYTES = 8 << 20
 XATTR_VALUE_MAX = 64 * 1024
 EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
 
@@ -198,11 +200,16 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.NotFound(f"no inode {ino}")
         return node
 
-    async def _fetch_chunks(self, digests: list[bytes]) -> list[bytes]:
-        """Chunks from L1, and what L1 lacks from the store in one call."""
+    async def _fetch_chunks(self, digests: list[bytes], ahead: list[bytes] = ()) -> list[bytes]:
+        """Chunks from L1, and what L1 lacks from the store in one call. If that call is
+        made, the `ahead` chunks L1 lacks come with it (readahead; see content.py), when
+        L1 is large enough to keep them until they are read."""
         found = [self._chunks.get(digest) for digest in digests]
         missing = [digest for digest, data in zip(digests, found) if data is None]
         if missing:
+            if ahead and self._chunks.max_bytes >= READAHEAD_MIN_CACHE_BYTES:
+                wanted = set(missing)
+                missing += [d for d in dict.fromkeys(ahead) if d not in wanted and not self._chunks.holds(d)]
             fetched = dict(zip(missing, await self.journal.call_store(self.store.get_chunks, missing)))
             for digest, data in fetched.items():
                 self._chunks.put(digest, data)

@@ -2,6 +2,8 @@
 the same bytes, and committing stores only chunks that are new."""
 from __future__ import annotations
 
+import random
+
 import pytest
 import trio
 from hypothesis import given, settings, strategies as st
@@ -179,4 +181,31 @@ def test_a_read_across_chunks_fetches_them_in_one_call():
         assert await buf.read(CHUNK_SIZE - 10, 2 * CHUNK_SIZE) == data[CHUNK_SIZE - 10:3 * CHUNK_SIZE - 10]
         assert calls == [3]
         assert await buf.read(0, len(data)) == data and calls == [3, 3 + 2]   # the tail is two pieces
+    trio.run(run)
+
+
+def test_a_sequential_reader_brings_the_next_chunks_in_the_same_round_trip():
+    async def run():
+        data = random.Random(0).randbytes(20 * CHUNK_SIZE)           # 20 distinct chunks
+        hashes, chunks = content.split(data)
+        store = ChunkStore(chunks)
+        cache: set[bytes] = set()
+        round_trips = []
+
+        async def fetch(digests, ahead=()):
+            """A store behind an L1 that keeps what a round trip brought."""
+            missing = [d for d in digests if d not in cache]
+            if missing:
+                round_trips.append((len(missing), len(ahead)))
+                cache.update(missing, ahead)
+            return await store.fetch(digests)
+        buf = FileBuffer(hashes, len(data), fetch)
+        read = 128 * 1024
+        assert b"".join([await buf.read(off, read) for off in range(0, len(data), read)]) == data
+        # 10 reads of 2 chunks; each round trip brings 8 more: 2 round trips, not 10.
+        assert round_trips == [(2, content.READAHEAD_CHUNKS)] * 2
+        cache.clear()
+        round_trips.clear()
+        await buf.read(5 * CHUNK_SIZE, read)      # not where the last read ended: no readahead
+        assert round_trips == [(2, 0)]
     trio.run(run)
