@@ -30,7 +30,7 @@ import trio
 
 from . import errors, events
 from .cache import ChunkCache
-from .content import FileBuffer
+from .content import FileBuffer, Pending
 from .events import Draft, Event
 from .events_file import EventsFile
 from .history import History
@@ -582,12 +582,11 @@ class LighthouseOperations(pyfuse3.Operations):
             # (If another node logged that name first, the change is about its file:
             # this one's conflict is for its own close to report.)
             await self._settle(new.node.ino)
-        directory = logged
-        if directory is not None and directory.is_dir:
-            for new in self._new_files.in_dir(directory.ino):
+        if logged is not None and logged.is_dir:
+            for new in self._new_files.in_dir(logged.ino):
                 await self._settle(new.node.ino)
 
-    async def _log_new_file(self, new: NewFile, pending) -> None:
+    async def _log_new_file(self, new: NewFile, pending: Pending) -> None:
         """One MKNOD with the file's name, attributes, inode and content."""
         node = new.node
         draft = Draft(events.MKNOD, self.tree.path(new.parent, new.name),
@@ -604,9 +603,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if node.ino not in self._new_files:
             # An earlier append of this file, reported failed but stored, was applied
             # first (the outcome of a failed append is unknown): store this content on it.
-            await self._submit_one(Draft(events.WRITE, self._path_of(node.ino),
-                                         {"ino": node.ino, "size": pending.size, "chunks": pending.hashes}),
-                                   pending.chunks, durable=True)
+            await self._submit_one(self._write_draft(node.ino, pending), pending.chunks, durable=True)
             return
         self._abandon(new, "another producer took the name first")
         raise errors.Exists(f"{draft.path} was created by another producer first")
@@ -845,12 +842,10 @@ class LighthouseOperations(pyfuse3.Operations):
                 if ino in self._new_files:
                     await self._store_content(buffer, new)
                     return
-            if open_file is not None and open_file.lost is not None:
-                raise open_file.lost   # the close that held the lock dropped the file
-            if not buffer.changed:
-                return   # the close that logged the file stored all of it
         if open_file is not None and open_file.lost is not None:
-            raise open_file.lost
+            raise open_file.lost   # e.g. the close that held the lock dropped the file
+        if new is not None and not buffer.changed:
+            return   # the close that logged the file stored all of it
         node = self.tree.nodes.get(ino)
         if node is None or node.nlink == 0:
             return  # unlinked while open: nothing visible changes, nothing to store
@@ -864,6 +859,9 @@ class LighthouseOperations(pyfuse3.Operations):
                 raise
         await self._store_content(buffer, ino)
 
+    def _write_draft(self, ino: int, pending: Pending) -> Draft:
+        return Draft(events.WRITE, self._path_of(ino), {"ino": ino, "size": pending.size, "chunks": pending.hashes})
+
     async def _store_content(self, buffer: FileBuffer, target: int | NewFile) -> None:
         """Store the buffer: a write event on inode `target`, or the MKNOD of a new file."""
         pending = buffer.snapshot()
@@ -874,9 +872,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if isinstance(target, NewFile):
             await self._log_new_file(target, pending)
         else:
-            draft = Draft(events.WRITE, self._path_of(target),
-                          {"ino": target, "size": pending.size, "chunks": pending.hashes})
-            await self._submit_one(draft, pending.chunks, durable=True)
+            await self._submit_one(self._write_draft(target, pending), pending.chunks, durable=True)
         buffer.mark_committed(pending)
         self._chunks.put_fresh(pending.chunks)
 
