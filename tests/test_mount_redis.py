@@ -76,7 +76,8 @@ def test_attributes_changed_on_one_node_are_fresh_on_the_other(mounter, own_serv
 
     def fresh():
         now = {e.name: e.stat() for e in os.scandir(b / "projects" / "p")}
-        return all((st.st_mode & 0o777, st.st_size, st.st_mtime_ns) == (0o600, 6, 10**18) for st in now.values())
+        return len(now) == 20 and all((st.st_mode & 0o777, st.st_size, st.st_mtime_ns) == (0o600, 6, 10**18)
+                                      for st in now.values())
     eventually(fresh)
     st = os.stat(b / "projects" / "p" / "f7")
     assert (st.st_mode & 0o777, st.st_size, st.st_mtime_ns) == (0o600, 6, 10**18)

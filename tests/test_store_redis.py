@@ -462,24 +462,27 @@ def test_mount_refuses_an_unreachable_redis(tmp_path):
         srv.stop()
 
 
-def test_mount_of_a_silent_redis_gives_up_instead_of_hanging(tmp_path, monkeypatch, capsys):
-    """A Redis that accepts and never answers: `lighthouse mount` stops waiting for the
-    daemon after its ready timeout, stops the daemon, and says so."""
+def test_mount_of_a_silent_redis_gives_up_instead_of_hanging(tmp_path, monkeypatch, capsys, own_server):
+    """A Redis that accepts and never answers (frozen): `lighthouse mount` stops waiting
+    for the daemon after its ready timeout, stops the daemon, and says so."""
+    import psutil
     from lighthousefs import cli
-    from mounting import is_mounted
+    from mounting import is_mounted, unmount_quietly
 
-    silent = socket.create_server(("127.0.0.1", 0))
-    port = silent.getsockname()[1]
     monkeypatch.setattr(cli, "READY_TIMEOUT_S", 2.0)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
+    os.kill(own_server.proc.pid, signal.SIGSTOP)
     try:
-        code = cli.main(["mount", str(mnt), "--store", f"redis://127.0.0.1:{port}/0?timeout=60",
+        code = cli.main(["mount", str(mnt), "--store", with_ns(own_server.url) + "&timeout=60",
                          "--log", str(tmp_path / "mnt.log")])
     finally:
-        silent.close()
+        os.kill(own_server.proc.pid, signal.SIGCONT)
+        unmount_quietly(mnt)   # only if the daemon got that far after all
     assert code != 0 and "not ready within 2 s" in capsys.readouterr().err
     assert not is_mounted(mnt)
+    daemons = [p for p in psutil.process_iter(["cmdline"]) if str(mnt) in (p.info["cmdline"] or [])]
+    assert daemons == [], "the daemon was left running"
 
 
 def test_wait_for_events_names_a_newer_event_or_times_out(opener):
