@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES="fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv redis-server redis-tools bindfs git systemd util-linux"
+APT_PACKAGES="fuse3 libfuse3-dev pkg-config gcc python3-dev python3-venv redis-server redis-tools bindfs git systemd util-linux openssl"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

@@ -135,9 +135,7 @@ def kill(pid, timeout=5):
 def remove_tree(path):
     """rm -r a temp dir, but never through a mount that is still up."""
     path = os.path.realpath(path)
-    with open("/proc/mounts") as f:
-        mounted = [line.split()[1] for line in f]
-    if any(m == path or m.startswith(path + "/") for m in mounted):
+    if mounts_under(path):
         print(f"not removing {path}: still mounted", file=sys.stderr)
         return
     shutil.rmtree(path, ignore_errors=True)
@@ -160,7 +158,7 @@ def mounts_under(root):
     """(mount point, file system type) of every mount at or below root, deepest first."""
     roots = _roots(root)
     found = []
-    with open("/proc/mounts") as f:
+    with open("/proc/mounts", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
             point = _unescape(fields[1])
@@ -211,13 +209,13 @@ def sweep(root, timeout=10):
             try:
                 found.append(f"process {p.pid}: {' '.join(p.info['cmdline'] or [])[:200]}")
                 p.terminate()
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         _, alive = psutil.wait_procs(procs, timeout=timeout)
         for p in alive:
             try:
                 p.kill()
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         psutil.wait_procs(alive, timeout=timeout)
         for point, fstype in mounts_under(root):   # left by a daemon that had to be killed

@@ -85,7 +85,8 @@ class Controller(csi_pb2_grpc.ControllerServicer):
 
     @rpc(lock_key=lambda r: r.volume_id)
     def ValidateVolumeCapabilities(self, request):
-        # Every check of the request comes before _projects(), which mounts.
+        # A malformed request is refused before _projects(), which mounts; unsupported
+        # capabilities only after it, so that a missing volume is NOT_FOUND first.
         validate.volume_id(request.volume_id)
         if not request.volume_capabilities:
             raise InvalidArgument("volume_capabilities are required")

@@ -68,7 +68,6 @@ class Node(csi_pb2_grpc.NodeServicer):
     def NodeUnpublishVolume(self, request):
         vid = validate.volume_id(request.volume_id)
         target = validate.target_path(request.target_path, self.config.allowed_root)
-        # Not mounted (already unpublished, or never published): success.
         self._forget(vid, target)
         try:
             os.rmdir(target)  # the CO may have made it; it is empty after unmount

@@ -1,8 +1,8 @@
 """The one wrapper every CSI RPC goes through.
 
 It logs each request and response with secrets stripped (the frequent
-identity calls at DEBUG; a failure repeated unchanged at DEBUG after its first
-WARNING), holds a per-volume lock (a second call for a busy volume gets
+identity calls at DEBUG, and their failure repeated unchanged at DEBUG after its
+first WARNING), holds a per-volume lock (a second call for a busy volume gets
 ABORTED, as the CSI spec asks, so the CO retries instead of racing), and turns
 exceptions into gRPC status codes: CsiError subclasses into their own code,
 anything else into INTERNAL with the traceback in the log (never in the status
@@ -89,8 +89,9 @@ _FREQUENT = {"Probe", "GetPluginInfo", "GetPluginCapabilities", "NodeGetCapabili
 
 
 class _RepeatFilter:
-    """The same failure of the same RPC, again and again (a probe of a sick node), is
-    logged at WARNING once, then at DEBUG until the RPC succeeds or fails otherwise."""
+    """The same failure of the same frequent RPC, again and again (a probe of a sick
+    node), is logged at WARNING once, then at DEBUG until the RPC succeeds or fails
+    otherwise. (Other RPCs log every failure: their requests are logged at INFO too.)"""
 
     def __init__(self):
         self._last: dict[str, tuple] = {}
@@ -131,10 +132,11 @@ def rpc(lock_key=None):
                     response = method(self, request)
             except CsiError as err:
                 code, detail = err.code, redact_url(str(err))
-                repeated = not _repeats.first(name, (code, detail))
+                repeated = name in _FREQUENT and not _repeats.first(name, (code, detail))
                 log.log(logging.DEBUG if repeated else logging.WARNING, "%s failed%s: %s: %s", name,
                         " again" if repeated else "", code.name, detail)
             except Exception:  # noqa: BLE001 - the boundary: nothing else may escape
+                _repeats.succeeded(name)   # "failed otherwise": the next repeat is news again
                 log.exception("%s failed unexpectedly", name)
                 code, detail = grpc.StatusCode.INTERNAL, f"{name}: internal error (see driver log)"
             else:
