@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
