@@ -163,7 +163,9 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render, metrics,
                                    cache_bytes=config.cache_mb << 20)
         control.ops = ops
-        options = set(pyfuse3.default_options) | {"fsname=lighthouse", "subtype=lighthouse"}
+        # nodev: device nodes are stored (mknod), never opened as devices. (libfuse sets
+        # it by default; said here so it stays whatever the defaults become.)
+        options = set(pyfuse3.default_options) | {"fsname=lighthouse", "subtype=lighthouse", "nodev"}
         if config.read_only:
             options.add("ro")
         if os.geteuid() == 0:

@@ -507,8 +507,10 @@ class LighthouseOperations(pyfuse3.Operations):
         return self._attr(await self._make(parent_inode, name, stat.S_IFDIR | (mode & 0o7777), ctx))
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
-            raise errors.NotPermitted("device files are not supported")
+        # Device nodes are stored like any other node (type and rdev); the mount is
+        # nodev (daemon.py), so the kernel never opens one as a device.
+        if stat.S_IFMT(mode) not in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+            raise errors.InvalidArgument(f"mknod of file type {stat.S_IFMT(mode):o}")
         return self._attr(await self._make(parent_inode, name, mode, ctx, rdev=rdev))
 
     async def symlink(self, parent_inode, name, target, ctx):
