@@ -27,12 +27,12 @@ INO_RANGE = 1 << 16
 
 # Types that change the tree. Any other type is an annotation (from `lighthouse emit`
 # or the API): recorded and shown in `events`, ignored by the projection.
-MKNOD = "mknod"          # parent, name, mode, uid, gid, rdev, target (symlinks), size+chunks, ino
+MKNOD = "mknod"          # parent, name, mode, uid, gid, rdev, target (symlinks), size+chunks, ino, mtime, ctime
 LINK = "link"            # ino, parent, name
 UNLINK = "unlink"        # parent, name (files, symlinks and empty directories)
 RENAME = "rename"        # parent, name, new_parent, new_name, exchange
 SETATTR = "setattr"      # ino and any of mode, uid, gid, atime, mtime
-WRITE = "write"          # ino, size, chunks (hashes), mtime: one close() of a written file
+WRITE = "write"          # ino, size, chunks (hashes), mtime, ctime: one close() of a written file
 SETXATTR = "setxattr"    # ino, name, value
 REMOVEXATTR = "removexattr"  # ino, name
 

@@ -95,7 +95,7 @@ def _guarded(fn):
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
-    __slots__ = ("ino", "buffer", "refs", "lost")
+    __slots__ = ("ino", "buffer", "refs", "lost", "times")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
@@ -104,6 +104,14 @@ class OpenFile:
         # Set when a new file could not be logged and was dropped: every handle still
         # open on it fails from then on, instead of writing into nothing.
         self.lost: errors.LighthouseError | None = None
+        # (mtime, ctime) of the changes made through handles and not yet committed: a
+        # write or truncate moves them when it happens, as on ext4, not at close. stat
+        # shows them and the commit stores them.
+        self.times: tuple[int, int] | None = None
+
+    def touched(self) -> None:
+        now = time.time_ns()
+        self.times = (now, now)
 
 
 class FileHandle:
@@ -254,6 +262,9 @@ class LighthouseOperations(pyfuse3.Operations):
         attr.st_atime_ns = node.atime_ns
         attr.st_mtime_ns = node.mtime_ns
         attr.st_ctime_ns = node.ctime_ns
+        if open_file is not None and open_file.times is not None:
+            times = self._pending_times(open_file, node)
+            attr.st_mtime_ns, attr.st_ctime_ns = times["mtime"], times["ctime"]
         return attr
 
     def _virtual_attr(self, ino: int, mode: int, size: int = 0, volatile: bool = False) -> pyfuse3.EntryAttributes:
@@ -456,7 +467,9 @@ class LighthouseOperations(pyfuse3.Operations):
             handle = self._handles.get(fh) if fh is not None else None
             if isinstance(handle, FileHandle):
                 # ftruncate and O_TRUNC: part of the open file's next commit at close.
+                # The kernel leaves their times to us (it sends none, unlike truncate(2)).
                 await handle.open_file.buffer.truncate(attr.st_size)
+                handle.open_file.touched()
             else:
                 await self._truncate_now(node, attr.st_size)
         payload = {}
@@ -473,6 +486,10 @@ class LighthouseOperations(pyfuse3.Operations):
         if payload:
             payload["ino"] = inode
             await self._submit_one(Draft(events.SETATTR, self._path_of(inode), payload))
+            open_file = self._open_files.get(inode)
+            if "mtime" in payload and open_file is not None and open_file.times is not None:
+                # futimens before close (cp -p, rsync): the close commits this mtime.
+                open_file.times = (payload["mtime"], self.tree.get(inode).ctime_ns)
         return self._attr(self.tree.get(inode))
 
     async def _truncate_now(self, node: Node, size: int) -> None:
@@ -588,12 +605,12 @@ class LighthouseOperations(pyfuse3.Operations):
             for new in self._new_files.in_dir(logged.ino):
                 await self._settle(new.node.ino)
 
-    async def _log_new_file(self, new: NewFile, pending: Pending) -> None:
+    async def _log_new_file(self, new: NewFile, pending: Pending, times: dict[str, int]) -> None:
         """One MKNOD with the file's name, attributes, inode and content."""
         node = new.node
         draft = Draft(events.MKNOD, self.tree.path(new.parent, new.name),
                       {"parent": new.parent, "name": new.name, "mode": node.mode, "uid": node.uid,
-                       "gid": node.gid, "ino": node.ino, "size": pending.size, "chunks": pending.hashes})
+                       "gid": node.gid, "ino": node.ino, "size": pending.size, "chunks": pending.hashes, **times})
         try:
             self.tree.check(draft)
         except (errors.Exists, errors.NotFound, errors.NotADirectory) as exc:
@@ -605,7 +622,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if node.ino not in self._new_files:
             # An earlier append of this file, reported failed but stored, was applied
             # first (the outcome of a failed append is unknown): store this content on it.
-            await self._submit_one(self._write_draft(node.ino, pending), pending.chunks, durable=True)
+            await self._submit_one(self._write_draft(node.ino, pending, times), pending.chunks, durable=True)
             return
         self._abandon(new, "another producer took the name first")
         raise errors.Exists(f"{draft.path} was created by another producer first")
@@ -770,6 +787,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if flags & os.O_TRUNC and writing:
             # libfuse enables atomic O_TRUNC: the kernel sends no separate truncate.
             await self._handles[info.fh].open_file.buffer.truncate(0)
+            self._handles[info.fh].open_file.touched()
         return info
 
     async def read(self, fh, off, size):
@@ -789,6 +807,8 @@ class LighthouseOperations(pyfuse3.Operations):
         if handle.open_file.lost is not None:
             raise handle.open_file.lost
         await handle.open_file.buffer.write(off, buf)
+        if buf:
+            handle.open_file.touched()
         return len(buf)
 
     async def flush(self, fh):
@@ -842,7 +862,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if new is not None:
             async with new.lock:
                 if ino in self._new_files:
-                    await self._store_content(buffer, new)
+                    await self._store_content(buffer, new, open_file)
                     return
         if open_file is not None and open_file.lost is not None:
             raise open_file.lost   # e.g. the close that held the lock dropped the file
@@ -858,24 +878,42 @@ class LighthouseOperations(pyfuse3.Operations):
             except errors.InvalidArgument:
                 if open_file is not None:   # the old content stays, for every handle
                     open_file.buffer = self._committed_buffer(node)
+                    open_file.times = None
                 raise
-        await self._store_content(buffer, ino)
+        await self._store_content(buffer, ino, open_file)
 
-    def _write_draft(self, ino: int, pending: Pending) -> Draft:
-        return Draft(events.WRITE, self._path_of(ino), {"ino": ino, "size": pending.size, "chunks": pending.hashes})
+    def _pending_times(self, open_file: OpenFile | None, node: Node | None) -> dict[str, int]:
+        """The times an open file's uncommitted changes gave it, for stat and its commit
+        ({} if none: the commit's event time stands)."""
+        if open_file is None or open_file.times is None:
+            return {}
+        mtime, ctime = open_file.times
+        # A chmod since then moved ctime on; it never goes back.
+        return {"mtime": mtime, "ctime": max(ctime, node.ctime_ns) if node is not None else ctime}
 
-    async def _store_content(self, buffer: FileBuffer, target: int | NewFile) -> None:
-        """Store the buffer: a write event on inode `target`, or the MKNOD of a new file."""
+    def _write_draft(self, ino: int, pending: Pending, times: dict[str, int] | None = None) -> Draft:
+        return Draft(events.WRITE, self._path_of(ino),
+                     {"ino": ino, "size": pending.size, "chunks": pending.hashes, **(times or {})})
+
+    async def _store_content(self, buffer: FileBuffer, target: int | NewFile,
+                             open_file: OpenFile | None = None) -> None:
+        """Store the buffer: a write event on inode `target`, or the MKNOD of a new file,
+        with the times its changes gave it."""
+        stamped = open_file.times if open_file is not None else None
+        node = target.node if isinstance(target, NewFile) else self.tree.nodes.get(target)
+        times = self._pending_times(open_file, node)
         pending = buffer.snapshot()
         if buffer.dirty_bytes() > LARGE_COMMIT:
             await trio.to_thread.run_sync(pending.seal)
         else:
             pending.seal()
         if isinstance(target, NewFile):
-            await self._log_new_file(target, pending)
+            await self._log_new_file(target, pending, times)
         else:
-            await self._submit_one(self._write_draft(target, pending), pending.chunks, durable=True)
+            await self._submit_one(self._write_draft(target, pending, times), pending.chunks, durable=True)
         buffer.mark_committed(pending)
+        if open_file is not None and open_file.times is stamped:
+            open_file.times = None   # stored; (a change made meanwhile stays for the next commit)
         self._chunks.put_fresh(pending.chunks)
 
     # ---- directories ---------------------------------------------------------------------

@@ -259,6 +259,9 @@ class Tree:
         node = Node(ino or events.ino_for_seq(seq), shared_int(p["mode"]), p.get("uid", 0), p.get("gid", 0),
                     time_ns)
         node.rdev = p.get("rdev", 0)
+        # A file created with its content has the times of its last write (fs.py).
+        node.mtime_ns = p.get("mtime", time_ns)
+        node.ctime_ns = p.get("ctime", time_ns)
         node.target = p.get("target", b"")
         node.size = p.get("size", len(node.target))
         node.chunks = pack(p.get("chunks", ()))  # a file created with its content: one event
@@ -407,7 +410,7 @@ class Tree:
         node.size = p["size"]
         node.chunks = pack(p["chunks"])
         node.mtime_ns = p.get("mtime", time_ns)
-        node.ctime_ns = time_ns
+        node.ctime_ns = p.get("ctime", time_ns)   # when the write or truncate was made (fs.py)
         node.version += 1
         return Change(inodes=[node.ino])
 

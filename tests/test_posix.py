@@ -5,6 +5,7 @@ import errno
 import os
 import sqlite3
 import stat
+import time
 
 import pytest
 
@@ -68,3 +69,62 @@ def test_device_nodes_are_stored_and_never_opened(mounter, any_store):
     assert "nodev" in mount_options(again.path)
     history = again / "projects" / "p" / ".history"
     check_devices(history / max(os.listdir(history), key=int), 0o440)   # read-only there
+
+
+# Changes through an open descriptor, as programs make them: (file, content before,
+# open flags, what is done with the descriptor and the path).
+HANDLE_STEPS = [
+    ("o_trunc", b"hello", os.O_WRONLY | os.O_TRUNC, lambda fd, path: None),
+    ("o_trunc_empty", b"", os.O_WRONLY | os.O_TRUNC, lambda fd, path: None),
+    ("ftruncate", b"hello world", os.O_WRONLY, lambda fd, path: os.ftruncate(fd, 3)),   # truncate -s 3
+    ("ftruncate_same_size", b"hello", os.O_WRONLY, lambda fd, path: os.ftruncate(fd, 5)),
+    ("write", b"hello", os.O_WRONLY, lambda fd, path: os.write(fd, b"J")),
+    ("write_then_futimens", b"hello", os.O_WRONLY,   # cp -p, rsync: times set before close
+     lambda fd, path: (os.write(fd, b"J"), os.utime(fd, ns=(10**18, 10**18)))),
+    ("truncate_by_path_while_open", b"hello", os.O_RDONLY, lambda fd, path: os.truncate(path, 2)),
+    ("open_for_writing_only", b"hello", os.O_WRONLY, lambda fd, path: None),
+    ("read", b"hello", os.O_RDONLY, lambda fd, path: os.read(fd, 5)),
+]
+
+
+def times(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_ctime_ns
+
+
+def run_handle_steps(root) -> tuple[dict, dict]:
+    """For each step: which of mtime and ctime moved, as stat shows them while the file
+    is open and after close, and whether close changed them; and the times after close."""
+    moved, after_close = {}, {}
+    for name, content, flags, action in HANDLE_STEPS:
+        path = root / name
+        path.write_bytes(content)
+        before = times(path)
+        time.sleep(0.05)   # past the clock's granularity (ext4 uses the coarse clock)
+        fd = os.open(path, flags)
+        try:
+            action(fd, path)
+            while_open = times(path)
+        finally:
+            os.close(fd)
+        after_close[name] = times(path)
+        moved[name] = {"while open": (while_open[0] != before[0], while_open[1] != before[1]),
+                       "after close": (after_close[name][0] != before[0], after_close[name][1] != before[1]),
+                       "close changed them": after_close[name] != while_open}
+    return moved, after_close
+
+
+def test_changes_through_a_handle_move_the_times_as_on_ext4(mounter, any_store, tmp_path):
+    local = tmp_path / "local"
+    local.mkdir()
+    expected, _ = run_handle_steps(local)
+    m = mounter("a", store=any_store)
+    project = m / "projects" / "p"
+    project.mkdir()
+    seen, shown = run_handle_steps(project)
+    assert {name: seen[name] for name in seen if seen[name] != expected[name]} == \
+        {name: expected[name] for name in seen if seen[name] != expected[name]}
+    # The commits at close stored the times stat showed.
+    lighthouse("umount", str(m.path))
+    again = mounter("a", store=any_store)
+    assert {name: times(again / "projects" / "p" / name) for name in shown} == shown
