@@ -1,6 +1,7 @@
 """``python -m benchmarks.report [RESULTS.json]``: the Markdown tables of a run
 (default: benchmarks/results/latest.json), as the README includes them."""
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -105,9 +106,16 @@ def markdown(doc):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    path = Path(argv[0]) if argv else LATEST
-    print(markdown(json.loads(path.read_text())), end="")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report",
+                                     description="Print the Markdown tables of a benchmark run, as the README includes them.")
+    parser.add_argument("results", nargs="?", type=Path, default=LATEST,
+                        help="the run's JSON (default: benchmarks/results/latest.json)")
+    args = parser.parse_args(argv)
+    try:
+        doc = json.loads(args.results.read_text())
+    except (OSError, ValueError) as exc:
+        parser.exit(2, f"{parser.prog}: cannot read {args.results}: {getattr(exc, 'strerror', None) or exc}\n")
+    print(markdown(doc), end="")
     return 0
 
 

@@ -23,8 +23,9 @@ from .tree import Tree
 
 
 class Client:
-    def __init__(self, store_url: str | None = None, actor: str = "api"):
-        self.store: Store = open_store(store_url or default_url())
+    def __init__(self, store_url: str | None = None, actor: str = "api", create: bool = True):
+        """`create=False` for a reader: a store that does not exist is an error, not made."""
+        self.store: Store = open_store(store_url or default_url(), create=create)
         self.actor = actor
         self._tree: Tree | None = None
 

@@ -36,8 +36,13 @@ def _setup_logging(verbose: bool, path: str | None = None) -> None:
 
 def cmd_mount(args) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
-    if not os.path.lexists(mountpoint):
+    try:
         os.makedirs(mountpoint)
+    except FileExistsError:
+        pass   # a directory, or a mount left dead by a killed daemon (stat fails): serve() sorts them out
+    except OSError as exc:
+        print(f"lighthouse: cannot create the mount point {mountpoint}: {exc.strerror}", file=sys.stderr)
+        return 2
     if not args.foreground:
         return _mount_in_background(args, mountpoint)
     _setup_logging(args.verbose, args.log)
@@ -76,6 +81,7 @@ def _mount_in_background(args, mountpoint: str) -> int:
             command.append(flag)
     stderr_path = log_file + ".stderr"
     with open(stderr_path, "ab") as stderr:
+        start = stderr.tell()   # what earlier attempts wrote stays, but is not this one's message
         child = subprocess.Popen(command, pass_fds=(write_fd,), start_new_session=True,
                                  stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
     os.close(write_fd)
@@ -93,10 +99,14 @@ def _mount_in_background(args, mountpoint: str) -> int:
         child.wait()
         code = -9
     with open(stderr_path, "rb") as stderr:
+        stderr.seek(start)
         tail = stderr.read()[-4000:].decode(errors="replace").strip()
     why = f"exit {code}" if in_time else f"not ready within {READY_TIMEOUT_S:g} s, stopped"
-    print(f"lighthouse: mount of {mountpoint} failed ({why})" + (f":\n{tail}" if tail else ""),
-          file=sys.stderr)
+    if in_time and tail.startswith("lighthouse: ") and "\n" not in tail:
+        print(tail, file=sys.stderr)   # the daemon said in one line what is wrong
+    else:
+        print(f"lighthouse: mount of {mountpoint} failed ({why})" + (f":\n{tail}" if tail else ""),
+              file=sys.stderr)
     return code if code and code > 0 else 1
 
 
@@ -165,7 +175,7 @@ def cmd_emit(args) -> int:
 def cmd_log(args) -> int:
     from .api import Client
     try:
-        with Client(args.store) as client:
+        with Client(args.store, create=False) as client:   # reading never makes a store
             events = client.follow(args.after) if args.follow else client.read_all(args.after)
             for event in events:
                 sys.stdout.write(event.to_json_line().decode())

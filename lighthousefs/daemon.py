@@ -13,6 +13,7 @@ import errno
 import gc
 import logging
 import os
+import re
 import signal
 import socket
 import stat
@@ -53,29 +54,61 @@ class MountConfig:
     debug_fuse: bool = False
 
 
-def mounted_at(mountpoint: str) -> bool:
-    with open("/proc/self/mounts") as mounts:
-        return any(line.split()[1] == mountpoint for line in mounts)
+LIGHTHOUSE_FSTYPE = "fuse.lighthouse"
+FUSE_DEVICE = "/dev/fuse"
+
+
+def mount_type(mountpoint: str) -> str | None:
+    """The type of what is mounted at `mountpoint` (the topmost mount), or None."""
+    found = None
+    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
+        for line in mounts:
+            fields = line.split()
+            # Spaces, tabs, newlines and backslashes in the path are written as \ooo.
+            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1]) == mountpoint:
+                found = fields[2]
+    return found
 
 
 def recover_mountpoint(mountpoint: str) -> None:
-    """Detach a mount left dead by a killed daemon; refuse one that is alive.
+    """Detach a lighthousefs mount left dead by a killed daemon; refuse a live mount, or
+    a dead one of another file system (its owner may want it; we say how to detach it).
 
     statfs always reaches the daemon (stat may be answered from the kernel's cache even
     on a dead connection), so it tells a dead mount from a live one.
     """
-    if mounted_at(mountpoint):
+    fstype = mount_type(mountpoint)
+    if fstype is not None:
         try:
             os.statvfs(mountpoint)
         except OSError as exc:
             if exc.errno not in (errno.ENOTCONN, errno.ECONNABORTED):
                 raise errors.StoreOpenError(f"{mountpoint}: {exc.strerror}") from None
+            if fstype != LIGHTHOUSE_FSTYPE:
+                raise errors.StoreOpenError(
+                    f"{mountpoint} is a dead {fstype} mount (its daemon is gone): detach it with "
+                    f"`fusermount3 -u -z {mountpoint}`, then mount again") from None
             log.warning("%s: a dead mount was left by a killed daemon; detaching it", mountpoint)
-            subprocess.run(["fusermount3", "-u", "-z", mountpoint], check=False)
+            detach = subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True)
+            if detach.returncode != 0:
+                raise errors.StoreOpenError(
+                    f"{mountpoint}: cannot detach the dead mount a killed daemon left "
+                    f"({detach.stderr.strip()}): run `fusermount3 -u -z {mountpoint}` as its owner") from None
         else:
             raise errors.StoreOpenError(f"{mountpoint} is already a mount point")
     if not os.path.isdir(mountpoint):
         raise errors.StoreOpenError(f"{mountpoint} is not a directory")
+
+
+def check_fuse_device() -> None:
+    """libfuse cannot mount without opening the FUSE device (no fallback to fusermount3
+    then); say so in one line instead of its RuntimeError."""
+    try:
+        os.close(os.open(FUSE_DEVICE, os.O_RDWR))
+    except OSError as exc:
+        raise errors.StoreOpenError(
+            f"cannot open {FUSE_DEVICE}: {exc.strerror}: this user needs read and write access to it "
+            "(in a container: pass the device, e.g. --device /dev/fuse; if it is missing: modprobe fuse)") from None
 
 
 def notify_systemd(message: str) -> None:
@@ -143,6 +176,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             check_agent_name(config.agent)
         except errors.LighthouseError as exc:
             raise errors.StoreOpenError(str(exc)) from None
+    check_fuse_device()
     await trio.to_thread.run_sync(recover_mountpoint, config.mountpoint)   # statfs of a dead mount can block
     store = await trio.to_thread.run_sync(open_store, config.store_url)
     try:
@@ -153,7 +187,12 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         _settle_memory()
         metrics = Metrics()
         if config.metrics_address:
-            metrics.serve(config.metrics_address)
+            try:
+                metrics.serve(config.metrics_address)
+            except (OSError, ValueError) as exc:
+                raise errors.StoreOpenError(f"--metrics {config.metrics_address}: cannot serve metrics there "
+                                            f"({getattr(exc, 'strerror', None) or exc}): choose a free ADDR:PORT "
+                                            "or leave --metrics out") from None
         breaker = Breaker("store", failure_threshold=3, reset_timeout=2.0, call_timeout=10.0, max_threads=8)
         breaker.on_state_change(lambda old, new: metrics.breaker_changed("store", old, new))
         breaker.on_state_change(lambda old, new: log.warning("store circuit %s -> %s", old, new))
@@ -172,7 +211,10 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             options.add("allow_other")
         if config.debug_fuse:
             options.add("debug")
-        pyfuse3.init(ops, config.mountpoint, options)
+        try:
+            pyfuse3.init(ops, config.mountpoint, options)
+        except RuntimeError as exc:   # libfuse printed its reason on stderr just before
+            raise errors.StoreOpenError(f"the kernel refused the FUSE mount of {config.mountpoint} ({exc})") from None
         ops.kernel_attached = True
         try:
             async with trio.open_nursery() as nursery:

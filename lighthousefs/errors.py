@@ -65,4 +65,6 @@ class StoreDataLost(StoreUnavailable):
 
 
 class StoreOpenError(Exception):
-    """The store cannot be opened at mount time (corrupt, locked, wrong URL): no mount."""
+    """The store cannot be opened at mount time (corrupt, locked, wrong URL), or the
+    mount cannot be made (mount point, FUSE device, metrics address): no mount. The
+    message is the one line the user sees."""

@@ -2,7 +2,8 @@
 
 URLs: `redis://[:password@]host:port/db`, `rediss://...` (TLS) and
 `redis+cluster://host:port` / `rediss+cluster://...` (Redis Cluster). Query
-parameters of our own (the rest go to redis-py, e.g. `ssl_ca_certs`):
+parameters of our own (those in REDIS_PY_PARAMS go to redis-py, e.g. `ssl_ca_certs`;
+any other is refused, so a typo is not silently ignored or sent to redis-py):
 
     namespace=NAME       the log to use (default `default`); many may share one Redis
     timeout=S            socket and connect timeout in seconds (default 2): never hang
@@ -71,6 +72,10 @@ DONE_TTL_S = 600
 TIME_RETRIES = 20
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 OUR_PARAMS = ("namespace", "timeout", "connect_timeout", "wait_replicas", "waitaof", "wait_timeout_ms")
+# redis-py's own URL parameters that we pass on: TLS and connection tuning.
+REDIS_PY_PARAMS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
+                   "ssl_check_hostname", "ssl_min_version", "client_name", "health_check_interval",
+                   "socket_keepalive", "max_connections")
 # Errors meaning "Redis cannot serve us now" (RedisClusterException is no RedisError).
 REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
 
@@ -147,6 +152,10 @@ def _parse(url: str) -> tuple[str, bool, dict[str, str]]:
     if scheme not in ("redis", "rediss"):
         raise ValueError(f"unsupported scheme {parts.scheme!r}")
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+    unknown = [k for k in query if k not in OUR_PARAMS + REDIS_PY_PARAMS]
+    if unknown:
+        raise ValueError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(OUR_PARAMS + REDIS_PY_PARAMS)})")
     ours = {k: v[-1] for k, v in query.items() if k in OUR_PARAMS}
     rest = urllib.parse.urlencode([(k, x) for k, v in query.items() if k not in OUR_PARAMS for x in v])
     return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, rest, "")), cluster, ours
@@ -170,8 +179,8 @@ class RedisStore(Store):
     reached, times out, answers with an error, or has lost its data.
     """
 
-    def __init__(self, url: str, *, expect_marker: str | None = None):
-        """Connect, PING, and create or check the namespace marker.
+    def __init__(self, url: str, *, expect_marker: str | None = None, create: bool = True):
+        """Connect, PING, and create (unless not `create`) or check the namespace marker.
 
         StoreOpenError on a malformed URL, a refused connection, a wrong password, a
         namespace whose events outlived its marker, or `expect_marker` (an id the
@@ -220,6 +229,9 @@ class RedisStore(Store):
             self._append_script = self._r.register_script(APPEND)
             self._read_script = self._r.register_script(READ)
             self._snap_script = self._r.register_script(PUT_SNAPSHOT)
+            if not create and not self._r.exists(self._k_meta):
+                self.close()
+                raise errors.StoreOpenError(f"{self.url}: namespace {ns!r} holds no store (is the URL right?)")
             marker, seq, fmt = self._decode_all(self._init_script(
                 keys=[self._k_meta, self._k_events], args=[secrets.token_hex(16), FORMAT]))
         except redis.exceptions.AuthenticationError as exc:

@@ -45,10 +45,17 @@ SETTLE_MAX_PAUSE_S = 0.001
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: str, busy_timeout_s: float = 2.0):
+    def __init__(self, path: str, busy_timeout_s: float = 2.0, create: bool = True):
+        """`create`: make the store if there is none at `path` (its directory must exist)."""
         self.url = "sqlite://" + path
         self.path = path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if not os.path.exists(path) or not create and os.path.getsize(path) == 0:
+            if not create:
+                raise errors.StoreOpenError(f"{path}: there is no store here (is the path right?)")
+            directory = os.path.dirname(path) or "."
+            if not os.path.isdir(directory):
+                raise errors.StoreOpenError(f"{path}: the directory {directory} does not exist; "
+                                            "create it first (only the default store's directory is made)")
         try:
             self._writer = self._connect(busy_timeout_s)
             self._writer.execute("PRAGMA journal_mode=WAL")

@@ -26,7 +26,7 @@ class CountingStore(SQLiteStore):
 
 
 def counting_client(tmp_path, monkeypatch) -> Client:
-    monkeypatch.setattr(api, "open_store", lambda url: CountingStore(url[len("sqlite://"):]))
+    monkeypatch.setattr(api, "open_store", lambda url, create=True: CountingStore(url[len("sqlite://"):]))
     return Client(f"sqlite://{tmp_path}/store.db", actor="writer")
 
 
