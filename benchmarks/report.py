@@ -107,7 +107,7 @@ def markdown(doc):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report",
-                                     description="Print the Markdown tables of a benchmark run, as the README includes them.")
+                                     description="The Markdown tables of a benchmark run, as the README includes them.")
     parser.add_argument("results", nargs="?", type=Path, default=LATEST,
                         help="the run's JSON (default: benchmarks/results/latest.json)")
     args = parser.parse_args(argv)

@@ -14,7 +14,6 @@ import sys
 import pytest
 
 from mounting import is_mounted, lighthouse, next_line, unmount_all, unmount_quietly
-from redis_server import RedisServer
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
