@@ -212,6 +212,8 @@ class RedisStore(Store):
     reached, times out, answers with an error, or has lost its data.
     """
 
+    remote = True
+
     def __init__(self, url: str, *, expect_marker: str | None = None):
         """Connect, PING, and create or check the namespace marker.
 
