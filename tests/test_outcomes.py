@@ -142,7 +142,9 @@ def test_shell_redirects_fail_visibly_while_redis_is_down(mounter, own_server):
     p.mkdir()
     (p / "existing").write_text("old\n")
     own_server.kill()
-    time.sleep(REACHABLE_WITHIN_S + 0.5)   # past the window in which a store that just died counts as reachable
+    # As soon as the daemon saw a store call fail (here its follower's), and in any case
+    # REACHABLE_WITHIN_S after the last answer, nothing is accepted that close() could lose.
+    eventually(lambda: "following the store failed" in m.log.read_text(), timeout=REACHABLE_WITHIN_S + 5)
     for target in ("new", "existing"):
         result = subprocess.run(["bash", "-c", f"echo x > {target}"], cwd=p, capture_output=True, text=True,
                                 timeout=60)
