@@ -205,11 +205,10 @@ class Journal:
                 for event in appended:
                     if event.seq > self.tree.applied_seq + 1:
                         # Another producer appended in between: its events come first.
-                        await self._apply_from_store(event.seq - 1)
+                        await self._apply_stored_before(event.seq)
                     results.append((event, self._apply(event, local=True)))
-            except errors.LighthouseError as exc:
-                # Ours are stored but cannot be applied in order now; the follower
-                # applies them once the store answers. The callers get the error.
+            except errors.StoreDataLost as exc:
+                # Ours are stored in a store that lost data: nothing is applied any more.
                 log.warning("%d stored events wait for the follower: %s", len(appended) - len(results), exc)
                 for item in batch:
                     item.error = exc
@@ -221,6 +220,24 @@ class Journal:
             pos += len(item.drafts)
             item.done.set()
         await self._maybe_snapshot()
+
+    async def _apply_stored_before(self, seq: int) -> None:
+        """Apply the events before our stored event `seq`. Ours are stored, so the
+        callers' answer is success (an error would say "not stored"): a store that
+        fails to give those events is asked again until it does."""
+        failing = False
+        while True:
+            try:
+                await self._apply_from_store(seq - 1)
+                return
+            except errors.StoreDataLost:
+                raise
+            except errors.LighthouseError as exc:
+                if not failing:
+                    log.warning("events up to %d are stored, but those before them cannot be read yet; "
+                                "retrying: %s", seq, exc)
+                failing = True
+                await trio.sleep(0.2)
 
     async def sync(self) -> None:
         """Make every event appended so far durable (fsync, fsyncdir)."""

@@ -16,11 +16,14 @@ import time
 import uuid
 
 import pytest
+import trio
 
-from lighthousefs.journal import REACHABLE_WITHIN_S
+from lighthousefs import errors
+from lighthousefs.events import Draft
+from lighthousefs.journal import REACHABLE_WITHIN_S, Journal
+from lighthousefs.store_sqlite import SQLiteStore
+from lighthousefs.tree import Tree
 from mounting import eventually
-
-pytestmark = pytest.mark.mount
 
 # Writes until the stop file exists: each round a new file w<i> and a new version of o,
 # each open+write+close reported as one JSON line [name, content, failed step or null].
@@ -109,6 +112,7 @@ def check_outcomes(lines: list, *mounts) -> None:
 
 @pytest.mark.slow
 @pytest.mark.redis
+@pytest.mark.mount
 def test_close_answers_are_exact_through_a_redis_freeze(mounter, own_server, tmp_path):
     """SIGSTOP for 8 s mid-stream (longer than every timeout), then SIGCONT: what the
     frozen Redis had received runs late, and must not store what was reported failed."""
@@ -124,6 +128,7 @@ def test_close_answers_are_exact_through_a_redis_freeze(mounter, own_server, tmp
 
 @pytest.mark.slow
 @pytest.mark.redis
+@pytest.mark.mount
 def test_close_answers_are_exact_through_a_redis_kill_and_restart(mounter, own_server, tmp_path):
     def kill_and_restart():
         own_server.kill()
@@ -134,6 +139,7 @@ def test_close_answers_are_exact_through_a_redis_kill_and_restart(mounter, own_s
 
 
 @pytest.mark.redis
+@pytest.mark.mount
 def test_shell_redirects_fail_visibly_while_redis_is_down(mounter, own_server):
     """bash ignores close(): with Redis down, `echo x > new` and `echo x > existing`
     must fail at create, open or write, print the error and exit non-zero."""
@@ -159,6 +165,7 @@ def test_shell_redirects_fail_visibly_while_redis_is_down(mounter, own_server):
     assert (second / "projects" / "p" / "existing").read_text() == "old\n"
 
 
+@pytest.mark.mount
 def test_a_sqlite_commit_slower_than_the_call_timeout_is_stored_and_answered_so(mounter, monkeypatch, tmp_path):
     """The breaker's call_timeout (here 0.1 s) must not turn a slow commit into EIO while
     it goes on and stores the file: the append is waited for."""
@@ -175,3 +182,32 @@ def test_a_sqlite_commit_slower_than_the_call_timeout_is_stored_and_answered_so(
     again = mounter()
     with open(again / "projects" / "p" / "big", "rb") as f:
         assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
+
+
+def test_stored_events_are_answered_stored_when_the_events_before_them_cannot_be_read_at_once(tmp_path):
+    """Another producer appended just before ours; reading its event fails once. Ours
+    are stored, so submit answers success (after reading it), never an error."""
+    class FlakyReads(SQLiteStore):
+        failures = 1
+
+        def read(self, after_seq, limit=1000):
+            if self.failures:
+                self.failures -= 1
+                raise errors.StoreUnavailable("read failed (as if the store went away a moment)")
+            return super().read(after_seq, limit)
+
+    path = str(tmp_path / "store.db")
+    store, other = FlakyReads(path), SQLiteStore(path)
+
+    async def main():
+        journal = Journal(store, Tree(), actor="a")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run_committer)
+            other.append([Draft("note", "projects/p", {}, "other")], {})
+            [(event, _)] = await journal.submit([Draft("note", "projects/p", {})])
+            assert event.seq == 2 and journal.tree.applied_seq == 2
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    store.close()
+    other.close()
