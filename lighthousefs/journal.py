@@ -241,7 +241,7 @@ class Journal:
 
     async def sync(self) -> None:
         """Make every event appended so far durable (fsync, fsyncdir)."""
-        await self.call_store(self.store.sync, write=True)
+        await self.call_store(self.store.sync, write=True, patient=True)   # fsync's answer must be exact too
 
     def _apply(self, event: Event, local: bool) -> Change | None:
         change = self.tree.apply(event)

@@ -72,15 +72,15 @@ log = logging.getLogger(__name__)
 FORMAT = "1"
 SNAPSHOTS_KEPT = 3
 DONE_TTL_S = 600
-# An append Redis runs later than this after it was sent is refused (its deadline, in
-# Redis's clock); one whose answer is lost is settled within FENCE_S + FENCE_MARGIN_S
-# plus one socket timeout (see append).
+# An append Redis runs later than this (or twice the socket timeout, if more) after it
+# was sent is refused (its deadline, in Redis's clock); one whose answer is lost is
+# settled within that + FENCE_MARGIN_S + one socket timeout (see _settle).
 FENCE_S = 4.0
 FENCE_MARGIN_S = 1.0
 FENCE_RETRY_S = 0.2
 # Chunks above this go in a round trip of their own before the script, so its deadline
 # is not spent on sending them.
-PIPELINED_CHUNK_BYTES = 4 << 20
+PIPELINED_CHUNK_BYTES = 1 << 20
 NOT_STORED = {"late": "Redis ran it past its deadline, or did not answer before it passed",
               "fenced": "its answer was lost, and it had not run; now it never will"}
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -249,6 +249,7 @@ class RedisStore(Store):
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
         kwargs = dict(socket_timeout=timeout, socket_connect_timeout=connect_timeout, retry=retry)
         self._block_limit_s = max(0.05, timeout - 0.5)
+        self._fence_s = max(FENCE_S, 2 * timeout)
         self._lock = threading.Lock()
         self._seen_seq = 0
         # (the server's clock in ms, our monotonic clock in s) when last learnt: appends
@@ -390,7 +391,7 @@ class RedisStore(Store):
         while True:
             known = self._known()
             sent = time.monotonic()
-            deadline_ms = int(self._server_ms() + FENCE_S * 1000)
+            deadline_ms = int(self._server_ms() + self._fence_s * 1000)
             try:
                 reply = self._decode_all(self._run_append(keys, [known[0], deadline_ms, *bodies], chunks))
             except errors.StoreUnavailable as exc:
@@ -434,7 +435,7 @@ class RedisStore(Store):
         never will (its token is fenced). Redis not answering by the append's deadline
         plus a margin: it refuses the script from then on, so it is not stored either.
         Logged, with which it was."""
-        give_up = sent + FENCE_S + FENCE_MARGIN_S
+        give_up = sent + self._fence_s + FENCE_MARGIN_S
         while True:
             try:
                 found = self._fence_script(keys=[done_key])
