@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 import trio
+import trio.testing
 
 from lighthousefs import errors
 from lighthousefs.events import Draft
@@ -211,3 +212,30 @@ def test_stored_events_are_answered_stored_when_the_events_before_them_cannot_be
     trio.run(main)
     store.close()
     other.close()
+
+
+def test_a_remote_store_is_reachable_only_after_a_recent_answer_and_no_failure_since(tmp_path):
+    class Remote(SQLiteStore):
+        remote = True
+
+    store = Remote(str(tmp_path / "store.db"))
+
+    async def main():
+        clock = trio.lowlevel.current_clock()
+        journal = Journal(store, Tree())
+        assert not journal.store_reachable()          # never answered yet
+        await journal.call_store(store.last_seq)
+        assert journal.store_reachable()
+        clock.jump(REACHABLE_WITHIN_S + 0.1)
+        assert not journal.store_reachable()          # silent too long
+        await journal.call_store(store.last_seq)
+        assert journal.store_reachable()
+        clock.jump(0.1)
+        journal._answered(False)                       # e.g. the follower's read failed
+        assert not journal.store_reachable()
+        clock.jump(0.1)
+        await journal.call_store(store.last_seq)
+        assert journal.store_reachable()
+
+    trio.run(main, clock=trio.testing.MockClock())
+    store.close()
