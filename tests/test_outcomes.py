@@ -167,7 +167,7 @@ def test_shell_redirects_fail_visibly_while_redis_is_down(mounter, own_server):
 
 
 @pytest.mark.mount
-def test_a_sqlite_commit_slower_than_the_call_timeout_is_stored_and_answered_so(mounter, monkeypatch, tmp_path):
+def test_a_sqlite_commit_slower_than_the_call_timeout_is_stored_and_answered_so(mounter, monkeypatch):
     """The breaker's call_timeout (here 0.1 s) must not turn a slow commit into EIO while
     it goes on and stores the file: the append is waited for."""
     monkeypatch.setenv("LIGHTHOUSE_STORE_CALL_TIMEOUT", "0.1")
