@@ -128,19 +128,23 @@ class Breaker:
 
     # ---- calling ---------------------------------------------------------------------
 
-    async def call(self, fn: Callable[..., T], *args) -> T:
+    async def call(self, fn: Callable[..., T], *args, patient: bool = False) -> T:
         """Run blocking fn(*args) in a worker thread, guarded by the breaker.
 
         Raises StoreUnavailable without calling fn while the circuit is open (or its
         probe is running); otherwise returns fn's result or raises fn's exception, a
         timeout becoming StoreUnavailable. Cancellation of the caller leaves the state
         as it was (the abandoned call counts as neither success nor failure).
+
+        `patient`: no call_timeout, the call is waited for. For calls whose outcome must
+        be known (an append): an abandoned one may still succeed after its caller was
+        told it failed. Such a call must bound its own time (see RedisStore.append).
         """
         generation = self._admit()  # no await before this: admission is atomic
         probe = isinstance(self._state, _HalfOpen)
         self._counts["calls"] += 1
         try:
-            with trio.fail_after(self.call_timeout if self.call_timeout is not None else math.inf):
+            with trio.fail_after(math.inf if self.call_timeout is None or patient else self.call_timeout):
                 result = await trio.to_thread.run_sync(fn, *args, limiter=self.limiter,
                                                        abandon_on_cancel=True)
         except trio.TooSlowError:

@@ -41,6 +41,8 @@ DEMO_FILES = {
     b"plan.md": b"1. read the memories\n2. update agents/<you>/status\n3. write results here\n",
 }
 
+CALL_TIMEOUT_S = 10.0
+
 
 @dataclasses.dataclass
 class MountConfig:
@@ -193,7 +195,10 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                 raise errors.StoreOpenError(f"--metrics {config.metrics_address}: cannot serve metrics there "
                                             f"({getattr(exc, 'strerror', None) or exc}): choose a free ADDR:PORT "
                                             "or leave --metrics out") from None
-        breaker = Breaker("store", failure_threshold=3, reset_timeout=2.0, call_timeout=10.0, max_threads=8)
+        # call_timeout bounds reads and housekeeping; appends are waited for (journal.py).
+        # The environment variable is for tests that need a slow call.
+        call_timeout = float(os.environ.get("LIGHTHOUSE_STORE_CALL_TIMEOUT", CALL_TIMEOUT_S))
+        breaker = Breaker("store", failure_threshold=3, reset_timeout=2.0, call_timeout=call_timeout, max_threads=8)
         breaker.on_state_change(lambda old, new: metrics.breaker_changed("store", old, new))
         breaker.on_state_change(lambda old, new: log.warning("store circuit %s -> %s", old, new))
         metrics.breaker_changed("store", "closed", breaker.state)
@@ -230,6 +235,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                 nursery.start_soon(fuse_loop)
                 await _bootstrap(journal, config)
                 await nursery.start(journal.follow)
+                await nursery.start(journal.run_heartbeat)
                 await nursery.start(journal.run_housekeeping)
                 await _wait_answering(config.mountpoint)
                 log.info("mounted %s at %s (store %s, agent %s)", "read-only" if config.read_only else "read-write",

@@ -551,12 +551,16 @@ class LighthouseOperations(pyfuse3.Operations):
 
     def _may_defer(self, parent: int, name: bytes) -> bool:
         """May this create wait for the file's first close to be logged? Not for a file
-        whose format is checked (state.json, status), and not while the store is
-        failing: the create itself then fails, where a shell sees it (bash ignores the
-        errors of close)."""
-        breaker = self.journal.breaker
-        return (self.policy.format_of(parent, name) is None and not self.journal.failsafe
-                and (breaker is None or breaker.state == "closed"))
+        whose format is checked (state.json, status), and only while the store is known
+        to be reachable: else the create itself is logged, and fails where a shell sees
+        it (bash ignores the errors of close)."""
+        return self.policy.format_of(parent, name) is None and self.journal.store_reachable()
+
+    def _check_reachable(self) -> None:
+        """Content is accepted (write(), O_TRUNC) only while the store is known to be
+        reachable: a shell that ignores close() sees the failure here instead."""
+        if not self.journal.store_reachable():
+            raise errors.StoreUnavailable("the store is not known to be reachable; refusing new content")
 
     async def _make_new_file(self, parent: int, name: bytes, mode: int, ctx) -> Node:
         while True:
@@ -783,6 +787,8 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.IsADirectory("is a directory")
         if writing:
             self._check_writable_inode(inode)
+            if flags & os.O_TRUNC:
+                self._check_reachable()
         info = self._open_tree_file(node, flags)
         if flags & os.O_TRUNC and writing:
             # libfuse enables atomic O_TRUNC: the kernel sends no separate truncate.
@@ -806,6 +812,7 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.PermissionDenied("file not open for writing")
         if handle.open_file.lost is not None:
             raise handle.open_file.lost
+        self._check_reachable()
         await handle.open_file.buffer.write(off, buf)
         if buf:
             handle.open_file.touched()

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 Listener = Callable[[Event, Change | None, bool], None]
 
 SNAPSHOT_EVERY = 20_000
+# A remote store is known to be reachable if it answered within this and has not failed
+# since; the heartbeat asks it this often (see store_reachable).
+REACHABLE_WITHIN_S = 2.0
+HEARTBEAT_S = 0.5
 READ_BATCH = 2000
 OWN_WAKE_PAUSE_S = 0.005
 
@@ -66,6 +70,9 @@ class Journal:
         self._snapshot_seq = tree.applied_seq
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(8)
+        # trio times of the store's last answer and last failure (store_reachable).
+        self._answered_at = -math.inf
+        self._failed_at = -math.inf
 
     # ---- opening -------------------------------------------------------------------
 
@@ -81,22 +88,62 @@ class Journal:
         replay(store, tree, up_to)
         return tree
 
-    async def call_store(self, fn, *args, write: bool = False):
-        """Run a blocking store call in a worker thread, behind the breaker if there is one."""
+    async def call_store(self, fn, *args, write: bool = False, patient: bool = False):
+        """Run a blocking store call in a worker thread, behind the breaker if there is one.
+        `patient`: never abandoned on a timeout (see Breaker.call)."""
         if write and self.failsafe:
             raise errors.StoreDataLost(self.failsafe)
         try:
             if self.breaker is not None:
-                return await self.breaker.call(fn, *args)
-            limiter = self._write_limiter if write else self._read_limiter
-            return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+                result = await self.breaker.call(fn, *args, patient=patient)
+            else:
+                limiter = self._write_limiter if write else self._read_limiter
+                result = await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+            self._answered(True)
+            return result
         except errors.StoreDataLost as exc:
+            self._answered(False)
             if not self.failsafe:
                 self.failsafe = str(exc)
                 log.error("THE STORE LOST DATA THIS DAEMON HAD SEEN: refusing every change from now on "
                           "and serving the last consistent state read-only. Restore the store from a "
                           "backup or remount on a fresh namespace. Cause: %s", exc)
             raise
+        except errors.StoreUnavailable:
+            self._answered(False)
+            raise
+
+    def _answered(self, ok: bool) -> None:
+        if ok:
+            self._answered_at = trio.current_time()
+        else:
+            self._failed_at = trio.current_time()
+
+    def store_reachable(self) -> bool:
+        """Is the store known to take a change now? Not if the circuit is not closed or
+        the store lost data; for a remote store, only if it answered within
+        REACHABLE_WITHIN_S and has not failed since. A create waits for its close, and
+        a write() is accepted, only then: else they fail where a shell sees it (fs.py)."""
+        if self.failsafe or (self.breaker is not None and self.breaker.state != "closed"):
+            return False
+        if not self.store.remote:
+            return True
+        return self._failed_at < self._answered_at >= trio.current_time() - REACHABLE_WITHIN_S
+
+    async def run_heartbeat(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Ask a remote store every HEARTBEAT_S whether it answers, in a thread of its own
+        (not behind the journal's lock or a long append), for store_reachable."""
+        task_status.started()
+        if not self.store.remote:
+            return
+        limiter = trio.CapacityLimiter(1)
+        while True:
+            try:
+                await trio.to_thread.run_sync(self.store.last_seq, limiter=limiter, abandon_on_cancel=True)
+                self._answered(True)
+            except errors.LighthouseError:
+                self._answered(False)
+            await trio.sleep(HEARTBEAT_S)
 
     # ---- local changes ---------------------------------------------------------------
 
@@ -136,7 +183,10 @@ class Journal:
             started = trio.current_time()
             try:
                 durable = any(item.durable for item in batch)
-                appended = await self.call_store(self.store.append, drafts, chunks, durable, write=True)
+                # Waited for, however long it takes: an error must mean "not stored". The
+                # store bounds it (SQLite's busy timeout, RedisStore.append's deadline).
+                appended = await self.call_store(self.store.append, drafts, chunks, durable, write=True,
+                                                 patient=True)
             except errors.LighthouseError as exc:
                 for item in batch:
                     item.error = exc
@@ -155,11 +205,10 @@ class Journal:
                 for event in appended:
                     if event.seq > self.tree.applied_seq + 1:
                         # Another producer appended in between: its events come first.
-                        await self._apply_from_store(event.seq - 1)
+                        await self._apply_stored_before(event.seq)
                     results.append((event, self._apply(event, local=True)))
-            except errors.LighthouseError as exc:
-                # Ours are stored but cannot be applied in order now; the follower
-                # applies them once the store answers. The callers get the error.
+            except errors.StoreDataLost as exc:
+                # Ours are stored in a store that lost data: nothing is applied any more.
                 log.warning("%d stored events wait for the follower: %s", len(appended) - len(results), exc)
                 for item in batch:
                     item.error = exc
@@ -172,9 +221,27 @@ class Journal:
             item.done.set()
         await self._maybe_snapshot()
 
+    async def _apply_stored_before(self, seq: int) -> None:
+        """Apply the events before our stored event `seq`. Ours are stored, so the
+        callers' answer is success (an error would say "not stored"): a store that
+        fails to give those events is asked again until it does."""
+        failing = False
+        while True:
+            try:
+                await self._apply_from_store(seq - 1)
+                return
+            except errors.StoreDataLost:
+                raise
+            except errors.LighthouseError as exc:
+                if not failing:
+                    log.warning("events up to %d are stored, but those before them cannot be read yet; "
+                                "retrying: %s", seq, exc)
+                failing = True
+                await trio.sleep(0.2)
+
     async def sync(self) -> None:
         """Make every event appended so far durable (fsync, fsyncdir)."""
-        await self.call_store(self.store.sync, write=True)
+        await self.call_store(self.store.sync, write=True, patient=True)   # fsync's answer must be exact too
 
     def _apply(self, event: Event, local: bool) -> Change | None:
         change = self.tree.apply(event)
@@ -251,10 +318,12 @@ class Journal:
                     await trio.sleep(OWN_WAKE_PAUSE_S)
                 batch = await trio.to_thread.run_sync(self.store.wait_and_read, self.tree.applied_seq, 1.0,
                                                       READ_BATCH, abandon_on_cancel=True)
+                self._answered(True)
                 if failing:
                     log.warning("following the store again")
                 failing = False
             except errors.LighthouseError as exc:
+                self._answered(False)
                 if not failing:
                     log.warning("following the store failed; retrying every %.1fs: %s", retry_interval, exc)
                 failing = True

@@ -28,6 +28,8 @@ _reported_lock = threading.Lock()
 
 class Store(abc.ABC):
     url: str
+    # Reached over a network (Redis): whether it answers is known only from recent calls.
+    remote = False
 
     @abc.abstractmethod
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:

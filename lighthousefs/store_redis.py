@@ -22,13 +22,16 @@ Layout. Every key of a namespace carries the hash tag `{ns}`, so a namespace liv
 one Cluster slot and the Lua scripts below may touch all its keys atomically:
 
     lh:{ns}:meta          hash: id (random marker), format, seq (last assigned), time
-    lh:{ns}:events        stream; entry id `<seq>-0`, field `b` = events.encode(...)
+    lh:{ns}:events        stream; entry id `<seq>-0`, field `b` = events.encode(...), field
+                          `t` = the event's time in ns, which Redis assigned (entries
+                          without `t`, from older daemons, carry their time in `b`)
     lh:{ns}:scope:<s>     list of the seqs whose path lies in scope <s>, ascending
     lh:{ns}:chunk:<hex>   string: a content chunk, named by its hash
     lh:{ns}:snaps         sorted set of snapshot seqs; blobs in lh:{ns}:snap:<seq>
-    lh:{ns}:done:<token>  first seq of an append, kept 10 min: makes a retried append
-                          (reply lost to a dropped connection) return the first result
-                          instead of appending twice
+    lh:{ns}:done:<token>  "<first seq> <time>" of an append, kept 10 min: makes a retried
+                          append (reply lost to a dropped connection) return the first
+                          result instead of appending twice; or "fenced": an append whose
+                          answer was lost and that had not run yet never runs (see append)
 
 Why a stream with ids `<seq>-0` rather than a sorted set: XRANGE by id is a range read
 by seq with no score precision limits, XADD refuses an id at or below the last one (a
@@ -47,6 +50,7 @@ logged at ERROR once, instead of serving a log that forks from what was applied.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import secrets
@@ -69,7 +73,17 @@ log = logging.getLogger(__name__)
 FORMAT = "1"
 SNAPSHOTS_KEPT = 3
 DONE_TTL_S = 600
-TIME_RETRIES = 20
+# An append Redis runs later than this (or twice the socket timeout, if more) after it
+# was sent is refused (its deadline, in Redis's clock); one whose answer is lost is
+# settled within that + FENCE_MARGIN_S + one socket timeout (see _settle).
+FENCE_S = 4.0
+FENCE_MARGIN_S = 1.0
+FENCE_RETRY_S = 0.2
+# Chunks above this go in a round trip of their own before the script, so its deadline
+# is not spent on sending them.
+PIPELINED_CHUNK_BYTES = 1 << 20
+NOT_STORED = {"late": "Redis ran it past its deadline, or did not answer before it passed",
+              "fenced": "its answer was lost, and it had not run; now it never will"}
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 OUR_PARAMS = ("namespace", "timeout", "connect_timeout", "wait_replicas", "waitaof", "wait_timeout_ms")
 # redis-py's own URL parameters that we pass on: TLS and connection tuning.
@@ -81,42 +95,70 @@ REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterExcept
 
 
 
+def _answer_lost(exc: BaseException | None) -> bool:
+    """Might Redis have run the command whose call failed with `exc`? Yes unless Redis
+    answered (an error reply) or was never reached (the connection failed)."""
+    if not isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return False
+    return "connecting to" not in str(exc)
+
+
 # Redis lost data this process had seen: permanent for this process (EIO). A subclass
 # of StoreUnavailable, so the journal can tell it from a passing outage.
 StoreDataLost = errors.StoreDataLost
 
 
-# Creates the marker of a fresh namespace; returns {id, seq, format}. An events stream
-# without a marker means part of the data is gone: id '' tells the caller.
+# Creates the marker of a fresh namespace; returns {id, seq, format, server time (s, us)}.
+# An events stream without a marker means part of the data is gone: id '' tells the caller.
 INIT = """
+local now = redis.call('TIME')
 local meta = redis.call('HMGET', KEYS[1], 'id', 'seq', 'format')
-if meta[1] then return {meta[1], meta[2] or '0', meta[3] or ''} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'', '', ''} end
+if meta[1] then return {meta[1], meta[2] or '0', meta[3] or '', now[1], now[2]} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'', '', '', now[1], now[2]} end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'seq', '0', 'time', '0', 'format', ARGV[2])
-return {ARGV[1], '0', ARGV[2]}
+return {ARGV[1], '0', ARGV[2], now[1], now[2]}
 """
 
 # KEYS: meta, events, done:<token>, then one scope list per event.
-# ARGV: marker id, time_ns (decimal string), then one body per event.
-# Times are compared as decimal strings: Lua numbers are doubles, ns times exceed 2^53.
+# ARGV: marker id, deadline (ms of the server's clock; 0: none), then one body per event.
+# Redis assigns the time (its clock, never below the last time stored), so appends never
+# conflict. Times are decimal strings: Lua numbers are doubles, ns times exceed 2^53.
+# Replies: {'ok', '<first> <time>'}; {'done', same} for a token that already ran;
+# {'fenced'} / {'late'}: refused, nothing written; {'lost', id, seq}.
 # Nothing is written before every check passed (a failing script is not rolled back).
 APPEND = """
 local done = redis.call('GET', KEYS[3])
-if done then return {'ok', done} end
+if done == 'fenced' then return {'fenced'} end
+if done then return {'done', done} end
 local meta = redis.call('HMGET', KEYS[1], 'id', 'seq', 'time')
 if meta[1] ~= ARGV[1] then return {'lost', meta[1] or '', meta[2] or '0'} end
-local last, t = meta[3] or '0', ARGV[2]
-if #t < #last or (#t == #last and t < last) then return {'time', last} end
+local now = redis.call('TIME')
+local deadline = tonumber(ARGV[2])
+if deadline > 0 and tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+  return {'late'}
+end
+local last, t = meta[3] or '0', now[1] .. string.format('%06d', tonumber(now[2])) .. '000'
+if #t < #last or (#t == #last and t < last) then t = last end
 local n = #ARGV - 2
 local first = redis.call('HINCRBY', KEYS[1], 'seq', n) - n + 1
 for i = 1, n do
   local seq = string.format('%d', first + i - 1)
-  redis.call('XADD', KEYS[2], seq .. '-0', 'b', ARGV[2 + i])
+  redis.call('XADD', KEYS[2], seq .. '-0', 'b', ARGV[2 + i], 't', t)
   redis.call('RPUSH', KEYS[3 + i], seq)
 end
 redis.call('HSET', KEYS[1], 'time', t)
-redis.call('SET', KEYS[3], string.format('%d', first), 'EX', DONE_TTL_S)
-return {'ok', string.format('%d', first)}
+local result = string.format('%d', first) .. ' ' .. t
+redis.call('SET', KEYS[3], result, 'EX', DONE_TTL_S)
+return {'ok', result}
+""".replace("DONE_TTL_S", str(DONE_TTL_S))
+
+# KEYS: done:<token>. An append whose answer was lost: what it stored ("<first> <time>"),
+# or nil after making sure it never runs (done:<token> = 'fenced').
+FENCE = """
+local done = redis.call('GET', KEYS[1])
+if done then return done end
+redis.call('SET', KEYS[1], 'fenced', 'EX', DONE_TTL_S)
+return false
 """.replace("DONE_TTL_S", str(DONE_TTL_S))
 
 # KEYS: meta, events. ARGV: first stream id wanted, count (0: only the marker).
@@ -179,6 +221,8 @@ class RedisStore(Store):
     reached, times out, answers with an error, or has lost its data.
     """
 
+    remote = True
+
     def __init__(self, url: str, *, expect_marker: str | None = None, create: bool = True):
         """Connect, PING, and create (unless not `create`) or check the namespace marker.
 
@@ -214,9 +258,12 @@ class RedisStore(Store):
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
         kwargs = dict(socket_timeout=timeout, socket_connect_timeout=connect_timeout, retry=retry)
         self._block_limit_s = max(0.05, timeout - 0.5)
+        self._fence_s = max(FENCE_S, 2 * timeout)
         self._lock = threading.Lock()
         self._seen_seq = 0
-        self._last_time_ns = 0
+        # (the server's clock in ms, our monotonic clock in s) when last learnt: appends
+        # carry a deadline in the server's clock.
+        self._clock = (0.0, time.monotonic())
         self._lost: str | None = None
         self._waitaof_warned = False
         try:
@@ -229,11 +276,13 @@ class RedisStore(Store):
             self._append_script = self._r.register_script(APPEND)
             self._read_script = self._r.register_script(READ)
             self._snap_script = self._r.register_script(PUT_SNAPSHOT)
+            self._fence_script = self._r.register_script(FENCE)
             if not create and not self._r.exists(self._k_meta):
                 self.close()
                 raise errors.StoreOpenError(f"{self.url}: namespace {ns!r} holds no store (is the URL right?)")
-            marker, seq, fmt = self._decode_all(self._init_script(
+            marker, seq, fmt, now_s, now_us = self._decode_all(self._init_script(
                 keys=[self._k_meta, self._k_events], args=[secrets.token_hex(16), FORMAT]))
+            self._learn_clock(int(now_s) * 1000 + int(now_us) / 1000)
         except redis.exceptions.AuthenticationError as exc:
             raise errors.StoreOpenError(f"{self.url}: Redis refused our credentials: {exc}") from None
         except (*REDIS_ERRORS, ValueError) as exc:
@@ -307,7 +356,7 @@ class RedisStore(Store):
             self._seen_seq = max(self._seen_seq, seq)
 
     def _reinit(self) -> None:
-        marker, seq, _ = self._decode_all(self._call(
+        marker, seq, *_ = self._decode_all(self._call(
             "init", self._init_script, keys=[self._k_meta, self._k_events], args=[secrets.token_hex(16), FORMAT]))
         if not marker:
             self._declare_lost("events exist without a marker")
@@ -334,39 +383,89 @@ class RedisStore(Store):
         return self._read_raw(0, 0)[0]
 
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
+        """Raises StoreUnavailable only when nothing was stored. An append whose answer
+        is lost (a timeout, a dropped connection) is settled before this returns: see
+        _settle."""
         if not drafts and not chunks:
             return []
-        if not drafts:
+        if not drafts or (chunks and (self._cluster or sum(map(len, chunks.values())) > PIPELINED_CHUNK_BYTES)):
+            # Content-addressed: chunks stored by an append that then fails do no harm.
             self._call("storing chunks", self._pipeline_with_chunks(chunks).execute)
-            return []
+            if not drafts:
+                return []
+            chunks = {}
         token = secrets.token_hex(12)
         keys = [self._k_meta, self._k_events, self._p_done + token]
         keys += [self._p_scope + scope_of(d.path) for d in drafts]
-        with self._lock:
-            now = max(time.time_ns(), self._last_time_ns)
-        for _ in range(TIME_RETRIES):
+        # The time in the body is only for daemons older than the `t` field.
+        bodies = [events.encode(time.time_ns(), d) for d in drafts]
+        unanswered = ""
+        while True:
             known = self._known()
-            marker = known[0]
-            bodies = [events.encode(now, d) for d in drafts]
-            reply = self._decode_all(self._run_append(keys, [marker, str(now), *bodies], chunks))
+            sent = time.monotonic()
+            deadline_ms = int(self._server_ms() + self._fence_s * 1000)
+            try:
+                reply = self._decode_all(self._run_append(keys, [known[0], deadline_ms, *bodies], chunks))
+            except errors.StoreUnavailable as exc:
+                if isinstance(exc, StoreDataLost) or not _answer_lost(exc.__cause__):
+                    raise   # Redis answered, or was never reached: nothing was stored
+                reply = self._settle(keys[2], sent, exc)
+                unanswered = f"; first: {exc}"
             chunks = {}   # stored by the first try; a retry runs only the script
-            if reply[0] == "ok":
+            if reply[0] != "lost":
                 break
-            if reply[0] == "lost":
-                self._verify(reply[1], int(reply[2]), known)
-                continue  # raised if anything was lost; else a fresh namespace was adopted
-            # Another daemon (its clock ahead of ours) appended later times: follow it.
-            now = max(time.time_ns(), int(reply[1]))
-        else:
-            raise errors.StoreUnavailable(f"append on {self.url}: gave up after {TIME_RETRIES} conflicts")
-        first = int(reply[1])
+            self._verify(reply[1], int(reply[2]), known)
+            # not raised: nothing had been seen, and a fresh namespace was adopted
+        if reply[0] in NOT_STORED:
+            raise errors.StoreUnavailable(f"append on {self.url}: not stored ({NOT_STORED[reply[0]]}){unanswered}")
+        first, now = map(int, reply[1].split())
+        if reply[0] == "ok" and time.monotonic() - sent < FENCE_MARGIN_S / 2:
+            self._learn_clock(now / 1e6)
         out = [Event(first + i, now, d.actor, d.type, d.path, d.payload) for i, d in enumerate(drafts)]
         with self._lock:
-            self._last_time_ns = max(self._last_time_ns, now)
             self._seen_seq = max(self._seen_seq, out[-1].seq)
         if durable:
             self._wait_durable()
         return out
+
+    def _learn_clock(self, server_ms: float) -> None:
+        """Redis's clock read `server_ms` during a short round trip that just ended. The
+        estimate is behind by at most that round trip, never ahead: a deadline can come
+        early (an append refused), never late (see _settle)."""
+        with self._lock:
+            self._clock = (server_ms, time.monotonic())
+
+    def _server_ms(self) -> float:
+        with self._lock:
+            server_ms, at = self._clock
+        return server_ms + (time.monotonic() - at) * 1000
+
+    def _settle(self, done_key: str, sent: float, cause: errors.StoreUnavailable) -> list[str]:
+        """The outcome of an append whose answer was lost: the script may have run, may
+        still be waiting in a frozen Redis, or may never arrive. Ask (FENCE) until Redis
+        answers: it either had stored the events (their result) or has not, and then
+        never will (its token is fenced). Redis not answering by the append's deadline
+        plus a margin: it refuses the script from then on, so it is not stored either.
+        Logged, with which it was."""
+        give_up = sent + self._fence_s + FENCE_MARGIN_S
+        while True:
+            try:
+                found = self._fence_script(keys=[done_key])
+            except REDIS_ERRORS as exc:
+                if time.monotonic() < give_up:
+                    time.sleep(FENCE_RETRY_S)
+                    continue
+                log.warning("append on %s: no answer (%s), nor since (%s); not stored: Redis refuses it "
+                            "past its deadline, which has passed", self.url, cause, exc)
+                return ["late"]
+            found = found.decode() if isinstance(found, bytes) else found
+            if found and found != "fenced":
+                log.warning("append on %s: no answer (%s); Redis had stored it (seq %s)",
+                            self.url, cause, found.split()[0])
+                return ["done", found]
+            log.warning("append on %s: no answer (%s); Redis had not run it, and now never will: not stored",
+                        self.url, cause)
+            return ["fenced"]
 
     def _pipeline_with_chunks(self, chunks: dict[bytes, bytes]):
         """A pipeline that stores the chunks first. Content-addressed: a chunk stored
@@ -379,10 +478,7 @@ class RedisStore(Store):
     def _run_append(self, keys: list[str], args: list, chunks: dict[bytes, bytes]):
         """The append script; with chunks, in the same round trip as storing them (one
         connection runs a pipeline in order, so the chunks are stored before the events
-        that name them). redis-py's Cluster pipelines refuse scripts: two round trips there."""
-        if chunks and self._cluster:
-            self._call("storing chunks", self._pipeline_with_chunks(chunks).execute)
-            chunks = {}
+        that name them). redis-py's Cluster pipelines refuse scripts: append stores them first there."""
         if not chunks:
             return self._call("append", self._append_script, keys=keys, args=args)
         pipe = self._pipeline_with_chunks(chunks)
@@ -484,11 +580,11 @@ class RedisStore(Store):
         for entry_id, fields in entries:
             seq = int(entry_id.split(b"-", 1)[0])
             # RESP2 gives [field, value, ...]; RESP3 may give a map.
-            body = fields[b"b"] if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2]))[b"b"]
-            out.append(events.decode(seq, body))
-        if out:
-            with self._lock:
-                self._last_time_ns = max(self._last_time_ns, out[-1].time_ns)
+            fields = fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2]))
+            event = events.decode(seq, fields[b"b"])
+            if b"t" in fields:   # the time Redis assigned (older entries: the one in the body)
+                event = dataclasses.replace(event, time_ns=int(fields[b"t"]))
+            out.append(event)
         return out
 
     def get_chunk(self, digest: bytes) -> bytes:

@@ -234,6 +234,27 @@ def test_timeout_abandons_the_thread_and_counts_as_failure():
     run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+def test_a_patient_call_is_waited_for_past_the_call_timeout():
+    """An append's outcome must be known: it is never abandoned, however long it takes."""
+    release = threading.Event()
+
+    def slow():
+        release.wait(30)
+        return "stored"
+
+    async def main():
+        b = Breaker("store", failure_threshold=1, reset_timeout=5, call_timeout=2)
+        async with trio.open_nursery() as nursery:
+            async def let_it_finish():
+                await trio.sleep(60)   # far past the call_timeout (autojump: no real wait)
+                release.set()
+            nursery.start_soon(let_it_finish)
+            assert await b.call(slow, patient=True) == "stored"
+        assert b.state == CLOSED and b.statistics().timeouts == 0
+
+    run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 def test_cancelled_probe_frees_the_probe_slot():
     release = threading.Event()
 

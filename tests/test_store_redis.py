@@ -292,11 +292,12 @@ def test_cluster_spreads_namespaces_and_keeps_each_on_one_slot(cluster):
         client.close()
 
 
-def test_clock_behind_another_daemon_still_gives_non_decreasing_times(server):
+def test_clock_behind_another_daemon_still_gives_non_decreasing_times(server, skewed_clock):
     url = with_ns(server.url)
     ahead, behind = RedisStore(url), RedisStore(url)
-    ahead._last_time_ns = time.time_ns() + 3600 * 10**9  # as if its clock ran an hour ahead
+    skewed_clock[threading.get_ident()] = 3600 * 10**9  # as if this clock ran an hour ahead
     [early] = ahead.append([draft()], {})
+    skewed_clock.clear()
     [late] = behind.append([draft()], {})
     assert late.seq == early.seq + 1 and late.time_ns >= early.time_ns
     assert behind.read(0) == [early, late]
@@ -306,10 +307,10 @@ def test_a_retried_append_is_applied_once(server):
     """The append script with a token it already ran returns the first result."""
     store = RedisStore(with_ns(server.url))
     keys = [store._k_meta, store._k_events, store._p_done + "tok", store._p_scope + "projects/a"]
-    args = [store.marker, str(time.time_ns()), b"\x96\x01\x00\xa0\xa5write\xa1x\x80"]
+    args = [store.marker, 0, b"\x96\x01\x00\xa0\xa5write\xa1x\x80"]
     first = store._append_script(keys=keys, args=args)
     again = store._append_script(keys=keys, args=args)
-    assert first == again
+    assert (first[0], again[0]) == (b"ok", b"done") and first[1] == again[1]
     assert store.last_seq() == 1 and len(store.read(0)) == 1
 
 
@@ -544,3 +545,159 @@ def test_wait_and_read_is_woken_by_another_producer(opener):
     [event] = producer.append([draft("projects/b/g")], {})
     thread.join(timeout=15)
     assert result == [event]
+
+
+# ---- the store assigns times: an append never fails because others append -------------------
+
+@pytest.fixture
+def skewed_clock(monkeypatch):
+    """time.time_ns as seen by each thread: the threads named in the returned dict run
+    that many ns ahead (a daemon whose clock is wrong), the others see the real time."""
+    real, skew = time.time_ns, {}
+    monkeypatch.setattr(time, "time_ns", lambda: real() + skew.get(threading.get_ident(), 0))
+    return skew
+
+
+def test_an_append_never_fails_because_others_append_in_between(server, skewed_clock):
+    """Before each of b's tries, a (its clock an hour ahead) appends: b's append
+    still succeeds at once, and the log's times never go back."""
+    url = with_ns(server.url)
+    a, b = RedisStore(url), RedisStore(url)
+    tried = b._run_append
+
+    def another_append_first(*args, **kwargs):
+        def append_ahead():
+            skewed_clock[threading.get_ident()] = 3600 * 10**9
+            a.append([draft("projects/o/f")], {})
+        helper = threading.Thread(target=append_ahead)
+        helper.start()
+        helper.join()
+        return tried(*args, **kwargs)
+
+    b._run_append = another_append_first
+    for _ in range(3):
+        [event] = b.append([draft()], {})
+    log = b.read(0)
+    assert [e.seq for e in log] == list(range(1, 7)) and log[-1] == event
+    assert all(x.time_ns <= y.time_ns for x, y in zip(log, log[1:]))
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("where", ["redis", "cluster"])
+def test_concurrent_appends_with_skewed_clocks_never_fail(request, where, skewed_clock):
+    url = with_ns(request.getfixturevalue("server" if where == "redis" else "cluster").url)
+    stores = [RedisStore(url), RedisStore(url)]
+    failures, seqs = [], []
+
+    def worker(store, ahead_ns):
+        skewed_clock[threading.get_ident()] = ahead_ns
+        try:
+            for i in range(30):
+                got = store.append([draft(f"projects/s/f{i}-{k}") for k in range(1 + i % 2)], {})
+                seqs.extend(e.seq for e in got)
+        except BaseException as exc:  # reported below: a thread's assert is not a test failure
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(store, skew))
+               for store, skew in [(stores[0], 3600 * 10**9), (stores[1], 0)] * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    assert sorted(seqs) == list(range(1, len(seqs) + 1))
+    log = stores[1].read(0, limit=10_000)
+    assert [e.seq for e in log] == sorted(seqs)
+    assert all(x.time_ns <= y.time_ns for x, y in zip(log, log[1:]))
+    for store in stores:
+        store.close()
+
+
+# ---- an append whose answer is lost is settled: an error always means "not stored" ---------
+
+def _answer_lost_after(run):
+    """A _run_append that runs `run` (or not) and then loses Redis's answer."""
+    import redis
+
+    def lose(*args, **kwargs):
+        if run is not None:
+            run(*args, **kwargs)
+        try:
+            raise redis.exceptions.TimeoutError("Timeout reading from socket")
+        except redis.exceptions.TimeoutError as exc:
+            raise errors.StoreUnavailable(f"append failed: {exc}") from exc
+    return lose
+
+
+def test_an_append_whose_answer_was_lost_after_it_ran_is_reported_stored(server, caplog):
+    store = RedisStore(with_ns(server.url))
+    real = store._run_append
+    store._run_append = _answer_lost_after(real)
+    [event] = store.append([draft()], {b"\x07" * 20: b"kept"})
+    assert store.read(0) == [event] and store.get_chunk(b"\x07" * 20) == b"kept"
+    assert "Redis had stored it" in caplog.text
+    store.close()
+
+
+def test_an_append_whose_answer_was_lost_before_it_ran_never_runs(server, caplog):
+    store = RedisStore(with_ns(server.url))
+    sent = []
+    store._run_append = _answer_lost_after(lambda keys, args, chunks: sent.append((keys, args)))
+    with pytest.raises(errors.StoreUnavailable, match="not stored"):
+        store.append([draft()], {})
+    assert "had not run it, and now never will" in caplog.text
+    # The script arrives after all (it was stuck in a frozen Redis): refused, nothing written.
+    [(keys, args)] = sent
+    assert store._append_script(keys=keys, args=args) == [b"fenced"]
+    assert store.read(0) == [] and store.last_seq() == 0
+    store.close()
+
+
+def test_an_append_refused_by_a_frozen_redis_is_never_stored_later(own_server, caplog):
+    """Redis is frozen through the whole append and its deadline: the append fails, and
+    when Redis resumes and runs the script at last, it refuses it."""
+    store = RedisStore(with_ns(own_server.url) + "&timeout=0.5")
+    [first] = store.append([draft()], {})
+    os.kill(own_server.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(errors.StoreUnavailable, match="not stored"):
+            store.append([draft("projects/a/late")], {b"\x08" * 20: b"x"})
+    finally:
+        os.kill(own_server.proc.pid, signal.SIGCONT)
+    time.sleep(0.5)   # the script it had received has run (or been refused) by now
+    assert store.read(0) == [first] and store.last_seq() == 1
+    assert "not stored" in caplog.text
+    store.close()
+
+
+def test_appends_through_a_short_freeze_are_stored_exactly_when_reported(own_server):
+    """Redis freezes for 1.5 s while appends are in flight: each append either returns
+    its events, which are in the log, or raises, and its event is not in the log."""
+    store = RedisStore(with_ns(own_server.url) + "&timeout=0.5")
+    store.append([draft()], {})
+    reported: dict[str, bool] = {}
+
+    def appender(n):
+        for i in range(6):
+            path = f"projects/a/t{n}-{i}"
+            try:
+                store.append([draft(path)], {})
+                reported[path] = True
+            except errors.StoreUnavailable:
+                reported[path] = False
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=appender, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    os.kill(own_server.proc.pid, signal.SIGSTOP)
+    time.sleep(1.5)
+    os.kill(own_server.proc.pid, signal.SIGCONT)
+    for t in threads:
+        t.join()
+    time.sleep(0.5)
+    stored = {e.path for e in store.read(0, limit=10_000)}
+    assert {p for p, ok in reported.items() if ok} == stored - {"projects/a/f"}
+    store.close()
