@@ -247,6 +247,10 @@ class RedisStore(Store):
     def _decode_all(values) -> list[str]:
         return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
+    def _scope_key(self, scope: str) -> bytes:
+        """The key of a scope's list, as bytes: a name in it may not be UTF-8."""
+        return (self._p_scope + scope).encode("utf-8", events.PATH_ERRORS)
+
     def _call(self, what: str, fn, *args, **kwargs):
         """Run one Redis call, turning every Redis failure into StoreUnavailable."""
         if self._lost:
@@ -329,7 +333,7 @@ class RedisStore(Store):
             return []
         token = secrets.token_hex(12)
         keys = [self._k_meta, self._k_events, self._p_done + token]
-        keys += [self._p_scope + scope_of(d.path) for d in drafts]
+        keys += [self._scope_key(scope_of(d.path)) for d in drafts]
         with self._lock:
             now = max(time.time_ns(), self._last_time_ns)
         for _ in range(TIME_RETRIES):
@@ -496,7 +500,7 @@ class RedisStore(Store):
 
     def scope_seqs(self, scope: str) -> list[int]:
         self.check_continuity()
-        return [int(x) for x in self._call("scope_seqs", self._r.lrange, self._p_scope + scope, 0, -1)]
+        return [int(x) for x in self._call("scope_seqs", self._r.lrange, self._scope_key(scope), 0, -1)]
 
     def put_snapshot(self, seq: int, blob: bytes) -> None:
         self._call("put_snapshot", self._snap_script, keys=[self._k_snaps, f"{self._p_snap}{seq}"],

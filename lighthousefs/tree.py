@@ -172,7 +172,7 @@ class Tree:
         node = self.nodes[ROOT_INO]
         for part in path.strip("/").split("/"):
             if part:
-                node = self.child(node.ino, part.encode())
+                node = self.child(node.ino, part.encode("utf-8", events.PATH_ERRORS))
         return node
 
     def dir_path(self, ino: int) -> str:
