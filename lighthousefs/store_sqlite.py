@@ -125,11 +125,14 @@ class SQLiteStore(Store):
         with self._write_lock:
             wal = self.path + "-wal"
             if os.path.exists(wal):
-                fd = os.open(wal, os.O_RDONLY)
                 try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                    fd = os.open(wal, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:   # the store's own failure: counted by the breaker
+                    raise errors.StoreUnavailable(f"sync of {wal} failed: {exc}") from exc
 
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
         with self._write_lock:

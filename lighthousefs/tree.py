@@ -28,6 +28,9 @@ SHARED_MEMORIES_INO = 4
 AGENTS_INO = 5
 
 NAME_MAX = 255
+# Times are stored as int64 nanoseconds (about 1677-09-21 to 2262-04-11): a time outside
+# that range cannot be stored and is refused (EINVAL), not clamped (docs/decisions.md).
+TIME_NS_MIN, TIME_NS_MAX = -2**63, 2**63 - 1
 
 
 class Node:
@@ -105,6 +108,11 @@ def check_name(name: bytes) -> None:
         raise errors.InvalidArgument(f"a name may not contain '/' or NUL: {name!r}")
     if len(name) > NAME_MAX:
         raise errors.NameTooLong(f"name of {len(name)} bytes (at most {NAME_MAX})")
+
+
+def check_time(value) -> None:
+    if type(value) is not int or not TIME_NS_MIN <= value <= TIME_NS_MAX:
+        raise errors.InvalidArgument(f"time {value!r} ns is outside what the store holds (years 1677-2262)")
 
 
 class Tree:
@@ -383,6 +391,9 @@ class Tree:
 
     def _setattr(self, p: dict, seq: int, time_ns: int, mutate: bool) -> Change | None:
         node = self.get(p["ino"])
+        for field in ("atime", "mtime"):
+            if field in p:
+                check_time(p[field])
         if not mutate:
             return None
         if "mode" in p:
@@ -402,6 +413,8 @@ class Tree:
         node = self.get(p["ino"])
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"inode {node.ino} is not a regular file")
+        if "mtime" in p:
+            check_time(p["mtime"])
         if not mutate:
             return None
         node.size = p["size"]

@@ -14,10 +14,14 @@ import uuid
 
 import msgpack
 import pytest
+import trio
 
 from lighthousefs import errors, events
+from lighthousefs.breaker import Breaker
 from lighthousefs.events import Draft, Event
+from lighthousefs.journal import Journal
 from lighthousefs.policy import check_agent_name
+from lighthousefs.store_sqlite import SQLiteStore
 from lighthousefs.tree import PROJECTS_INO, Tree
 from mounting import eventually, lighthouse
 
@@ -251,3 +255,37 @@ def test_the_xattr_cap_is_checked_by_the_tree_so_replay_agrees():
     # An event past the cap that reached the log anyway is skipped on every replay alike.
     assert tree.apply(Event(3, 3, "", one_more.type, one_more.path, one_more.payload)) is None
     assert list(tree.nodes[ino].xattrs) == [b"user.a"]
+
+
+def test_a_draft_the_codec_cannot_store_fails_alone_and_keeps_the_breaker_closed(tmp_path):
+    """A gap in the checks (a bug) fails its own caller, not the group commit of others,
+    and does not count as a failure of the store."""
+    store = SQLiteStore(str(tmp_path / "s.db"))
+    breaker = Breaker("store", failure_threshold=1)
+    journal = Journal(store, Tree(), "test", breaker=breaker)
+    outcomes = {}
+
+    async def submit(key, draft):
+        try:
+            outcomes[key] = await journal.submit([draft])
+        except Exception as exc:
+            outcomes[key] = exc
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run_committer)
+            for i in range(3):
+                nursery.start_soon(submit, f"bad{i}", Draft("note", "projects/a", {"when": 10**20}))
+            nursery.start_soon(submit, "good", Draft("note", "projects/a", {"i": 1}))
+            while len(outcomes) < 4:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+    try:
+        trio.run(main)
+    finally:
+        store.close()
+    assert all(isinstance(outcomes[f"bad{i}"], OverflowError) for i in range(3)), outcomes
+    [(event, _)] = outcomes["good"]
+    assert event.payload == {"i": 1}
+    assert breaker.state == "closed"
