@@ -9,6 +9,7 @@ on every node and on every replay).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import stat
 from typing import Callable, Iterator
@@ -31,6 +32,10 @@ NAME_MAX = 255
 # Times are stored as int64 nanoseconds (about 1677-09-21 to 2262-04-11): a time outside
 # that range cannot be stored and is refused (EINVAL), not clamped (docs/decisions.md).
 TIME_NS_MIN, TIME_NS_MAX = -2**63, 2**63 - 1
+# What one file's extended attributes may take in all, each name counted with the NUL
+# that listxattr puts after it: so listxattr and getxattr always fit the kernel's 64 KiB
+# limits (past them they fail with E2BIG). A setxattr past it gets ENOSPC, as on ext4.
+XATTRS_TOTAL_MAX = 64 * 1024
 
 
 class Node:
@@ -426,6 +431,11 @@ class Tree:
 
     def _setxattr(self, p: dict, seq: int, time_ns: int, mutate: bool) -> Change | None:
         node = self.get(p["ino"])
+        total = sum(len(k) + 1 + len(v) for k, v in (node.xattrs or {}).items() if k != p["name"])
+        total += len(p["name"]) + 1 + len(p["value"])
+        if total > XATTRS_TOTAL_MAX:
+            raise errors.LighthouseError(f"inode {node.ino}: extended attributes would take {total} bytes "
+                                         f"(at most {XATTRS_TOTAL_MAX})", errno_=errno.ENOSPC)
         if not mutate:
             return None
         if node.xattrs is None:

@@ -232,7 +232,7 @@ def test_xattrs_of_a_file_are_capped_in_total(mnt):
     assert err.value.errno == errno.ENOSPC
     names = os.listxattr(f)   # E2BIG before: the list outgrew what the kernel accepts
     assert len(names) == n
-    assert sum(len(name) + len(value) for name in names) <= XATTRS_TOTAL_MAX
+    assert sum(len(name) + 1 + len(value) for name in names) <= XATTRS_TOTAL_MAX
     assert all(os.getxattr(f, name) == value for name in names)
     os.setxattr(f, names[0], b"shorter")   # a smaller value for an existing name fits
     os.removexattr(f, names[1])             # and a removal makes room
@@ -244,7 +244,7 @@ def test_the_xattr_cap_is_checked_by_the_tree_so_replay_agrees():
     tree = Tree()
     tree.apply(Event(1, 1, "", events.MKNOD, "projects/f", {"parent": PROJECTS_INO, "name": b"f", "mode": 0o100644}))
     ino = events.ino_for_seq(1)
-    big = b"v" * (XATTRS_TOTAL_MAX - len(b"user.a"))
+    big = b"v" * (XATTRS_TOTAL_MAX - len(b"user.a") - 1)   # each name counts with its NUL
     draft = Draft(events.SETXATTR, "projects/f", {"ino": ino, "name": b"user.a", "value": big})
     tree.check(draft)
     assert tree.apply(Event(2, 2, "", draft.type, draft.path, draft.payload)) is not None
