@@ -198,6 +198,9 @@ def test_fixed_entries_and_control_files_answer_eperm(mnt):
     fails_with(errno.EPERM, os.rename, project / "f", mnt / "events")
     fails_with(errno.EPERM, os.rename, project / "f", mnt / ".lighthouse" / "stats")
     fails_with(errno.EPERM, os.link, mnt / "events", project / "e")
+    fails_with(errno.EPERM, os.chmod, mnt / "events", 0o666)
+    fails_with(errno.EPERM, os.utime, mnt / ".lighthouse" / "stats")
+    fails_with(errno.EPERM, os.setxattr, mnt / "events", "user.x", b"1")
     assert (mnt / "events").is_file() and (mnt / ".lighthouse" / "stats").is_file()
     assert (project / "f").read_text() == "f"
 
