@@ -450,6 +450,15 @@ class LighthouseOperations(pyfuse3.Operations):
         await self._settle(inode)
         node = self._require_tree_node(inode)
         self._check_writable_inode(inode)
+        if fields.update_size:
+            if not stat.S_ISREG(node.mode):
+                raise errors.InvalidArgument("only regular files can be truncated")
+            handle = self._handles.get(fh) if fh is not None else None
+            if isinstance(handle, FileHandle):
+                # ftruncate and O_TRUNC: part of the open file's next commit at close.
+                await handle.open_file.buffer.truncate(attr.st_size)
+            else:
+                await self._truncate_now(node, attr.st_size)
         payload = {}
         if fields.update_mode:
             payload["mode"] = attr.st_mode & 0o7777
@@ -464,17 +473,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if payload:
             payload["ino"] = inode
             draft = Draft(events.SETATTR, self._path_of(inode), payload)
-            self.tree.check(draft)   # a time the store cannot hold: EINVAL, before any truncate
-        if fields.update_size:
-            if not stat.S_ISREG(node.mode):
-                raise errors.InvalidArgument("only regular files can be truncated")
-            handle = self._handles.get(fh) if fh is not None else None
-            if isinstance(handle, FileHandle):
-                # ftruncate and O_TRUNC: part of the open file's next commit at close.
-                await handle.open_file.buffer.truncate(attr.st_size)
-            else:
-                await self._truncate_now(node, attr.st_size)
-        if payload:
+            self.tree.check(draft)   # a time the store cannot hold: EINVAL
             await self._submit_one(draft)
         return self._attr(self.tree.get(inode))
 
