@@ -69,7 +69,7 @@ FORMAT = "1"
 SNAPSHOTS_KEPT = 3
 DONE_TTL_S = 600
 TIME_RETRIES = 20
-NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")   # fullmatch: `$` passes "ns\n"
 OUR_PARAMS = ("namespace", "timeout", "connect_timeout", "wait_replicas", "waitaof", "wait_timeout_ms")
 # Errors meaning "Redis cannot serve us now" (RedisClusterException is no RedisError).
 REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException, OSError)
@@ -181,7 +181,7 @@ class RedisStore(Store):
         try:
             redis_url, cluster, opts = _parse(url)
             self.namespace = opts.get("namespace", "default")
-            if not NAMESPACE_RE.match(self.namespace):
+            if not NAMESPACE_RE.fullmatch(self.namespace):
                 raise ValueError(f"namespace {self.namespace!r} must match {NAMESPACE_RE.pattern}")
             timeout = float(opts.get("timeout", 2.0))
             connect_timeout = float(opts.get("connect_timeout", timeout))

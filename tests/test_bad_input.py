@@ -292,3 +292,9 @@ def test_a_draft_the_codec_cannot_store_fails_alone_and_keeps_the_breaker_closed
     [(event, _)] = outcomes["good"]
     assert event.payload == {"i": 1}
     assert breaker.state == "closed"
+
+
+def test_a_redis_namespace_with_a_trailing_newline_is_refused():
+    from lighthousefs.store_redis import RedisStore
+    with pytest.raises(errors.StoreOpenError, match="must match"):
+        RedisStore("redis://127.0.0.1:1/0?namespace=ns%0A")   # refused before connecting
