@@ -113,7 +113,7 @@ class Journal:
         for draft in drafts:
             # A draft the codec cannot store (a gap in the checks: a bug) fails here, for
             # its caller alone, and not the group commit of everyone else's drafts.
-            events.encode(0, draft)
+            events.check_encodable(draft)
         item = _Pending(drafts, chunks or {}, durable)
         self._pending.append(item)
         self._wakeup.set()
