@@ -99,7 +99,7 @@ class Client:
             raise errors.InvalidArgument(f"{path}: not a file path below a top-level directory")
         tree = self.tree()   # once per call: the helpers below share it
         parent = self._mkdirs(tree, "/".join(parts[:-1]))
-        name = parts[-1].encode()
+        name = parts[-1].encode("utf-8", events.PATH_ERRORS)
         hashes, chunks = content.split(data)
         existing = tree.find(parent.ino, name)
         if existing is None:
@@ -118,10 +118,11 @@ class Client:
         walked = []
         for part in [p for p in path.strip("/").split("/") if p]:
             walked.append(part)
-            child = tree.find(node.ino, part.encode())
+            child = tree.find(node.ino, part.encode("utf-8", events.PATH_ERRORS))
             if child is None:
                 event = self._submit(tree, Draft(events.MKNOD, "/".join(walked), {
-                    "parent": node.ino, "name": part.encode(), "mode": stat.S_IFDIR | 0o755}, self.actor))
+                    "parent": node.ino, "name": part.encode("utf-8", events.PATH_ERRORS),
+                    "mode": stat.S_IFDIR | 0o755}, self.actor))
                 child = tree.get(events.ino_for_seq(event.seq))
             elif not child.is_dir:
                 raise errors.NotADirectory(f"{'/'.join(walked)} is not a directory")

@@ -9,9 +9,12 @@ Redis costs nothing but an exception, until `reset_timeout` has passed on trio's
 Half-open: the first call after that runs as the probe while others still fail fast;
 its success closes the circuit, its failure opens it again for another reset_timeout.
 
-What counts as a failure: StoreUnavailable, a timeout, and any exception that is not a
-LighthouseError. Domain errors (NotFound, ChunkMissing, ...) are answers from a healthy
-backend: they pass through and count as successes.
+What counts as a failure: only the store's own, StoreUnavailable (the stores turn
+connection errors and the like into it) and a timeout. Domain errors (NotFound,
+ChunkMissing, ...) are answers from a healthy backend: they pass through and count as
+successes. Any other exception is a bug or bad input, not the store's failure: it passes
+through (the caller logs it with its traceback and answers EIO) and counts neither way,
+so no caller can open the circuit for everyone by sending what the code cannot handle.
 
 Concurrency: all state lives on the trio thread and changes only between awaits; no
 lock is taken, so none is ever held across an await. A call's outcome counts only for
@@ -75,7 +78,7 @@ class _HalfOpen:
 
 
 def _default_is_failure(exc: BaseException) -> bool:
-    return isinstance(exc, errors.StoreUnavailable) or not isinstance(exc, errors.LighthouseError)
+    return isinstance(exc, errors.StoreUnavailable)
 
 
 class Breaker:
@@ -155,15 +158,21 @@ class Breaker:
         except Exception as exc:
             if self.is_failure(exc):
                 self._record_failure(generation, str(exc) or type(exc).__name__)
-            else:
+            elif isinstance(exc, errors.LighthouseError):
                 self._record_success(generation)
+            else:
+                self._release_probe(probe, generation)   # a bug or bad input: neither way
             raise
         except BaseException:
-            if probe and generation == self._generation:
-                self._state.probe_running = False  # let the next caller probe instead
+            self._release_probe(probe, generation)
             raise
         self._record_success(generation)
         return result
+
+    def _release_probe(self, probe: bool, generation: int) -> None:
+        """A probe whose call told nothing about the store lets the next caller probe."""
+        if probe and generation == self._generation:
+            self._state.probe_running = False
 
     def _admit(self) -> int:
         st = self._state

@@ -27,7 +27,9 @@ def _log_path(mountpoint: str) -> str:
 
 
 def _setup_logging(verbose: bool, path: str | None = None) -> None:
-    handler = logging.FileHandler(path) if path else logging.StreamHandler()
+    # A path in a message may hold a name that is not UTF-8 (bytes as surrogates).
+    handler = (logging.FileHandler(path, encoding="utf-8", errors="backslashreplace") if path
+               else logging.StreamHandler())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)

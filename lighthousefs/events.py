@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import re
 from typing import Any
 
 import msgpack
@@ -38,6 +39,13 @@ REMOVEXATTR = "removexattr"  # ino, name
 
 # Not a tree change: reserves inode_range(seq) for the producer that appended it.
 INODES = "inodes"        # count
+
+# Names are bytes; paths are str with the bytes that are not UTF-8 as lone surrogates
+# (Python's surrogateescape, as os.fsdecode does). The codec stores those bytes as they
+# are (valid UTF-8 is stored as before, so old events read the same), and JSON lines show
+# each as the escape \udc80..\udcff, which UTF-8 text never decodes to.
+PATH_ERRORS = "surrogateescape"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 TREE_TYPES = frozenset({MKNOD, LINK, UNLINK, RENAME, SETATTR, WRITE, SETXATTR, REMOVEXATTR})
 
@@ -81,7 +89,7 @@ class Event:
         shown = {k: v for k, v in self.payload.items() if k != "chunks"}
         for key, value in list(shown.items()):
             if isinstance(value, bytes):
-                shown[key] = value.decode("utf-8", "backslashreplace")
+                shown[key] = value.decode("utf-8", PATH_ERRORS)
         when = datetime.datetime.fromtimestamp(self.time_ns / 1e9, datetime.timezone.utc)
         record = {
             "seq": self.seq,
@@ -92,16 +100,30 @@ class Event:
         }
         if shown:
             record["data"] = shown
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return line.encode() + b"\n"
+        except UnicodeEncodeError:   # a name that is not UTF-8: escape those bytes, losslessly
+            return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line).encode() + b"\n"
 
 
 def encode(time_ns: int, draft: Draft) -> bytes:
     """The stored body of an event (the sequence number is the store's key)."""
-    return msgpack.packb([1, time_ns, draft.actor, draft.type, draft.path, draft.payload], use_bin_type=True)
+    return msgpack.packb([1, time_ns, draft.actor, draft.type, draft.path, draft.payload], use_bin_type=True,
+                         unicode_errors=PATH_ERRORS)
+
+
+def check_encodable(draft: Draft) -> None:
+    """Raise what encode() would raise for this draft, cheaply: the chunk hashes (bytes
+    that the content code makes, many for a large file) are left out of the trial."""
+    payload = draft.payload
+    if "chunks" in payload:
+        payload = {k: v for k, v in payload.items() if k != "chunks"}
+    encode(0, Draft(draft.type, draft.path, payload, draft.actor))
 
 
 def decode(seq: int, body: bytes) -> Event:
-    version, time_ns, actor, type_, path, payload = msgpack.unpackb(body, raw=False)
+    version, time_ns, actor, type_, path, payload = msgpack.unpackb(body, raw=False, unicode_errors=PATH_ERRORS)
     if version != 1:
         raise ValueError(f"event {seq}: unknown encoding version {version}")
     return Event(seq, time_ns, actor, type_, path, payload)

@@ -485,7 +485,9 @@ class LighthouseOperations(pyfuse3.Operations):
             payload["mtime"] = attr.st_mtime_ns
         if payload:
             payload["ino"] = inode
-            await self._submit_one(Draft(events.SETATTR, self._path_of(inode), payload))
+            draft = Draft(events.SETATTR, self._path_of(inode), payload)
+            self.tree.check(draft)   # a time the store cannot hold: EINVAL
+            await self._submit_one(draft)
             open_file = self._open_files.get(inode)
             if "mtime" in payload and open_file is not None and open_file.times is not None:
                 # futimens before close (cp -p, rsync): the close commits this mtime.
@@ -661,8 +663,15 @@ class LighthouseOperations(pyfuse3.Operations):
             except OSError as exc:
                 log.debug("invalidate_entry(%d, %r): %s", new.parent, new.name, exc)
 
+    @staticmethod
+    def _check_not_fixed(parent: int, name: bytes) -> None:
+        """The root's events and .lighthouse are part of the layout, as its directories are."""
+        if parent == ROOT_INO and name in (b"events", b".lighthouse"):
+            raise errors.NotPermitted(f"{name.decode()} is part of the layout")
+
     async def _remove(self, parent: int, name: bytes, want_dir: bool) -> None:
         self._require_tree_dir(parent)
+        self._check_not_fixed(parent, name)
         if name == HISTORY_NAME and self.policy.is_project(parent):
             raise errors.ReadOnly(".history is read-only")
         self.policy.check_see(parent, name)
@@ -690,6 +699,7 @@ class LighthouseOperations(pyfuse3.Operations):
         for parent in (parent_inode_old, parent_inode_new):
             self._require_tree_dir(parent)
         for parent, name in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
+            self._check_not_fixed(parent, name)
             if name == HISTORY_NAME and self.policy.is_project(parent):
                 raise errors.ReadOnly(".history is read-only")
             self.policy.check_see(parent, name)
@@ -1007,8 +1017,9 @@ class LighthouseOperations(pyfuse3.Operations):
         await self._settle(inode)
         self._require_tree_node(inode)
         self._check_writable_inode(inode)
-        await self._submit_one(Draft(events.SETXATTR, self._path_of(inode),
-                                     {"ino": inode, "name": name, "value": value}))
+        draft = Draft(events.SETXATTR, self._path_of(inode), {"ino": inode, "name": name, "value": value})
+        self.tree.check(draft)   # the total of the file's attributes (ENOSPC)
+        await self._submit_one(draft)
 
     async def getxattr(self, inode, name, ctx):
         node = await self._history_node(inode) if inode in self._hist_keys else self._live_node(inode)

@@ -12,14 +12,14 @@ import re
 from . import errors
 from .tree import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO, Tree
 
-AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")   # fullmatch: `$` would pass "bob\n"
 STATE_FILE = b"state.json"
 STATUS_FILE = b"status"
 MAX_STATUS_BYTES = 4096
 
 
 def check_agent_name(agent: str) -> None:
-    if not AGENT_NAME.match(agent) or agent == "shared":
+    if not AGENT_NAME.fullmatch(agent) or agent == "shared":
         raise errors.InvalidArgument(
             f"agent id {agent!r}: use 1-64 letters, digits, '.', '_' or '-' (and not 'shared')")
 

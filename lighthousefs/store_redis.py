@@ -84,7 +84,7 @@ FENCE_RETRY_S = 0.2
 PIPELINED_CHUNK_BYTES = 1 << 20
 NOT_STORED = {"late": "Redis ran it past its deadline, or did not answer before it passed",
               "fenced": "its answer was lost, and it had not run; now it never will"}
-NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")   # fullmatch: `$` passes "ns\n"
 OUR_PARAMS = ("namespace", "timeout", "connect_timeout", "wait_replicas", "waitaof", "wait_timeout_ms")
 # redis-py's own URL parameters that we pass on: TLS and connection tuning.
 REDIS_PY_PARAMS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
@@ -234,7 +234,7 @@ class RedisStore(Store):
         try:
             redis_url, cluster, opts = _parse(url)
             self.namespace = opts.get("namespace", "default")
-            if not NAMESPACE_RE.match(self.namespace):
+            if not NAMESPACE_RE.fullmatch(self.namespace):
                 raise ValueError(f"namespace {self.namespace!r} must match {NAMESPACE_RE.pattern}")
             timeout = float(opts.get("timeout", 2.0))
             connect_timeout = float(opts.get("connect_timeout", timeout))
@@ -307,6 +307,10 @@ class RedisStore(Store):
     @staticmethod
     def _decode_all(values) -> list[str]:
         return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+    def _scope_key(self, scope: str) -> bytes:
+        """The key of a scope's list, as bytes: a name in it may not be UTF-8."""
+        return (self._p_scope + scope).encode("utf-8", events.PATH_ERRORS)
 
     def _call(self, what: str, fn, *args, **kwargs):
         """Run one Redis call, turning every Redis failure into StoreUnavailable."""
@@ -396,7 +400,7 @@ class RedisStore(Store):
             chunks = {}
         token = secrets.token_hex(12)
         keys = [self._k_meta, self._k_events, self._p_done + token]
-        keys += [self._p_scope + scope_of(d.path) for d in drafts]
+        keys += [self._scope_key(scope_of(d.path)) for d in drafts]
         # The time in the body is only for daemons older than the `t` field.
         bodies = [events.encode(time.time_ns(), d) for d in drafts]
         unanswered = ""
@@ -604,7 +608,7 @@ class RedisStore(Store):
 
     def scope_seqs(self, scope: str) -> list[int]:
         self.check_continuity()
-        return [int(x) for x in self._call("scope_seqs", self._r.lrange, self._p_scope + scope, 0, -1)]
+        return [int(x) for x in self._call("scope_seqs", self._r.lrange, self._scope_key(scope), 0, -1)]
 
     def put_snapshot(self, seq: int, blob: bytes) -> None:
         self._call("put_snapshot", self._snap_script, keys=[self._k_snaps, f"{self._p_snap}{seq}"],

@@ -44,6 +44,16 @@ SETTLE_FIRST_S = 0.0001
 SETTLE_MAX_PAUSE_S = 0.001
 
 
+def _scope_value(scope: str) -> str | bytes:
+    """A scope as SQLite holds it: TEXT, or a BLOB of its bytes when a name in it is not
+    UTF-8 (SQLite's TEXT must be; the two never compare equal, so neither is mistaken)."""
+    try:
+        scope.encode()
+        return scope
+    except UnicodeEncodeError:
+        return scope.encode("utf-8", events.PATH_ERRORS)
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str, busy_timeout_s: float = 2.0, create: bool = True):
         """`create`: make the store if there is none at `path` (its directory must exist)."""
@@ -122,11 +132,14 @@ class SQLiteStore(Store):
         with self._write_lock:
             wal = self.path + "-wal"
             if os.path.exists(wal):
-                fd = os.open(wal, os.O_RDONLY)
                 try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                    fd = os.open(wal, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as exc:   # the store's own failure: counted by the breaker
+                    raise errors.StoreUnavailable(f"sync of {wal} failed: {exc}") from exc
 
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
         with self._write_lock:
@@ -144,7 +157,7 @@ class SQLiteStore(Store):
                     rows = []
                     for draft in drafts:
                         seq += 1
-                        rows.append((seq, scope_of(draft.path), events.encode(now, draft)))
+                        rows.append((seq, _scope_value(scope_of(draft.path)), events.encode(now, draft)))
                         out.append(Event(seq, now, draft.actor, draft.type, draft.path, draft.payload))
                     conn.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
                     conn.execute("COMMIT")
@@ -250,7 +263,8 @@ class SQLiteStore(Store):
         return [rows[d] for d in digests]
 
     def scope_seqs(self, scope: str) -> list[int]:
-        return [row[0] for row in self._query("SELECT seq FROM events WHERE scope=? ORDER BY seq", (scope,))]
+        return [row[0] for row in self._query("SELECT seq FROM events WHERE scope=? ORDER BY seq",
+                                              (_scope_value(scope),))]
 
     def put_snapshot(self, seq: int, blob: bytes) -> None:
         with self._write_lock:

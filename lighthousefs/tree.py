@@ -9,6 +9,7 @@ on every node and on every replay).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import stat
 from typing import Callable, Iterator
@@ -28,6 +29,13 @@ SHARED_MEMORIES_INO = 4
 AGENTS_INO = 5
 
 NAME_MAX = 255
+# Times are stored as int64 nanoseconds (about 1677-09-21 to 2262-04-11): a time outside
+# that range cannot be stored and is refused (EINVAL), not clamped (docs/decisions.md).
+TIME_NS_MIN, TIME_NS_MAX = -2**63, 2**63 - 1
+# What one file's extended attributes may take in all, each name counted with the NUL
+# that listxattr puts after it: so listxattr and getxattr always fit the kernel's 64 KiB
+# limits (past them they fail with E2BIG). A setxattr past it gets ENOSPC, as on ext4.
+XATTRS_TOTAL_MAX = 64 * 1024
 
 
 class Node:
@@ -107,6 +115,11 @@ def check_name(name: bytes) -> None:
         raise errors.NameTooLong(f"name of {len(name)} bytes (at most {NAME_MAX})")
 
 
+def check_time(value) -> None:
+    if type(value) is not int or not TIME_NS_MIN <= value <= TIME_NS_MAX:
+        raise errors.InvalidArgument(f"time {value!r} ns is outside what the store holds (years 1677-2262)")
+
+
 class Tree:
     def __init__(self) -> None:
         self.nodes: dict[int, Node] = {}
@@ -172,7 +185,7 @@ class Tree:
         node = self.nodes[ROOT_INO]
         for part in path.strip("/").split("/"):
             if part:
-                node = self.child(node.ino, part.encode())
+                node = self.child(node.ino, part.encode("utf-8", events.PATH_ERRORS))
         return node
 
     def dir_path(self, ino: int) -> str:
@@ -386,6 +399,9 @@ class Tree:
 
     def _setattr(self, p: dict, seq: int, time_ns: int, mutate: bool) -> Change | None:
         node = self.get(p["ino"])
+        for field in ("atime", "mtime"):
+            if field in p:
+                check_time(p[field])
         if not mutate:
             return None
         if "mode" in p:
@@ -405,6 +421,8 @@ class Tree:
         node = self.get(p["ino"])
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"inode {node.ino} is not a regular file")
+        if "mtime" in p:
+            check_time(p["mtime"])
         if not mutate:
             return None
         node.size = p["size"]
@@ -416,6 +434,11 @@ class Tree:
 
     def _setxattr(self, p: dict, seq: int, time_ns: int, mutate: bool) -> Change | None:
         node = self.get(p["ino"])
+        total = sum(len(k) + 1 + len(v) for k, v in (node.xattrs or {}).items() if k != p["name"])
+        total += len(p["name"]) + 1 + len(p["value"])
+        if total > XATTRS_TOTAL_MAX:
+            raise errors.LighthouseError(f"inode {node.ino}: extended attributes would take {total} bytes "
+                                         f"(at most {XATTRS_TOTAL_MAX})", errno_=errno.ENOSPC)
         if not mutate:
             return None
         if node.xattrs is None:

@@ -26,8 +26,8 @@ def boom():
     raise errors.StoreUnavailable("boom")
 
 
-def crash():
-    raise ConnectionError("refused")
+def bug():
+    raise OverflowError("int too big to convert")   # a bug or bad input, not the store's failure
 
 
 def missing():
@@ -38,7 +38,7 @@ def lost():
     raise errors.ChunkMissing([b"\x01" * 20], "sqlite:///store.db")
 
 
-OUTCOMES = {"ok": ok, "fail": boom, "crash": crash, "missing": missing, "lost": lost}
+OUTCOMES = {"ok": ok, "fail": boom, "bug": bug, "missing": missing, "lost": lost}
 
 
 class Model:
@@ -59,7 +59,9 @@ class Model:
             if now < self.opened_at + self.reset:
                 return "rejected"
             self._go(HALF_OPEN)
-        failed = outcome in ("fail", "crash")
+        failed = outcome == "fail"
+        if outcome == "bug":
+            return "ran"   # counts neither way: a probe leaves the circuit half-open
         if self.state == HALF_OPEN:
             if failed:
                 self.opened_at = now
@@ -107,8 +109,8 @@ class BreakerMachine(RuleBasedStateMachine):
             assert got == "ok"
         elif outcome == "fail":
             assert isinstance(got, errors.StoreUnavailable) and str(got) == "boom"
-        elif outcome == "crash":
-            assert isinstance(got, ConnectionError)
+        elif outcome == "bug":
+            assert isinstance(got, OverflowError)
         elif outcome == "lost":
             assert isinstance(got, errors.ChunkMissing) and got.errno == errno.EIO
         else:
@@ -307,6 +309,42 @@ def test_domain_errors_are_not_failures():
         assert b.state == CLOSED
 
     run(main)
+
+
+def test_bugs_and_bad_input_are_not_store_failures():
+    """An exception that is not the store's own (a value the codec cannot encode, a bug)
+    passes through, but neither opens the circuit nor resets the count of failures."""
+    async def main():
+        b = Breaker("store", failure_threshold=2)
+        with pytest.raises(errors.StoreUnavailable):
+            await b.call(boom)
+        for _ in range(3):
+            with pytest.raises(OverflowError):
+                await b.call(bug)
+        stats = b.statistics()
+        assert (stats.state, stats.consecutive_failures, stats.failures) == (CLOSED, 1, 1)
+        with pytest.raises(errors.StoreUnavailable):
+            await b.call(boom)
+        assert b.state == OPEN
+
+    run(main)
+
+
+def test_a_probe_that_hits_a_bug_leaves_the_probe_to_the_next_call():
+    clock = trio.testing.MockClock()
+
+    async def main():
+        b = Breaker("store", failure_threshold=1, reset_timeout=1.0)
+        with pytest.raises(errors.StoreUnavailable):
+            await b.call(boom)
+        clock.jump(1.0)
+        with pytest.raises(OverflowError):
+            await b.call(bug)
+        assert b.state == HALF_OPEN
+        assert await b.call(ok) == "ok"   # probes, instead of being rejected
+        assert b.state == CLOSED
+
+    run(main, clock)
 
 
 def test_a_missing_chunk_is_an_answer_not_a_failure():

@@ -15,7 +15,12 @@ from mounting import lighthouse
 
 pytestmark = pytest.mark.mount
 
-paths = st.sampled_from(["a", "b", "d", "d/a", "d/b", "d/e", "d/e/a", "e", "e/a"])
+# Names that are not UTF-8 are names like any other: "b\xff" and a directory "\xe9" (é in
+# latin-1), as str with surrogateescape (os.fsdecode), which os.* turn back into bytes.
+B = os.fsdecode(b"b\xff")
+E = os.fsdecode(b"\xe9")
+PATHS = ["a", B, "d", "d/a", f"d/{B}", "d/e", "d/e/a", E, f"{E}/a"]
+paths = st.sampled_from(PATHS)
 data = st.binary(max_size=300)
 offsets = st.integers(0, 400)
 
@@ -56,9 +61,9 @@ class MountAgainstDisk(RuleBasedStateMachine):
     @initialize()
     def start(self):
         self.open_pairs: list[tuple[int, int]] = []
-        n = next(self.runs)
-        self.mine = os.path.join(self.mount_root, "projects", f"run{n}")
-        self.disk = os.path.join(self.disk_root, f"run{n}")
+        run = os.fsdecode(b"run%d\xff" % next(self.runs))   # a project name that is not UTF-8 either
+        self.mine = os.path.join(self.mount_root, "projects", run)
+        self.disk = os.path.join(self.disk_root, run)
         os.mkdir(self.mine)
         os.mkdir(self.disk)
 
@@ -116,7 +121,7 @@ class MountAgainstDisk(RuleBasedStateMachine):
     def link(self, src, dst):
         self.both(os.link, src, dst, n_paths=2)
 
-    @rule(path=paths, link_to=st.sampled_from(["a", "d", "d/e/a", "missing"]))
+    @rule(path=paths, link_to=st.sampled_from(["a", "d", "d/e/a", os.fsdecode(b"missing\xfe")]))
     def symlink(self, path, link_to):
         self.both(lambda p, t: os.symlink(t, p), path, link_to)
 
@@ -166,7 +171,7 @@ class MountAgainstDisk(RuleBasedStateMachine):
     def same_tree(self):
         if not hasattr(self, "mine"):
             return
-        for path in ["a", "b", "d", "d/a", "d/b", "d/e", "d/e/a", "e", "e/a"]:
+        for path in PATHS:
             ours = describe(os.path.join(self.mine, path))
             theirs = describe(os.path.join(self.disk, path))
             assert ours == theirs, f"{path}: mount {ours} != disk {theirs}"

@@ -11,9 +11,9 @@ from lighthouse_csi import csi_pb2
 from lighthouse_csi.errors import InvalidArgument
 
 # Volume ids become directory names under the state dir: no '/', no '..'.
-_VOLUME_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
+_VOLUME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}")   # fullmatch: `$` passes "x\n"
 # Project and agent names: one path component of the lighthouse tree.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")   # fullmatch, as _VOLUME_ID
 
 AccessMode = csi_pb2.VolumeCapability.AccessMode
 READ_ONLY_MODES = {AccessMode.SINGLE_NODE_READER_ONLY, AccessMode.MULTI_NODE_READER_ONLY}
@@ -26,14 +26,14 @@ FS_TYPES = {"", "fuse.lighthouse", "lighthousefs"}
 def volume_id(value: str) -> str:
     if not value:
         raise InvalidArgument("volume_id is required")
-    if ".." in value or "/" in value or not _VOLUME_ID.match(value):
+    if ".." in value or "/" in value or not _VOLUME_ID.fullmatch(value):
         raise InvalidArgument(
             f"volume_id {value!r} is not valid: 1-128 of [A-Za-z0-9._~-], no '/' or '..'")
     return value
 
 
 def is_name(value: str) -> bool:
-    return bool(_NAME.match(value)) and ".." not in value
+    return bool(_NAME.fullmatch(value)) and ".." not in value
 
 
 def name(kind: str, value: str) -> str:

@@ -20,10 +20,17 @@ def test_good_volume_ids(vid):
     assert validate.volume_id(vid) == vid
 
 
-@pytest.mark.parametrize("vid", ["", "..", "a/b", "../x", "a..b", ".hidden", "x" * 129, "a b"])
+@pytest.mark.parametrize("vid", ["", "..", "a/b", "../x", "a..b", ".hidden", "x" * 129, "a b", "vol1\n"])
 def test_bad_volume_ids(vid):
     with pytest.raises(InvalidArgument):
         validate.volume_id(vid)
+
+
+def test_names_with_a_trailing_newline_are_refused():
+    """`$` matches before a final newline: the driver's checks must end where the name does."""
+    for check in (lambda v: validate.agent(v), lambda v: validate.name("project", v)):
+        with pytest.raises(InvalidArgument):
+            check("bob\n")
 
 
 def test_target_path_inside_root(tmp_path):
