@@ -30,7 +30,7 @@ import trio
 
 from . import errors, events
 from .cache import ChunkCache
-from .content import FileBuffer, Pending
+from .content import FileBuffer, Pending, content_digest
 from .events import Draft, Event
 from .events_file import EventsFile
 from .history import History
@@ -60,6 +60,9 @@ CHUNK_CACHE_BYTES = 64 << 20
 READAHEAD_MIN_CACHE_BYTES = 8 << 20
 XATTR_VALUE_MAX = 64 * 1024
 EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
+# An append is tried again after each write of the file by another producer that landed
+# first; past this many, its close fails (nothing of it stored).
+APPEND_ROUNDS = 100
 
 
 def _guarded(fn):
@@ -95,23 +98,26 @@ def _guarded(fn):
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
-    __slots__ = ("ino", "buffer", "refs", "lost")
+    __slots__ = ("ino", "buffer", "refs", "lost", "append_lock")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
         self.buffer = buffer
         self.refs = 0
+        # One commit of appends at a time: each must know the content it appends to.
+        self.append_lock = trio.Lock()
         # Set when a new file could not be logged and was dropped: every handle still
         # open on it fails from then on, instead of writing into nothing.
         self.lost: errors.LighthouseError | None = None
 
 
 class FileHandle:
-    __slots__ = ("open_file", "writable", "flush_failed")
+    __slots__ = ("open_file", "writable", "flush_failed", "append")
 
-    def __init__(self, open_file: OpenFile, writable: bool):
+    def __init__(self, open_file: OpenFile, writable: bool, append: bool = False):
         self.open_file = open_file
         self.writable = writable
+        self.append = append   # O_APPEND: every write goes to the end of the file
         # close() already reported this commit's failure: release does not retry it.
         self.flush_failed = False
 
@@ -739,7 +745,8 @@ class LighthouseOperations(pyfuse3.Operations):
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         # The kernel may keep this file's pages across opens: every change made
         # elsewhere invalidates them (_on_applied), and local writes pass through them.
-        return pyfuse3.FileInfo(fh=self._new_fh(FileHandle(open_file, writable)), keep_cache=True)
+        handle = FileHandle(open_file, writable, bool(flags & os.O_APPEND))
+        return pyfuse3.FileInfo(fh=self._new_fh(handle), keep_cache=True)
 
     async def open(self, inode, flags, ctx):
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY
@@ -786,8 +793,22 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.PermissionDenied("file not open for writing")
         if handle.open_file.lost is not None:
             raise handle.open_file.lost
-        await handle.open_file.buffer.write(off, buf)
-        return len(buf)
+        open_file = handle.open_file
+        while True:
+            buffer = open_file.buffer
+            if handle.append:
+                # The kernel's offset is its cached size, stale if another node appended:
+                # the end is where this daemon's buffer ends, and the kernel must forget
+                # the size and the pages it wrote at its own offset.
+                if off != buffer.size:
+                    self._invalidate_later(open_file.ino)
+                await buffer.append(buf)
+            else:
+                await buffer.write(off, buf)
+            if open_file.buffer is buffer:
+                return len(buf)
+            # Another node's change replaced the unchanged buffer while this write
+            # awaited a chunk (_on_applied): the write goes to the new one.
 
     async def flush(self, fh):
         handle = self._handles.get(fh)
@@ -857,24 +878,69 @@ class LighthouseOperations(pyfuse3.Operations):
                 if open_file is not None:   # the old content stays, for every handle
                     open_file.buffer = self._committed_buffer(node)
                 raise
+        if kind is None and open_file is not None and buffer.appends_only:
+            async with open_file.append_lock:
+                if buffer.changed:   # (else the commit held the lock stored it all)
+                    await self._store_content(buffer, ino, append=True)
+            return
         await self._store_content(buffer, ino)
 
-    def _write_draft(self, ino: int, pending: Pending) -> Draft:
-        return Draft(events.WRITE, self._path_of(ino), {"ino": ino, "size": pending.size, "chunks": pending.hashes})
+    def _write_draft(self, ino: int, pending: Pending, base: bytes | None = None) -> Draft:
+        payload = {"ino": ino, "size": pending.size, "chunks": pending.hashes}
+        if base is not None:
+            payload["base"] = base
+        return Draft(events.WRITE, self._path_of(ino), payload)
 
-    async def _store_content(self, buffer: FileBuffer, target: int | NewFile) -> None:
-        """Store the buffer: a write event on inode `target`, or the MKNOD of a new file."""
-        pending = buffer.snapshot()
-        if buffer.dirty_bytes() > LARGE_COMMIT:
-            await trio.to_thread.run_sync(pending.seal)
-        else:
-            pending.seal()
-        if isinstance(target, NewFile):
-            await self._log_new_file(target, pending)
-        else:
-            await self._submit_one(self._write_draft(target, pending), pending.chunks, durable=True)
-        buffer.mark_committed(pending)
-        self._chunks.put_fresh(pending.chunks)
+    async def _store_content(self, buffer: FileBuffer, target: int | NewFile, append: bool = False) -> None:
+        """Store the buffer: a write event on inode `target`, or the MKNOD of a new file.
+
+        With `append`, what only O_APPEND handles changed since the buffer's base is an
+        append: its event names the content it was made on, and every node skips it if
+        the file's content has changed meanwhile. The appended bytes then go after the
+        file's content as it is now, and the event is tried again; each round skipped is
+        one in which another producer's write of the file landed.
+        """
+        for _ in range(APPEND_ROUNDS):
+            if append and not await self._rebase_appends(buffer, target):
+                return   # unlinked on every node meanwhile: nothing visible changes
+            pending = buffer.snapshot()
+            if buffer.dirty_bytes() > LARGE_COMMIT:
+                await trio.to_thread.run_sync(pending.seal)
+            else:
+                pending.seal()
+            if isinstance(target, NewFile):
+                await self._log_new_file(target, pending)
+            else:
+                base = pending.base if append else None
+                _, change = await self._submit_one(self._write_draft(target, pending, base), pending.chunks,
+                                                   durable=True)
+                if change is None and base is not None:
+                    continue
+            buffer.mark_committed(pending)
+            self._chunks.put_fresh(pending.chunks)
+            return
+        raise errors.LighthouseError(f"{self._path_of(target)}: not stored, the file was written by others "
+                                     f"{APPEND_ROUNDS} times while this append was tried")
+
+    async def _rebase_appends(self, buffer: FileBuffer, ino: int) -> bool:
+        """Appends made on content that has been replaced since go after the file's
+        content as it is now (see _store_content). False if the file is gone."""
+        node = self.tree.nodes.get(ino)
+        if node is None or node.nlink == 0:
+            return False
+        if buffer.appends_only and buffer.base != content_digest(node.size, node.chunks):
+            await buffer.rebase(node.chunks, node.size)
+            self._invalidate_later(ino)   # the kernel holds the size and pages it knew
+        return True
+
+    def _invalidate_later(self, ino: int) -> None:
+        """Have the kernel drop an inode's attributes and pages (in a worker thread:
+        invalidate_inode can wait for page locks that the kernel holds during a request)."""
+        if self.kernel_attached:
+            try:
+                self._invalidate_send.send_nowait(ino)
+            except trio.WouldBlock:
+                log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout", ino)
 
     # ---- directories ---------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import msgpack
 
 from . import errors, events
-from .content import pack
+from .content import content_digest, pack
 from .events import Event
 
 log = logging.getLogger(__name__)
@@ -402,6 +402,10 @@ class Tree:
         node = self.get(p["ino"])
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"inode {node.ino} is not a regular file")
+        if "base" in p and content_digest(node.size, node.chunks) != p["base"]:
+            # An append made on content that another write replaced meanwhile: its
+            # writer appends again onto what is there now.
+            raise errors.LighthouseError(f"inode {node.ino} changed since this append was made on it")
         if not mutate:
             return None
         node.size = p["size"]

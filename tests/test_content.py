@@ -209,3 +209,34 @@ def test_a_sequential_reader_brings_the_next_chunks_in_the_same_round_trip():
         await buf.read(5 * CHUNK_SIZE, read)      # not where the last read ended: no readahead
         assert round_trips == [(2, 0)]
     trio.run(run)
+
+
+def test_appends_move_after_another_version_of_the_file():
+    """What O_APPEND added since the base goes after another writer's content; appends
+    during and after a commit build on what that commit stored (never twice)."""
+    async def run():
+        store = ChunkStore()
+        hashes, chunks = content.split(b"head\n")
+        store.update(chunks)
+        buf = FileBuffer(hashes, 5, store.fetch)
+        await buf.append(b"mine 1\n")
+        pending = buf.snapshot().seal()
+        assert pending.base == content.content_digest(5, hashes)
+        await buf.append(b"mine 2\n")            # while the commit is on its way
+        buf.mark_committed(pending)
+        assert buf.base == content.content_digest(pending.size, pending.hashes) and buf.appends_only
+        # Meanwhile another node appended: mine 2 alone moves after its content.
+        theirs = b"head\nmine 1\n" + b"t" * (CHUNK_SIZE + 10) + b"\n"
+        other, chunks = content.split(theirs)
+        store.update(chunks)
+        await buf.rebase(content.pack(other), len(theirs))
+        assert await buf.read(0, 1 << 20) == theirs + b"mine 2\n"
+        pending = buf.snapshot().seal()
+        assert pending.base == content.content_digest(len(theirs), other)
+        buf.mark_committed(pending)
+        assert not buf.changed
+        # A write at an offset is no append: the commit names no base (last close wins).
+        await buf.write(0, b"H")
+        assert not buf.appends_only and buf.snapshot().base is None
+
+    trio.run(run)
