@@ -880,8 +880,8 @@ class LighthouseOperations(pyfuse3.Operations):
                 raise
         if kind is None and open_file is not None and buffer.appends_only:
             async with open_file.append_lock:
-                if buffer.changed:   # (else the commit held the lock stored it all)
-                    await self._store_content(buffer, ino, append=True)
+                if buffer.changed:   # (else the commit that held the lock stored it all)
+                    await self._store_appends(buffer, ino)
             return
         await self._store_content(buffer, ino)
 
@@ -891,40 +891,43 @@ class LighthouseOperations(pyfuse3.Operations):
             payload["base"] = base
         return Draft(events.WRITE, self._path_of(ino), payload)
 
-    async def _store_content(self, buffer: FileBuffer, target: int | NewFile, append: bool = False) -> None:
+    async def _store_content(self, buffer: FileBuffer, target: int | NewFile, append: bool = False) -> bool:
         """Store the buffer: a write event on inode `target`, or the MKNOD of a new file.
+        With `append`, the event of an append is conditional (see _store_appends) and
+        False means it was skipped: nothing was stored."""
+        pending = buffer.snapshot()
+        if buffer.dirty_bytes() > LARGE_COMMIT:
+            await trio.to_thread.run_sync(pending.seal)
+        else:
+            pending.seal()
+        if isinstance(target, NewFile):
+            await self._log_new_file(target, pending)
+        else:
+            base = pending.base if append else None
+            _, change = await self._submit_one(self._write_draft(target, pending, base), pending.chunks, durable=True)
+            if change is None and base is not None:
+                return False
+        buffer.mark_committed(pending)
+        self._chunks.put_fresh(pending.chunks)
+        return True
 
-        With `append`, what only O_APPEND handles changed since the buffer's base is an
-        append: its event names the content it was made on, and every node skips it if
-        the file's content has changed meanwhile. The appended bytes then go after the
-        file's content as it is now, and the event is tried again; each round skipped is
-        one in which another producer's write of the file landed.
-        """
+    async def _store_appends(self, buffer: FileBuffer, ino: int) -> None:
+        """Store what only O_APPEND handles changed since the buffer's base: its event
+        names the content it was made on, and every node skips it if the file's content
+        has changed meanwhile. The appended bytes then go after the file's content as it
+        is now, and the event is tried again; each round skipped is one in which another
+        producer's write of the file landed."""
         for _ in range(APPEND_ROUNDS):
-            if append and not await self._rebase_appends(buffer, target):
+            if not await self._rebase_appends(buffer, ino):
                 return   # unlinked on every node meanwhile: nothing visible changes
-            pending = buffer.snapshot()
-            if buffer.dirty_bytes() > LARGE_COMMIT:
-                await trio.to_thread.run_sync(pending.seal)
-            else:
-                pending.seal()
-            if isinstance(target, NewFile):
-                await self._log_new_file(target, pending)
-            else:
-                base = pending.base if append else None
-                _, change = await self._submit_one(self._write_draft(target, pending, base), pending.chunks,
-                                                   durable=True)
-                if change is None and base is not None:
-                    continue
-            buffer.mark_committed(pending)
-            self._chunks.put_fresh(pending.chunks)
-            return
-        raise errors.LighthouseError(f"{self._path_of(target)}: not stored, the file was written by others "
+            if await self._store_content(buffer, ino, append=True):
+                return
+        raise errors.LighthouseError(f"{self._path_of(ino)}: not stored, the file was written by others "
                                      f"{APPEND_ROUNDS} times while this append was tried")
 
     async def _rebase_appends(self, buffer: FileBuffer, ino: int) -> bool:
         """Appends made on content that has been replaced since go after the file's
-        content as it is now (see _store_content). False if the file is gone."""
+        content as it is now (see _store_appends). False if the file is gone."""
         node = self.tree.nodes.get(ino)
         if node is None or node.nlink == 0:
             return False
