@@ -211,8 +211,11 @@ class FileBuffer:
 
     async def rebase(self, chunks: bytes, size: int) -> None:
         """Put what was appended since `base` after the content `chunks` of `size` bytes
-        instead: another writer's version of the file was stored in between."""
+        instead: another writer's version of the file was stored in between. Nothing
+        changes if the buffer was changed otherwise meanwhile (it then stores it all)."""
         while True:
+            if not self.appends_only:
+                return
             generation = self.generation
             appended = await self.read(self.base_size, self.size - self.base_size)
             fresh = FileBuffer(chunks, size, self._fetch)
