@@ -98,7 +98,7 @@ def _guarded(fn):
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
-    __slots__ = ("ino", "buffer", "refs", "lost", "append_lock")
+    __slots__ = ("ino", "buffer", "refs", "lost", "append_lock", "kernel_stale")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
@@ -106,6 +106,10 @@ class OpenFile:
         self.refs = 0
         # One commit of appends at a time: each must know the content it appends to.
         self.append_lock = trio.Lock()
+        # The kernel's pages or size of this file may be wrong (an append it placed at
+        # its own offset, or moved after another node's content): dropped before close
+        # returns, so a reader that opens next sees the stored content.
+        self.kernel_stale = False
         # Set when a new file could not be logged and was dropped: every handle still
         # open on it fails from then on, instead of writing into nothing.
         self.lost: errors.LighthouseError | None = None
@@ -801,6 +805,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 # the end is where this daemon's buffer ends, and the kernel must forget
                 # the size and the pages it wrote at its own offset.
                 if off != buffer.size:
+                    open_file.kernel_stale = True
                     self._invalidate_later(open_file.ino)
                 await buffer.append(buf)
             else:
@@ -881,7 +886,11 @@ class LighthouseOperations(pyfuse3.Operations):
         if kind is None and open_file is not None and buffer.appends_only:
             async with open_file.append_lock:
                 if buffer.changed:   # (else the commit that held the lock stored it all)
-                    await self._store_appends(buffer, ino)
+                    await self._store_appends(buffer, open_file)
+                if open_file.kernel_stale and self.kernel_attached:
+                    # (No kernel lock this waits for is held across a FLUSH or FSYNC request.)
+                    open_file.kernel_stale = False
+                    await trio.to_thread.run_sync(self._invalidate_inodes, [ino])
             return
         await self._store_content(buffer, ino)
 
@@ -911,29 +920,30 @@ class LighthouseOperations(pyfuse3.Operations):
         self._chunks.put_fresh(pending.chunks)
         return True
 
-    async def _store_appends(self, buffer: FileBuffer, ino: int) -> None:
+    async def _store_appends(self, buffer: FileBuffer, open_file: OpenFile) -> None:
         """Store what only O_APPEND handles changed since the buffer's base: its event
         names the content it was made on, and every node skips it if the file's content
         has changed meanwhile. The appended bytes then go after the file's content as it
         is now, and the event is tried again; each round skipped is one in which another
         producer's write of the file landed."""
+        ino = open_file.ino
         for _ in range(APPEND_ROUNDS):
-            if not await self._rebase_appends(buffer, ino):
+            if not await self._rebase_appends(buffer, open_file):
                 return   # unlinked on every node meanwhile: nothing visible changes
             if await self._store_content(buffer, ino, append=True):
                 return
         raise errors.LighthouseError(f"{self._path_of(ino)}: not stored, the file was written by others "
                                      f"{APPEND_ROUNDS} times while this append was tried")
 
-    async def _rebase_appends(self, buffer: FileBuffer, ino: int) -> bool:
+    async def _rebase_appends(self, buffer: FileBuffer, open_file: OpenFile) -> bool:
         """Appends made on content that has been replaced since go after the file's
         content as it is now (see _store_appends). False if the file is gone."""
-        node = self.tree.nodes.get(ino)
+        node = self.tree.nodes.get(open_file.ino)
         if node is None or node.nlink == 0:
             return False
         if buffer.appends_only and buffer.base != content_digest(node.size, node.chunks):
             await buffer.rebase(node.chunks, node.size)
-            self._invalidate_later(ino)   # the kernel holds the size and pages it knew
+            open_file.kernel_stale = True   # its pages hold the appends where they were
         return True
 
     def _invalidate_later(self, ino: int) -> None:
