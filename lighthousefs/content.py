@@ -40,6 +40,13 @@ def pack(hashes) -> bytes:
     return b"".join(hashes)
 
 
+def content_digest(size: int, hashes) -> bytes:
+    """Names one version of a file's content by its size and chunk list (packed or
+    flat): an append names the content it was made on (tree.py, WRITE's `base`)."""
+    packed = hashes if isinstance(hashes, bytes) else pack(hashes)
+    return hashlib.blake2b(size.to_bytes(8, "little") + packed, digest_size=16).digest()
+
+
 def unpack(packed: bytes) -> list[bytes]:
     return [packed[i:i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]
 
@@ -123,6 +130,10 @@ class FileBuffer:
     refers to stored bytes of exactly that length (a hash, or the pieces of the tail;
     `None` only where dirty). Writes and truncates load the chunks they touch into
     `dirty`, so `commit()` only hashes what changed.
+
+    While only `append()` changed it since the content it was loaded from or last
+    committed (`base`, of `base_size` bytes), the buffer is that content plus appended
+    bytes, and `rebase()` can move those bytes after another version of the file.
     """
 
     def __init__(self, chunks: list[bytes] | bytes, size: int, fetch: Fetch):
@@ -136,6 +147,9 @@ class FileBuffer:
         # Counts changes, so a commit can tell whether writes came in while it was stored.
         self.generation = 0
         self._read_end = 0   # where the last read ended: the next one there is sequential
+        self.base_size = size
+        self.base = content_digest(size, flat)
+        self.appends_only = True
 
     async def _chunk(self, ref: ChunkRef) -> bytes:
         if isinstance(ref, tuple):
@@ -187,11 +201,39 @@ class FileBuffer:
         return ref if isinstance(ref, tuple) else (ref,)
 
     async def write(self, offset: int, data: bytes) -> None:
+        self.appends_only = False
+        await self._write(offset, data)
+
+    async def append(self, data: bytes) -> None:
+        """Write at the end of the buffer (O_APPEND). The kernel holds the inode's lock
+        across a write request, so two appends to one file never interleave."""
+        await self._write(self.size, data)
+
+    async def rebase(self, chunks: bytes, size: int) -> None:
+        """Put what was appended since `base` after the content `chunks` of `size` bytes
+        instead: another writer's version of the file was stored in between. Nothing
+        changes if the buffer was changed otherwise meanwhile (it then stores it all)."""
+        while True:
+            if not self.appends_only:
+                return
+            generation = self.generation
+            appended = await self.read(self.base_size, self.size - self.base_size)
+            fresh = FileBuffer(chunks, size, self._fetch)
+            await fresh._write(size, appended)
+            if generation == self.generation:
+                break   # (else more was appended meanwhile: take it too)
+        self.chunks, self.size, self.dirty = fresh.chunks, fresh.size, fresh.dirty
+        self._stored_pieces = fresh._stored_pieces
+        self.base_size, self.base = size, fresh.base
+        self.changed = True
+        self.generation += 1
+
+    async def _write(self, offset: int, data: bytes) -> None:
         if not data:
             return
         end = offset + len(data)
         if end > self.size:
-            await self.truncate(end)
+            await self._resize(end)
         pos = 0
         for index in range(offset // CHUNK_SIZE, chunk_count(end)):
             buf = await self._load(index)
@@ -203,6 +245,10 @@ class FileBuffer:
         self.generation += 1
 
     async def truncate(self, size: int) -> None:
+        self.appends_only = False
+        await self._resize(size)
+
+    async def _resize(self, size: int) -> None:
         old = self.size
         self.generation += 1
         if size == old:
@@ -251,7 +297,8 @@ class FileBuffer:
                 new[index] = bytes(buf)
         # The pieces of the committed tail are stored: an append re-stores only the
         # piece it changed.
-        return Pending(stored, new, self.size, self.generation, self._stored_pieces)
+        return Pending(stored, new, self.size, self.generation, self._stored_pieces,
+                       self.base if self.appends_only and self.changed else None)
 
     def _tail_pieces(self) -> frozenset:
         last = self.chunks[-1] if self.chunks else None
@@ -260,13 +307,17 @@ class FileBuffer:
     def mark_committed(self, pending: "Pending") -> None:
         """The commit of `pending` is durable: forget the dirty chunks it covered.
 
-        If the buffer changed since the snapshot, it stays dirty for the next commit.
+        If the buffer changed since the snapshot, it stays dirty for the next commit;
+        if only by appends, they were made on what was stored, the new base.
         """
         if pending.generation == self.generation:
             self.chunks = list(pending.refs)
             self._stored_pieces = self._tail_pieces()
             self.dirty.clear()
             self.changed = False
+            self.appends_only = True
+        if self.appends_only:
+            self.base_size, self.base = pending.size, content_digest(pending.size, pending.hashes)
 
     def dirty_bytes(self) -> int:
         return sum(len(buf) for buf in self.dirty.values())
@@ -276,12 +327,13 @@ class Pending:
     """A snapshot of a buffer on its way to the store."""
 
     def __init__(self, stored: list[ChunkRef | None], new: dict[int, bytes], size: int, generation: int,
-                 known: frozenset = frozenset()):
+                 known: frozenset = frozenset(), base: bytes | None = None):
         self.stored = stored        # reference per chunk index, None where the chunk is new
         self.new = new              # the new chunks' bytes, by index
         self.size = size
         self.generation = generation
         self.known = known          # pieces already in the store
+        self.base = base            # appends only: the digest of the content they were made on
         self.refs: list[ChunkRef] = []
         self.hashes: list[bytes] = []   # flat, as events carry them
         self.chunks: dict[bytes, bytes] = {}

@@ -33,7 +33,8 @@ LINK = "link"            # ino, parent, name
 UNLINK = "unlink"        # parent, name (files, symlinks and empty directories)
 RENAME = "rename"        # parent, name, new_parent, new_name, exchange
 SETATTR = "setattr"      # ino and any of mode, uid, gid, atime, mtime
-WRITE = "write"          # ino, size, chunks (hashes), mtime, ctime: one close() of a written file
+WRITE = "write"          # ino, size, chunks (hashes), mtime, ctime: one close() of a written file;
+#                          base: an append, applied only onto the content with that digest
 SETXATTR = "setxattr"    # ino, name, value
 REMOVEXATTR = "removexattr"  # ino, name
 
@@ -86,7 +87,7 @@ class Event:
 
     def to_json_line(self) -> bytes:
         """The line shown in the `events` file: readable, without chunk hashes."""
-        shown = {k: v for k, v in self.payload.items() if k != "chunks"}
+        shown = {k: v for k, v in self.payload.items() if k not in ("chunks", "base")}
         for key, value in list(shown.items()):
             if isinstance(value, bytes):
                 shown[key] = value.decode("utf-8", PATH_ERRORS)

@@ -30,7 +30,7 @@ import trio
 
 from . import errors, events
 from .cache import ChunkCache
-from .content import FileBuffer, Pending
+from .content import FileBuffer, Pending, content_digest
 from .events import Draft, Event
 from .events_file import EventsFile
 from .history import History
@@ -60,6 +60,9 @@ CHUNK_CACHE_BYTES = 64 << 20
 READAHEAD_MIN_CACHE_BYTES = 8 << 20
 XATTR_VALUE_MAX = 64 * 1024
 EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
+# An append is tried again after each write of the file by another producer that landed
+# first; past this many, its close fails (nothing of it stored).
+APPEND_ROUNDS = 100
 
 
 def _guarded(fn):
@@ -95,12 +98,18 @@ def _guarded(fn):
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
-    __slots__ = ("ino", "buffer", "refs", "lost", "times")
+    __slots__ = ("ino", "buffer", "refs", "lost", "times", "append_lock", "kernel_stale")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
         self.buffer = buffer
         self.refs = 0
+        # One commit of appends at a time: each must know the content it appends to.
+        self.append_lock = trio.Lock()
+        # The kernel's pages or size of this file may be wrong (an append it placed at
+        # its own offset, or moved after another node's content): dropped before close
+        # returns, so a reader that opens next sees the stored content.
+        self.kernel_stale = False
         # Set when a new file could not be logged and was dropped: every handle still
         # open on it fails from then on, instead of writing into nothing.
         self.lost: errors.LighthouseError | None = None
@@ -115,11 +124,12 @@ class OpenFile:
 
 
 class FileHandle:
-    __slots__ = ("open_file", "writable", "flush_failed")
+    __slots__ = ("open_file", "writable", "flush_failed", "append")
 
-    def __init__(self, open_file: OpenFile, writable: bool):
+    def __init__(self, open_file: OpenFile, writable: bool, append: bool = False):
         self.open_file = open_file
         self.writable = writable
+        self.append = append   # O_APPEND: every write goes to the end of the file
         # close() already reported this commit's failure: release does not retry it.
         self.flush_failed = False
 
@@ -772,7 +782,8 @@ class LighthouseOperations(pyfuse3.Operations):
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         # The kernel may keep this file's pages across opens: every change made
         # elsewhere invalidates them (_on_applied), and local writes pass through them.
-        return pyfuse3.FileInfo(fh=self._new_fh(FileHandle(open_file, writable)), keep_cache=True)
+        handle = FileHandle(open_file, writable, bool(flags & os.O_APPEND))
+        return pyfuse3.FileInfo(fh=self._new_fh(handle), keep_cache=True)
 
     async def open(self, inode, flags, ctx):
         writing = (flags & os.O_ACCMODE) != os.O_RDONLY
@@ -823,10 +834,25 @@ class LighthouseOperations(pyfuse3.Operations):
         if handle.open_file.lost is not None:
             raise handle.open_file.lost
         self._check_reachable()
-        await handle.open_file.buffer.write(off, buf)
-        if buf:
-            handle.open_file.touched()
-        return len(buf)
+        open_file = handle.open_file
+        while True:
+            buffer = open_file.buffer
+            if handle.append:
+                # The kernel's offset is its cached size, stale if another node appended:
+                # the end is where this daemon's buffer ends, and the kernel must forget
+                # the size and the pages it wrote at its own offset.
+                if off != buffer.size:
+                    open_file.kernel_stale = True
+                    self._invalidate_later(open_file.ino)
+                await buffer.append(buf)
+            else:
+                await buffer.write(off, buf)
+            if open_file.buffer is buffer:
+                if buf:
+                    open_file.touched()
+                return len(buf)
+            # Another node's change replaced the unchanged buffer while this write
+            # awaited a chunk (_on_applied): the write goes to the new one.
 
     async def flush(self, fh):
         handle = self._handles.get(fh)
@@ -897,6 +923,15 @@ class LighthouseOperations(pyfuse3.Operations):
                     open_file.buffer = self._committed_buffer(node)
                     open_file.times = None
                 raise
+        if kind is None and open_file is not None and buffer.appends_only:
+            async with open_file.append_lock:
+                if buffer.changed:   # (else the commit that held the lock stored it all)
+                    await self._store_appends(buffer, open_file)
+                if open_file.kernel_stale and self.kernel_attached:
+                    # (No kernel lock this waits for is held across a FLUSH or FSYNC request.)
+                    open_file.kernel_stale = False
+                    await trio.to_thread.run_sync(self._invalidate_inodes, [ino])
+            return
         await self._store_content(buffer, ino, open_file)
 
     def _pending_times(self, open_file: OpenFile | None, node: Node | None) -> dict[str, int]:
@@ -908,14 +943,18 @@ class LighthouseOperations(pyfuse3.Operations):
         # A chmod since then moved ctime on; it never goes back.
         return {"mtime": mtime, "ctime": max(ctime, node.ctime_ns) if node is not None else ctime}
 
-    def _write_draft(self, ino: int, pending: Pending, times: dict[str, int] | None = None) -> Draft:
-        return Draft(events.WRITE, self._path_of(ino),
-                     {"ino": ino, "size": pending.size, "chunks": pending.hashes, **(times or {})})
+    def _write_draft(self, ino: int, pending: Pending, times: dict[str, int] | None = None,
+                     base: bytes | None = None) -> Draft:
+        payload = {"ino": ino, "size": pending.size, "chunks": pending.hashes, **(times or {})}
+        if base is not None:
+            payload["base"] = base
+        return Draft(events.WRITE, self._path_of(ino), payload)
 
     async def _store_content(self, buffer: FileBuffer, target: int | NewFile,
-                             open_file: OpenFile | None = None) -> None:
+                             open_file: OpenFile | None = None, append: bool = False) -> bool:
         """Store the buffer: a write event on inode `target`, or the MKNOD of a new file,
-        with the times its changes gave it."""
+        with the times its changes gave it. With `append`, the event of an append is
+        conditional (see _store_appends) and False means it was skipped: nothing was stored."""
         stamped = open_file.times if open_file is not None else None
         node = target.node if isinstance(target, NewFile) else self.tree.nodes.get(target)
         times = self._pending_times(open_file, node)
@@ -927,11 +966,51 @@ class LighthouseOperations(pyfuse3.Operations):
         if isinstance(target, NewFile):
             await self._log_new_file(target, pending, times)
         else:
-            await self._submit_one(self._write_draft(target, pending, times), pending.chunks, durable=True)
+            base = pending.base if append else None
+            _, change = await self._submit_one(self._write_draft(target, pending, times, base), pending.chunks,
+                                               durable=True)
+            if change is None and base is not None:
+                return False
         buffer.mark_committed(pending)
         if open_file is not None and open_file.times is stamped:
             open_file.times = None   # stored; (a change made meanwhile stays for the next commit)
         self._chunks.put_fresh(pending.chunks)
+        return True
+
+    async def _store_appends(self, buffer: FileBuffer, open_file: OpenFile) -> None:
+        """Store what only O_APPEND handles changed since the buffer's base: its event
+        names the content it was made on, and every node skips it if the file's content
+        has changed meanwhile. The appended bytes then go after the file's content as it
+        is now, and the event is tried again; each round skipped is one in which another
+        producer's write of the file landed."""
+        ino = open_file.ino
+        for _ in range(APPEND_ROUNDS):
+            if not await self._rebase_appends(buffer, open_file):
+                return   # unlinked on every node meanwhile: nothing visible changes
+            if await self._store_content(buffer, ino, open_file, append=True):
+                return
+        raise errors.LighthouseError(f"{self._path_of(ino)}: not stored, the file was written by others "
+                                     f"{APPEND_ROUNDS} times while this append was tried")
+
+    async def _rebase_appends(self, buffer: FileBuffer, open_file: OpenFile) -> bool:
+        """Appends made on content that has been replaced since go after the file's
+        content as it is now (see _store_appends). False if the file is gone."""
+        node = self.tree.nodes.get(open_file.ino)
+        if node is None or node.nlink == 0:
+            return False
+        if buffer.appends_only and buffer.base != content_digest(node.size, node.chunks):
+            await buffer.rebase(node.chunks, node.size)
+            open_file.kernel_stale = True   # its pages hold the appends where they were
+        return True
+
+    def _invalidate_later(self, ino: int) -> None:
+        """Have the kernel drop an inode's attributes and pages (in a worker thread:
+        invalidate_inode can wait for page locks that the kernel holds during a request)."""
+        if self.kernel_attached:
+            try:
+                self._invalidate_send.send_nowait(ino)
+            except trio.WouldBlock:
+                log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout", ino)
 
     # ---- directories ---------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import msgpack
 
 from . import errors, events
-from .content import pack
+from .content import content_digest, pack
 from .events import Event
 
 log = logging.getLogger(__name__)
@@ -423,6 +423,10 @@ class Tree:
             raise errors.InvalidArgument(f"inode {node.ino} is not a regular file")
         if "mtime" in p:
             check_time(p["mtime"])
+        if "base" in p and content_digest(node.size, node.chunks) != p["base"]:
+            # An append made on content that another write replaced meanwhile: its
+            # writer appends again onto what is there now.
+            raise errors.LighthouseError(f"inode {node.ino} changed since this append was made on it")
         if not mutate:
             return None
         node.size = p["size"]

@@ -35,6 +35,9 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("write"), st.integers(0, 3 * CHUNK_SIZE), st.binary(min_size=0, max_size=CHUNK_SIZE + 10)),
     st.tuples(st.just("truncate"), st.integers(0, 4 * CHUNK_SIZE)),
     st.tuples(st.just("commit")),
+    st.tuples(st.just("append"), st.binary(min_size=0, max_size=CHUNK_SIZE + 10)),
+    # Another writer's version of the file was stored: what was appended goes after it.
+    st.tuples(st.just("rebase"), st.binary(max_size=2 * CHUNK_SIZE + 7)),
 ), max_size=12)
 
 
@@ -53,6 +56,7 @@ def test_buffer_matches_bytearray(initial, old_layout, steps):
         store.update(chunks)
         buf = FileBuffer(hashes, len(initial), store.fetch)
         model = bytearray(initial)
+        base = len(initial)   # where the bytes appended since the base begin in the model
         for step in steps:
             if step[0] == "write":
                 _, offset, data = step
@@ -66,11 +70,24 @@ def test_buffer_matches_bytearray(initial, old_layout, steps):
                 await buf.truncate(size)
                 del model[size:]
                 model.extend(bytes(size - len(model)))
+            elif step[0] == "append":
+                await buf.append(step[1])
+                model.extend(step[1])
+            elif step[0] == "rebase":
+                other, chunks = content.split(step[1])
+                store.update(chunks)
+                await buf.rebase(content.pack(other), len(step[1]))
+                if buf.appends_only:
+                    model[:base] = step[1]
+                    base = len(step[1])
+                    assert buf.base == content.content_digest(base, other)
             else:
                 pending = buf.snapshot().seal()
                 store.update(pending.chunks)
                 buf.mark_committed(pending)
-                assert not buf.dirty
+                base = len(model)
+                assert not buf.dirty and buf.appends_only
+                assert buf.base == content.content_digest(pending.size, pending.hashes)
                 assert_layout(pending.hashes, len(model), store, hashes[-1] if old_layout and hashes else None)
             assert buf.size == len(model)
             assert await buf.read(0, len(model) + 100) == bytes(model)
@@ -208,4 +225,35 @@ def test_a_sequential_reader_brings_the_next_chunks_in_the_same_round_trip():
         round_trips.clear()
         await buf.read(5 * CHUNK_SIZE, read)      # not where the last read ended: no readahead
         assert round_trips == [(2, 0)]
+    trio.run(run)
+
+
+def test_appends_move_after_another_version_of_the_file():
+    """What O_APPEND added since the base goes after another writer's content; appends
+    during and after a commit build on what that commit stored (never twice)."""
+    async def run():
+        store = ChunkStore()
+        hashes, chunks = content.split(b"head\n")
+        store.update(chunks)
+        buf = FileBuffer(hashes, 5, store.fetch)
+        await buf.append(b"mine 1\n")
+        pending = buf.snapshot().seal()
+        assert pending.base == content.content_digest(5, hashes)
+        await buf.append(b"mine 2\n")            # while the commit is on its way
+        buf.mark_committed(pending)
+        assert buf.base == content.content_digest(pending.size, pending.hashes) and buf.appends_only
+        # Meanwhile another node appended: mine 2 alone moves after its content.
+        theirs = b"head\nmine 1\n" + b"t" * (CHUNK_SIZE + 10) + b"\n"
+        other, chunks = content.split(theirs)
+        store.update(chunks)
+        await buf.rebase(content.pack(other), len(theirs))
+        assert await buf.read(0, 1 << 20) == theirs + b"mine 2\n"
+        pending = buf.snapshot().seal()
+        assert pending.base == content.content_digest(len(theirs), other)
+        buf.mark_committed(pending)
+        assert not buf.changed
+        # A write at an offset is no append: the commit names no base (last close wins).
+        await buf.write(0, b"H")
+        assert not buf.appends_only and buf.snapshot().base is None
+
     trio.run(run)

@@ -2,15 +2,18 @@
 across steps, renames, unlinks, directories coming and going on the other node): once
 everything is closed and both have applied the whole log, they show the same tree,
 inode numbers included, and a fresh daemon replays that tree from the store. Errors
-along the way are allowed (conflicts are real); diverging is not."""
+along the way are allowed (conflicts are real); diverging is not. Lines appended to
+`log` through O_APPEND handles on either node (held across steps, or one open per
+line) are kept: each acknowledged one (its close or fsync succeeded) once, whole."""
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from mounting import eventually, lighthouse
 
@@ -28,7 +31,12 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("unlink"), nodes, names),
     st.tuples(st.just("mkdir"), nodes, dirs),
     st.tuples(st.just("rmdir"), nodes, dirs),
+    st.tuples(st.just("append_open"), nodes),
+    st.tuples(st.just("append"), st.integers(0, 2), st.booleans()),    # (which handle, fsync)
+    st.tuples(st.just("append_close"), st.integers(0, 2)),
+    st.tuples(st.just("append_once"), nodes),
 ), max_size=25)
+APPEND = os.O_WRONLY | os.O_APPEND
 
 
 def tree_of(root) -> dict:
@@ -53,12 +61,19 @@ def test_two_daemons_converge_and_replay_alike(mounter):
     @settings(max_examples=int(os.environ.get("LIGHTHOUSE_CONVERGENCE_EXAMPLES", "30")), deadline=None,
               database=None, suppress_health_check=list(HealthCheck))
     @given(operations)
+    # Two held O_APPEND handles, one on each node, each with a line not yet stored.
+    @example([("append_open", 0), ("append_open", 1), ("append", 0, False), ("append", 1, False),
+              ("append_close", 0), ("append_close", 0)])
     def run(ops):
         project = f"projects/run{next(runs)}"
         os.mkdir(a / project)
-        eventually(lambda: (b / project).is_dir())
+        (a / project / "log").write_bytes(b"")
+        eventually(lambda: (b / project / "log").exists())
         roots = [a / project, b / project]
         held: list[int] = []
+        appenders: list[tuple[int, list[bytes]]] = []   # O_APPEND handles, their unstored lines
+        lines = (b"%s line %d" % (project.encode(), i) for i in itertools.count())
+        acknowledged: list[bytes] = []
         try:
             for op in ops:
                 try:
@@ -78,6 +93,29 @@ def test_two_daemons_converge_and_replay_alike(mounter):
                         os.mkdir(roots[op[1]] / op[2])
                     elif op[0] == "rmdir":
                         os.rmdir(roots[op[1]] / op[2])
+                    elif op[0] == "append_open" and len(appenders) < 3:
+                        appenders.append((os.open(roots[op[1]] / "log", APPEND), []))
+                    elif op[0] == "append" and appenders:
+                        fd, unstored = appenders[op[1] % len(appenders)]
+                        line = next(lines)
+                        if os.write(fd, line + b"\n") == len(line) + 1:
+                            unstored.append(line)
+                        if op[2]:
+                            os.fsync(fd)
+                            acknowledged.extend(unstored)
+                            unstored.clear()
+                    elif op[0] == "append_close" and appenders:
+                        fd, unstored = appenders.pop(op[1] % len(appenders))
+                        os.close(fd)
+                        acknowledged.extend(unstored)
+                    elif op[0] == "append_once":
+                        fd, line = os.open(roots[op[1]] / "log", APPEND), next(lines)
+                        try:
+                            whole = os.write(fd, line + b"\n") == len(line) + 1
+                        finally:
+                            os.close(fd)
+                        if whole:
+                            acknowledged.append(line)
                 except OSError:
                     pass   # a conflict or an impossible step: allowed, as long as all agree
         finally:
@@ -86,8 +124,17 @@ def test_two_daemons_converge_and_replay_alike(mounter):
                     os.close(fd)
                 except OSError:
                     pass
+            for fd, unstored in appenders:
+                try:
+                    os.close(fd)
+                    acknowledged.extend(unstored)
+                except OSError:
+                    pass
         eventually(lambda: applied(a) == applied(b), timeout=20)
         assert tree_of(a / project) == tree_of(b / project)
+        log = (a / project / "log").read_bytes().split(b"\n")
+        assert log.pop() == b"" and all(re.fullmatch(rb"projects/run\d+ line \d+", line) for line in log), log
+        assert [line for line in acknowledged if log.count(line) != 1] == [], log
 
     run()
     expected = tree_of(a / "projects")

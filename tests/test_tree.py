@@ -291,3 +291,22 @@ def test_an_explicit_inode_may_replace_an_unlinked_node_kept_for_the_kernel():
     # Another node (or a replay) no longer has the inode, so it accepts it again: so must this one.
     log.do(events.MKNOD, parent=PROJECTS_INO, name=b"b", mode=FILE, ino=reserved[0])
     assert log.tree.child(PROJECTS_INO, b"b").nlink == 1
+
+
+def test_an_append_applies_only_onto_the_content_it_was_made_on():
+    """A WRITE with a base is skipped, on every node alike, once the file's content is
+    another: its writer then appends again onto that (fs.py)."""
+    from lighthousefs.content import content_digest
+    log = Log()
+    f = log.mk(log.mk(PROJECTS_INO, b"p", DIR), b"log")
+    empty = content_digest(0, b"")
+    log.do(events.WRITE, ino=f, size=3, chunks=[b"a" * 20], base=empty)
+    late = Event(99, 2000, "test", events.WRITE, "projects/p/log", {"ino": f, "size": 3, "chunks": [b"b" * 20],
+                                                                     "base": empty})
+    assert log.tree.apply(late) is None
+    assert log.tree.nodes[f].chunks == b"a" * 20
+    log.events.append(late)
+    replayed = Tree()
+    for event in log.events:
+        replayed.apply(event)
+    assert state(replayed) == state(log.tree)
