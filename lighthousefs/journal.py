@@ -18,7 +18,7 @@ from . import errors
 from .events import Draft, Event
 from .metrics import Metrics
 from .store import Store
-from .tree import Change, Tree
+from .tree import Change, Tree, UncheckedSnapshot
 
 if TYPE_CHECKING:
     from .breaker import Breaker
@@ -76,8 +76,19 @@ class Journal:
 
         Blocking (meant for a worker thread).
         """
+        tree = None
         snap = store.latest_snapshot(None if up_to == math.inf else int(up_to))
-        tree = Tree.load(snap[1]) if snap else Tree()
+        while snap is not None and tree is None:
+            try:
+                tree = Tree.load(snap[1])
+            except ValueError as exc:
+                # Damaged (or of an older, unchecked format): an older snapshot, or the
+                # whole log, gives the same tree, only slower.
+                log.log(logging.WARNING if isinstance(exc, UncheckedSnapshot) else logging.ERROR,
+                        "the snapshot at seq %d in %s is not used: %s; loading an older one or the log",
+                        snap[0], store.url, exc)
+                snap = store.latest_snapshot(snap[0] - 1) if snap[0] > 1 else None
+        tree = tree or Tree()
         replay(store, tree, up_to)
         return tree
 

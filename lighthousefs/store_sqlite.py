@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import sqlite3
 import threading
@@ -44,21 +45,76 @@ SETTLE_FIRST_S = 0.0001
 SETTLE_MAX_PAUSE_S = 0.001
 
 
+def _lock_holders(path: str) -> str:
+    """" (pid N: command)" for the processes holding a write lock on the store's file or
+    its WAL index (SQLite's locks are fcntl locks: /proc/locks lists them); "" if none
+    is found. Readers hold only read locks, so other mounts at rest are not named."""
+    inodes = set()
+    for name in (path, path + "-shm"):
+        try:
+            st = os.stat(name)
+            inodes.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+        except OSError:
+            pass
+    pids = []
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 6 or "WRITE" not in fields or "->" in fields:
+                    continue
+                i = fields.index("WRITE")
+                major, minor, ino = fields[i + 2].split(":")
+                pid = int(fields[i + 1])
+                if (int(major, 16), int(minor, 16), int(ino)) in inodes and pid != os.getpid() and pid not in pids:
+                    pids.append(pid)
+    except (OSError, ValueError, IndexError):
+        return ""
+    named = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            command = "?"
+        named.append(f"pid {pid}: {command[:80]}")
+    return f" ({'; '.join(named)})" if named else ""
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str, busy_timeout_s: float = 2.0):
         self.url = "sqlite://" + path
         self.path = path
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        existed_empty = os.path.exists(path) and os.path.getsize(path) == 0
         try:
             self._writer = self._connect(busy_timeout_s)
             self._writer.execute("PRAGMA journal_mode=WAL")
-            with self._writer:
-                self._writer.executescript(SCHEMA)
-                row = self._writer.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-                if row is None:
+            # One write transaction: it also finds a store locked by another process
+            # (a write transaction held open, an exclusive locking mode), which would
+            # otherwise open and then fail every write.
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, SCHEMA.split(";")):   # executescript would commit
+                    self._writer.execute(statement)
+                meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
+                if "format" not in meta:
                     self._writer.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
-                elif row[0] != FORMAT:
-                    raise errors.StoreOpenError(f"{path}: store format {row[0]}, this daemon reads {FORMAT}")
+                    if existed_empty:
+                        log.warning("%s: the file was empty (0 bytes): starting a new, empty store", path)
+                    else:
+                        log.info("%s: a new, empty store", path)
+                elif meta["format"] != FORMAT:
+                    raise errors.StoreOpenError(f"{path}: store format {meta['format']}, this daemon reads {FORMAT}")
+                if "id" not in meta:   # a new store, or one made before stores had ids
+                    meta["id"] = secrets.token_hex(16)
+                    self._writer.execute("INSERT INTO meta VALUES ('id', ?)", (meta["id"],))
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                raise
+            self.store_id = meta["id"]
             self._reader = self._connect(busy_timeout_s)
             self._last_time_ns = 0
             last = self._reader.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
@@ -67,7 +123,8 @@ class SQLiteStore(Store):
                     "SELECT body FROM events WHERE seq=?", (last,)).fetchone()[0]).time_ns
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise errors.StoreOpenError(f"{path}: the store is locked by another process ({exc})") from None
+                raise errors.StoreOpenError(f"{path}: the store is locked by another process{_lock_holders(path)} "
+                                            f"({exc}); stop it or wait for it to finish") from None
             raise errors.StoreOpenError(f"{path}: cannot open the store: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise errors.StoreOpenError(f"{path}: the store is corrupt or not a lighthousefs store: {exc}") from None
@@ -228,7 +285,7 @@ class SQLiteStore(Store):
         rows = self._query("SELECT data FROM chunks WHERE hash=?", (digest,))
         if not rows:
             raise self.chunks_missing([digest])
-        return rows[0][0]
+        return self.verified({digest: rows[0][0]})[digest]
 
     def get_chunks(self, digests: list[bytes]) -> list[bytes]:
         wanted = list(dict.fromkeys(digests))
@@ -240,6 +297,7 @@ class SQLiteStore(Store):
         missing = [d for d in wanted if d not in rows]
         if missing:
             raise self.chunks_missing(missing)
+        self.verified(rows)
         return [rows[d] for d in digests]
 
     def scope_seqs(self, scope: str) -> list[int]:
