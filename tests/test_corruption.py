@@ -143,6 +143,9 @@ def test_a_damaged_chunk_met_only_by_readahead_does_not_fail_the_read(mounter, s
     reader = mounter("b")
     with open(reader / "projects" / "p" / "big", "rb", buffering=0) as f:
         assert f.read(content.CHUNK_SIZE) == data[:content.CHUNK_SIZE]   # brings the rest ahead
+        # The kernel would retry a failed read page by page; that read must not fail at all.
+        stats = (reader / ".lighthouse" / "stats").read_text()
+        assert not re.search(r'lighthousefs_fuse_op_errors_total\{.*op="read"', stats), stats
         f.seek(3 * content.CHUNK_SIZE)
         with pytest.raises(OSError) as err:
             f.read(content.CHUNK_SIZE)
