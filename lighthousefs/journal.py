@@ -135,10 +135,13 @@ class Journal:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             batch, self._pending = self._pending, []
-            if batch:
-                await self._commit(batch)
+            if batch and await self._commit(batch) is False:
+                for item in batch:   # one by one: the removals among them may still fit
+                    await self._commit([item])
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending]) -> bool | None:
+        """Append and apply a batch; False (nothing done) if a full store refused a batch
+        of several, which the caller then commits item by item."""
         drafts = [d for item in batch for d in item.drafts]
         chunks: dict[bytes, bytes] = {}
         for item in batch:
@@ -149,6 +152,8 @@ class Journal:
                 durable = any(item.durable for item in batch)
                 appended = await self.call_store(self.store.append, drafts, chunks, durable, write=True)
             except errors.LighthouseError as exc:
+                if isinstance(exc, errors.StoreFull) and len(batch) > 1:
+                    return False
                 for item in batch:
                     item.error = exc
                     item.done.set()

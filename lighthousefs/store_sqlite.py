@@ -21,7 +21,7 @@ import time
 
 import inotify_simple
 
-from . import errors, events
+from . import disk, errors, events
 from .events import Draft, Event
 from .store import Store, scope_of
 
@@ -45,40 +45,8 @@ SETTLE_FIRST_S = 0.0001
 SETTLE_MAX_PAUSE_S = 0.001
 
 
-def _lock_holders(path: str) -> str:
-    """" (pid N: command)" for the processes holding a write lock on the store's file or
-    its WAL index (SQLite's locks are fcntl locks: /proc/locks lists them); "" if none
-    is found. Readers hold only read locks, so other mounts at rest are not named."""
-    inodes = set()
-    for name in (path, path + "-shm"):
-        try:
-            st = os.stat(name)
-            inodes.add((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
-        except OSError:
-            pass
-    pids = []
-    try:
-        with open("/proc/locks") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) < 6 or "WRITE" not in fields or "->" in fields:
-                    continue
-                i = fields.index("WRITE")
-                major, minor, ino = fields[i + 2].split(":")
-                pid = int(fields[i + 1])
-                if (int(major, 16), int(minor, 16), int(ino)) in inodes and pid != os.getpid() and pid not in pids:
-                    pids.append(pid)
-    except (OSError, ValueError, IndexError):
-        return ""
-    named = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            command = "?"
-        named.append(f"pid {pid}: {command[:80]}")
-    return f" ({'; '.join(named)})" if named else ""
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
 
 
 class SQLiteStore(Store):
@@ -123,13 +91,19 @@ class SQLiteStore(Store):
                     "SELECT body FROM events WHERE seq=?", (last,)).fetchone()[0]).time_ns
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise errors.StoreOpenError(f"{path}: the store is locked by another process{_lock_holders(path)} "
+                raise errors.StoreOpenError(f"{path}: the store is locked by another process{disk.lock_holders(path)} "
                                             f"({exc}); stop it or wait for it to finish") from None
             raise errors.StoreOpenError(f"{path}: cannot open the store: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise errors.StoreOpenError(f"{path}: the store is corrupt or not a lighthousefs store: {exc}") from None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        # Set while the disk is full (the cause); see disk.py for the reserve.
+        self._full: str | None = None
+        self._reserve = disk.Reserve(path)
+        if not self._reserve.restore():
+            log.warning("%s: no room for a reserve of %d KiB next to the store: on a full disk, "
+                        "removals may fail too", path, self._reserve.size >> 10)
         self._full_sync = True
         self._watch: inotify_simple.INotify | None = None
         self._watch_tried = False
@@ -166,7 +140,11 @@ class SQLiteStore(Store):
             try:
                 self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
-                raise errors.StoreUnavailable(f"checkpoint of {self.path} failed: {exc}") from exc
+                if not _is_full(exc):   # full: the WAL keeps what it has, copied later
+                    raise errors.StoreUnavailable(f"checkpoint of {self.path} failed: {exc}") from exc
+        if self._full:
+            with self._write_lock:
+                self._space_again()
 
     def sync(self) -> None:
         with self._write_lock:
@@ -180,31 +158,68 @@ class SQLiteStore(Store):
 
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
         with self._write_lock:
-            conn = self._writer
+            removals = bool(drafts) and not chunks and all(d.type == events.UNLINK for d in drafts)
+            if self._full and not removals and not self._space_again():
+                raise errors.StoreFull(self._full)
             try:
-                self._set_sync(durable)
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if chunks:
-                        conn.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)", chunks.items())
-                    seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-                    # Another process may have appended since our last call: keep time monotonic.
-                    now = max(time.time_ns(), self._last_time_ns)
-                    out = []
-                    rows = []
-                    for draft in drafts:
-                        seq += 1
-                        rows.append((seq, scope_of(draft.path), events.encode(now, draft)))
-                        out.append(Event(seq, now, draft.actor, draft.type, draft.path, draft.payload))
-                    conn.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+                return self._append(drafts, chunks, durable)
             except sqlite3.Error as exc:
+                if not _is_full(exc):
+                    raise errors.StoreUnavailable(f"append to {self.path} failed: {exc}") from exc
+                self._note_full(exc)
+                if not (removals and self._reserve.release()):
+                    raise errors.StoreFull(self._full) from exc
+            log.warning("%s: gave the disk the reserve of %d KiB, so that removals can be stored",
+                        self.path, self._reserve.size >> 10)
+            try:
+                return self._append(drafts, chunks, durable)
+            except sqlite3.Error as exc:
+                if _is_full(exc):
+                    raise errors.StoreFull(self._full) from exc
                 raise errors.StoreUnavailable(f"append to {self.path} failed: {exc}") from exc
-            self._last_time_ns = now
-            return out
+
+    def _append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool) -> list[Event]:
+        conn = self._writer
+        self._set_sync(durable)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if chunks:
+                conn.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)", chunks.items())
+            seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+            # Another process may have appended since our last call: keep time monotonic.
+            now = max(time.time_ns(), self._last_time_ns)
+            out = []
+            rows = []
+            for draft in drafts:
+                seq += 1
+                rows.append((seq, scope_of(draft.path), events.encode(now, draft)))
+                out.append(Event(seq, now, draft.actor, draft.type, draft.path, draft.payload))
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite rolls back by itself after some errors (a full disk): a ROLLBACK
+            # then fails with "no transaction is active" and would hide the cause.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._last_time_ns = now
+        return out
+
+    def _note_full(self, exc: sqlite3.Error) -> None:
+        """The disk is full: said once (at ERROR), until there is room again."""
+        if self._full is None:
+            self._full = f"the disk of the store {self.path} is full ({exc})"
+            log.error("%s: writes answer ENOSPC until space is freed on that disk", self._full)
+
+    def _space_again(self) -> bool:
+        """Is there room again: the reserve, and as much again free? Under the write lock."""
+        free = shutil.disk_usage(os.path.dirname(self.path) or ".").free
+        if free < self._reserve.size or not self._reserve.restore():
+            return False
+        if self._full is not None:
+            log.warning("%s: the disk has room again; writes are stored", self.path)
+            self._full = None
+        return True
 
     def wait_for_events(self, after_seq: int, timeout: float) -> int:
         """Sleep until the store's WAL file is written (inotify on its directory), then look."""
@@ -305,6 +320,8 @@ class SQLiteStore(Store):
 
     def put_snapshot(self, seq: int, blob: bytes) -> None:
         with self._write_lock:
+            if self._full and not self._space_again():   # the room left is for removals
+                raise errors.StoreFull(self._full)
             try:
                 with self._writer:
                     self._writer.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (seq, blob))
@@ -312,6 +329,9 @@ class SQLiteStore(Store):
                         "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
                         (SNAPSHOTS_KEPT,))
             except sqlite3.Error as exc:
+                if _is_full(exc):
+                    self._note_full(exc)
+                    raise errors.StoreFull(self._full) from exc
                 raise errors.StoreUnavailable(f"snapshot to {self.path} failed: {exc}") from exc
 
     def latest_snapshot(self, max_seq: int | None = None) -> tuple[int, bytes] | None:

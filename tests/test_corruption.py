@@ -305,3 +305,64 @@ def test_a_store_locked_by_another_process_is_not_mounted(tmp_path, store_url, h
         holder.kill()
         holder.wait()
         unmount_quietly(mountpoint)
+
+
+# ---- item 16: a full disk under the SQLite store -------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """An 8 MiB tmpfs for the store. The test unmounts lighthousefs first (in its own
+    finally); this unmounts the tmpfs, lazily if something still holds it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = tmp_path / "disk"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], check=True, timeout=30)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+@pytest.mark.slow
+def test_a_full_disk_answers_enospc_and_files_can_still_be_removed(small_disk, mounter, tmp_path):
+    m = mounter("m", store=f"sqlite://{small_disk}/store.db")
+    try:
+        project = m / "projects" / "p"
+        (project / "sub").mkdir(parents=True)
+        (project / "sub" / "a").write_text("a")
+        stored, failure = {}, None
+        for i in range(200):   # 8 MiB fill up long before
+            data = os.urandom(128 * 1024)
+            try:
+                with open(project / f"f{i}", "wb") as f:
+                    f.write(data)
+            except OSError as exc:
+                failure = exc
+                break
+            stored[f"f{i}"] = data
+        assert failure is not None and failure.errno == errno.ENOSPC, failure
+        with pytest.raises(OSError) as again:
+            (project / "sub" / "b").write_text("b")
+        assert again.value.errno == errno.ENOSPC
+        # Every acknowledged file is whole.
+        for name, data in stored.items():
+            assert (project / name).read_bytes() == data
+        # Removals are stored: files and a directory.
+        for name in list(stored)[:10]:
+            os.unlink(project / name)
+        os.unlink(project / "sub" / "a")
+        os.rmdir(project / "sub")
+        assert sorted(os.listdir(project)) == sorted(list(stored)[10:])
+        # A full disk is the caller's condition: the store's circuit stays closed.
+        stats = (m / ".lighthouse" / "stats").read_text()
+        assert 'lighthousefs_breaker_state{breaker="store"} 0.0' in stats
+        assert 'lighthousefs_breaker_transitions_total{breaker="store",state="open"}' not in stats
+        log = m.log.read_text()
+        assert "cannot rollback" not in log
+        logged = error_lines(m.log)
+        assert len(logged) == 1 and "is full" in logged[0], logged
+    finally:
+        unmount_quietly(m.path, m.pid)
