@@ -50,7 +50,7 @@ def lock_holders(path: str) -> str:
     for pid in pids:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                command = " ".join(f.read().replace(b"\0", b" ").decode(errors="replace").split())
         except OSError:
             command = "?"
         named.append(f"pid {pid}: {command[:80]}")

@@ -157,53 +157,56 @@ class SQLiteStore(Store):
                     os.close(fd)
 
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
-        with self._write_lock:
-            removals = bool(drafts) and not chunks and all(d.type == events.UNLINK for d in drafts)
-            if self._full and not removals and not self._space_again():
-                raise errors.StoreFull(self._full)
-            try:
-                return self._append(drafts, chunks, durable)
-            except sqlite3.Error as exc:
-                if not _is_full(exc):
-                    raise errors.StoreUnavailable(f"append to {self.path} failed: {exc}") from exc
-                self._note_full(exc)
+        """On a full disk, StoreFull; removals alone are then stored in the space of
+        the reserve (disk.py), while other writes wait for room."""
+        removals = bool(drafts) and not chunks and all(d.type == events.UNLINK for d in drafts)
+        if self._full and not removals:
+            with self._write_lock:
+                if not self._space_again():
+                    raise errors.StoreFull(self._full)
+        try:
+            return self._append(drafts, chunks, durable)
+        except errors.StoreFull:
+            with self._write_lock:
                 if not (removals and self._reserve.release()):
-                    raise errors.StoreFull(self._full) from exc
-            log.warning("%s: gave the disk the reserve of %d KiB, so that removals can be stored",
-                        self.path, self._reserve.size >> 10)
-            try:
-                return self._append(drafts, chunks, durable)
-            except sqlite3.Error as exc:
-                if _is_full(exc):
-                    raise errors.StoreFull(self._full) from exc
-                raise errors.StoreUnavailable(f"append to {self.path} failed: {exc}") from exc
+                    raise
+        log.warning("%s: gave the disk the reserve of %d KiB, so that removals can be stored",
+                    self.path, self._reserve.size >> 10)
+        return self._append(drafts, chunks, durable)
 
     def _append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool) -> list[Event]:
-        conn = self._writer
-        self._set_sync(durable)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if chunks:
-                conn.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)", chunks.items())
-            seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-            # Another process may have appended since our last call: keep time monotonic.
-            now = max(time.time_ns(), self._last_time_ns)
-            out = []
-            rows = []
-            for draft in drafts:
-                seq += 1
-                rows.append((seq, scope_of(draft.path), events.encode(now, draft)))
-                out.append(Event(seq, now, draft.actor, draft.type, draft.path, draft.payload))
-            conn.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite rolls back by itself after some errors (a full disk): a ROLLBACK
-            # then fails with "no transaction is active" and would hide the cause.
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._last_time_ns = now
-        return out
+        with self._write_lock:
+            conn = self._writer
+            try:
+                self._set_sync(durable)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if chunks:
+                        conn.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?)", chunks.items())
+                    seq = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+                    # Another process may have appended since our last call: keep time monotonic.
+                    now = max(time.time_ns(), self._last_time_ns)
+                    out = []
+                    rows = []
+                    for draft in drafts:
+                        seq += 1
+                        rows.append((seq, scope_of(draft.path), events.encode(now, draft)))
+                        out.append(Event(seq, now, draft.actor, draft.type, draft.path, draft.payload))
+                    conn.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite rolls back by itself after some errors (a full disk): a
+                    # ROLLBACK then fails ("no transaction is active") and hid the cause.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if _is_full(exc):
+                    self._note_full(exc)
+                    raise errors.StoreFull(self._full) from exc
+                raise errors.StoreUnavailable(f"append to {self.path} failed: {exc}") from exc
+            self._last_time_ns = now
+            return out
 
     def _note_full(self, exc: sqlite3.Error) -> None:
         """The disk is full: said once (at ERROR), until there is room again."""
