@@ -129,15 +129,29 @@ async def _watch_signals(cancel: Callable[[], None], *, task_status=trio.TASK_ST
 
 async def _remember_store(journal: Journal, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Keep this host's memory of the store (continuity.py) current: a store found
-    behind it at the next mount lost data. Not after the store was found to have lost
-    data already: its new state must not become the one remembered."""
+    behind it at the next mount lost data."""
     task_status.started()
-    store, remembered = journal.store, -1
+    remembered = -1
     while True:
-        if journal.tree.applied_seq != remembered and not journal.failsafe:
-            remembered = journal.tree.applied_seq
-            await trio.to_thread.run_sync(continuity.remember, store.url, store.store_id, remembered)
+        if journal.tree.applied_seq != remembered:
+            remembered = await _remember(journal)
         await trio.sleep(REMEMBER_EVERY_S)
+
+
+async def _remember(journal: Journal) -> int:
+    """Remember the applied seq once it is durable (a power loss may take what is not,
+    which is no loss of data). Not once the store was found to have lost data: its new
+    state must not become the one remembered. Returns the seq remembered, or -1."""
+    seq = journal.tree.applied_seq
+    try:
+        await journal.sync()
+    except errors.LighthouseError:
+        return -1   # the store is failing: next time
+    if journal.failsafe:
+        return -1
+    store = journal.store
+    await trio.to_thread.run_sync(continuity.remember, store.url, store.store_id, seq)
+    return seq
 
 
 def _settle_memory() -> None:
@@ -215,8 +229,6 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             pyfuse3.close(unmount=True)
             with trio.CancelScope(shield=True):
                 await journal.snapshot()
-                if not journal.failsafe:
-                    await trio.to_thread.run_sync(continuity.remember, store.url, store.store_id,
-                                                  journal.tree.applied_seq)
+                await _remember(journal)
     finally:
         store.close()
