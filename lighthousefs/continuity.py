@@ -19,6 +19,7 @@ import os
 from . import errors
 
 log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 def state_file(url: str) -> str:
@@ -76,5 +77,7 @@ def remember(url: str, store_id: str, seq: int) -> None:
             json.dump({"url": url, "id": store_id, "seq": seq}, f)
         os.replace(tmp, path)
     except OSError as exc:
-        log.warning("cannot remember store %s in %s (%s): a loss of its data will not be detected at mount",
-                    url, path, exc)
+        if path not in _warned:   # once: this is retried every few seconds
+            _warned.add(path)
+            log.warning("cannot remember store %s in %s (%s): a loss of its data will not be detected at mount",
+                        url, path, exc)
