@@ -54,7 +54,10 @@ class SQLiteStore(Store):
         self.url = "sqlite://" + path
         self.path = path
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        existed_empty = os.path.exists(path) and os.path.getsize(path) == 0
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            # SQLite would take it for a new database: an empty namespace, mounted.
+            raise errors.StoreOpenError(f"{path} is empty (0 bytes), but a store never is: it lost its content. "
+                                        "Restore it from a backup, or delete the file to start a new store")
         try:
             self._writer = self._connect(busy_timeout_s)
             self._writer.execute("PRAGMA journal_mode=WAL")
@@ -68,10 +71,7 @@ class SQLiteStore(Store):
                 meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
                 if "format" not in meta:
                     self._writer.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
-                    if existed_empty:
-                        log.warning("%s: the file was empty (0 bytes): starting a new, empty store", path)
-                    else:
-                        log.info("%s: a new, empty store", path)
+                    log.info("%s: a new, empty store", path)
                 elif meta["format"] != FORMAT:
                     raise errors.StoreOpenError(f"{path}: store format {meta['format']}, this daemon reads {FORMAT}")
                 if "id" not in meta:   # a new store, or one made before stores had ids

@@ -223,14 +223,19 @@ def test_a_snapshot_with_one_byte_changed_is_refused():
 # ---- item 15: a store that lost what it had -----------------------------------------------
 
 
-def test_a_sqlite_store_truncated_to_nothing_is_refused(mounter, store_url, tmp_path):
+def test_a_sqlite_store_truncated_or_deleted_is_refused(mounter, store_url, tmp_path):
     files = SQLiteFiles(store_url)
     first = mounter("a")
     (first / "projects" / "p").mkdir()
     unmount_quietly(first.path, first.pid)
     with open(files.path, "r+b") as f:
         f.truncate(0)
+    with pytest.raises(RuntimeError, match=r"empty \(0 bytes\)"):
+        mounter("a")
+    assert not is_mounted(tmp_path / "a")
 
+    # Deleted, the store would be made anew: another id than this host remembers.
+    os.unlink(files.path)
     with pytest.raises(RuntimeError) as err:
         mounter("a")
     message = str(err.value)
@@ -240,7 +245,7 @@ def test_a_sqlite_store_truncated_to_nothing_is_refused(mounter, store_url, tmp_
     os.unlink(re.search(r"delete (\S+\.json)", message).group(1))
     again = mounter("a")
     assert os.listdir(again / "projects") == []
-    assert "the file was empty" in again.log.read_text()
+    assert "a new, empty store" in again.log.read_text()
 
 
 def test_a_sqlite_store_put_back_to_an_older_copy_is_refused(mounter, store_url, tmp_path):
