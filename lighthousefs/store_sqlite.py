@@ -101,9 +101,7 @@ class SQLiteStore(Store):
         # Set while the disk is full (the cause); see disk.py for the reserve.
         self._full: str | None = None
         self._reserve = disk.Reserve(path)
-        if not self._reserve.restore():
-            log.warning("%s: no room for a reserve of %d KiB next to the store: on a full disk, "
-                        "removals may fail too", path, self._reserve.size >> 10)
+        self._reserve.restore()   # if there is no room, removals on a full disk fail too
         self._full_sync = True
         self._watch: inotify_simple.INotify | None = None
         self._watch_tried = False
