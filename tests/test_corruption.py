@@ -20,9 +20,10 @@ import sys
 import uuid
 
 import pytest
+import trio
 
 from lighthousefs import content, errors
-from lighthousefs.events import Draft
+from lighthousefs.events import UNLINK, Draft, Event
 from lighthousefs.journal import Journal
 from lighthousefs.store_sqlite import SQLiteStore
 from lighthousefs.tree import Tree
@@ -371,3 +372,39 @@ def test_a_full_disk_answers_enospc_and_files_can_still_be_removed(small_disk, m
         assert len(logged) == 1 and "is full" in logged[0], logged
     finally:
         unmount_quietly(m.path, m.pid)
+
+
+def test_a_full_store_refusing_a_group_commit_still_stores_the_removal_in_it():
+    """Group commit may put a removal and a write in one append; a full store refuses
+    that, but would take the removal alone (disk.py): the batch is split."""
+    class FullStore:
+        url = "test://full"
+        appended: list[list[str]] = []
+
+        def append(self, drafts, chunks, durable=True):
+            if any(d.type != UNLINK for d in drafts):
+                raise errors.StoreFull("the disk is full")
+            self.appended.append([d.path for d in drafts])
+            return [Event(i + 1, 1, d.actor, d.type, d.path, d.payload) for i, d in enumerate(drafts)]
+
+    async def main():
+        journal = Journal(FullStore(), Tree())
+        outcome = {}
+
+        async def submit(name, draft):
+            try:
+                outcome[name] = await journal.submit([draft])
+            except errors.LighthouseError as exc:
+                outcome[name] = exc
+        async with trio.open_nursery() as nursery:
+            await nursery.start(journal.run_committer)
+            async with trio.open_nursery() as callers:   # both queued before the committer runs
+                callers.start_soon(submit, "write", Draft("note", "projects/p/f", {}))
+                callers.start_soon(submit, "unlink", Draft(UNLINK, "projects/p/g", {"parent": 2, "name": b"g"}))
+            nursery.cancel_scope.cancel()
+        return outcome
+
+    outcome = trio.run(main)
+    assert isinstance(outcome["write"], errors.StoreFull)
+    assert not isinstance(outcome["unlink"], Exception)
+    assert FullStore.appended == [["projects/p/g"]]
