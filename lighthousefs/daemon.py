@@ -23,7 +23,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from . import content, errors, events
+from . import content, continuity, errors, events
 from .breaker import Breaker
 from .control import Control
 from .events import Draft
@@ -35,6 +35,9 @@ from .store import open_store
 from .tree import AGENTS_INO, MEMORIES_INO, PROJECTS_INO
 
 log = logging.getLogger(__name__)
+
+# How often what this host remembers of the store (continuity.py) is brought up to date.
+REMEMBER_EVERY_S = 5.0
 
 DEMO_FILES = {
     b"README.md": b"# demo\n\nA small project to try lighthousefs with: ls, cat, grep, echo >, tail -f ../../events\n",
@@ -159,6 +162,33 @@ async def _watch_signals(cancel: Callable[[], None], *, task_status=trio.TASK_ST
             return
 
 
+async def _remember_store(journal: Journal, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Keep this host's memory of the store (continuity.py) current: a store found
+    behind it at the next mount lost data."""
+    task_status.started()
+    remembered = -1
+    while True:
+        if journal.tree.applied_seq != remembered:
+            remembered = await _remember(journal)
+        await trio.sleep(REMEMBER_EVERY_S)
+
+
+async def _remember(journal: Journal) -> int:
+    """Remember the applied seq once it is durable (a power loss may take what is not,
+    which is no loss of data). Not once the store was found to have lost data: its new
+    state must not become the one remembered. Returns the seq remembered, or -1."""
+    seq = journal.tree.applied_seq
+    try:
+        await journal.sync()
+    except errors.LighthouseError:
+        return -1   # the store is failing: next time
+    if journal.failsafe:
+        return -1
+    store = journal.store
+    await trio.to_thread.run_sync(continuity.remember, store.url, store.store_id, seq)
+    return seq
+
+
 def _settle_memory() -> None:
     """After loading the projection: give the garbage of the replay back to the OS, and
     move the (acyclic, long-lived) tree out of the garbage collector's sight, so a full
@@ -182,6 +212,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
     await trio.to_thread.run_sync(recover_mountpoint, config.mountpoint)   # statfs of a dead mount can block
     store = await trio.to_thread.run_sync(open_store, config.store_url)
     try:
+        await trio.to_thread.run_sync(lambda: continuity.check(store.url, store.store_id, store.last_seq()))
         try:
             tree = await trio.to_thread.run_sync(Journal.load_tree, store)
         except (errors.LighthouseError, ValueError) as exc:
@@ -237,6 +268,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                 await nursery.start(journal.follow)
                 await nursery.start(journal.run_heartbeat)
                 await nursery.start(journal.run_housekeeping)
+                await nursery.start(_remember_store, journal)
                 await _wait_answering(config.mountpoint)
                 log.info("mounted %s at %s (store %s, agent %s)", "read-only" if config.read_only else "read-write",
                          config.mountpoint, config.store_url, config.agent or "operator")
@@ -247,5 +279,6 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             pyfuse3.close(unmount=True)
             with trio.CancelScope(shield=True):
                 await journal.snapshot()
+                await _remember(journal)
     finally:
         store.close()

@@ -57,6 +57,29 @@ class ChunkMissing(LighthouseError):
                          f"missing from {where}: the file's content is lost")
 
 
+class ChunkCorrupt(LighthouseError):
+    """The store answered with bytes that do not match the chunk's hash (a damaged
+    disk, a hand-edited store). Like ChunkMissing: EIO, and an answer of a healthy
+    store, never a store failure; the bytes are never served nor cached.
+    """
+
+    errno = errno.EIO
+
+    def __init__(self, digests: list[bytes], where: str):
+        self.digests = list(dict.fromkeys(digests))
+        self.where = where
+        names = ", ".join(d.hex() for d in self.digests)
+        super().__init__(f"chunk{'s' if len(self.digests) > 1 else ''} {names} from {where} "
+                         "did not match the hash that names it: the content is damaged")
+
+
+class StoreFull(LighthouseError):
+    """The store's disk is full: ENOSPC. The caller's condition, like a full local
+    disk, not a store outage: it never opens the circuit breaker."""
+
+    errno = errno.ENOSPC
+
+
 class StoreDataLost(StoreUnavailable):
     """The store lost data this daemon had seen (e.g. Redis restarted empty).
 

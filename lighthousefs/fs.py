@@ -38,6 +38,7 @@ from .journal import Journal
 from .metrics import Metrics
 from .newfiles import NewFile, NewFiles
 from .policy import Policy, validate_format
+from .store import report_corrupt
 from .tree import Change, Node, ROOT_INO
 
 log = logging.getLogger(__name__)
@@ -218,17 +219,26 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.NotFound(f"no inode {ino}")
         return node
 
-    async def _fetch_chunks(self, digests: list[bytes], ahead: list[bytes] = ()) -> list[bytes]:
+    async def _fetch_chunks(self, digests: list[bytes], ahead: list[bytes] = (), *, ino: int = 0) -> list[bytes]:
         """Chunks from L1, and what L1 lacks from the store in one call. If that call is
         made, the `ahead` chunks L1 lacks come with it (readahead; see content.py), when
-        L1 is large enough to keep them until they are read."""
+        L1 is large enough to keep them until they are read. A damaged chunk is logged
+        naming the file `ino`; one met only ahead does not fail this read."""
         found = [self._chunks.get(digest) for digest in digests]
         missing = [digest for digest, data in zip(digests, found) if data is None]
         if missing:
+            needed = len(missing)
             if ahead and self._chunks.max_bytes >= READAHEAD_MIN_CACHE_BYTES:
                 wanted = set(missing)
                 missing += [d for d in dict.fromkeys(ahead) if d not in wanted and not self._chunks.holds(d)]
-            fetched = dict(zip(missing, await self.journal.call_store(self.store.get_chunks, missing)))
+            try:
+                fetched = dict(zip(missing, await self.journal.call_store(self.store.get_chunks, missing)))
+            except (errors.ChunkCorrupt, errors.ChunkMissing) as exc:
+                if isinstance(exc, errors.ChunkCorrupt):
+                    report_corrupt(exc, lambda: self._path_of(ino) if ino else "a file")
+                if not set(exc.digests) & set(missing[:needed]):
+                    return await self._fetch_chunks(digests, ino=ino)   # only ahead: read without
+                raise
             for digest, data in fetched.items():
                 self._chunks.put(digest, data)
             found = [fetched[digest] if data is None else data for digest, data in zip(digests, found)]
@@ -236,7 +246,7 @@ class LighthouseOperations(pyfuse3.Operations):
 
     def _committed_buffer(self, node: Node) -> FileBuffer:
         """A buffer of the file's stored content (what a new open sees)."""
-        return FileBuffer(node.chunks, node.size, self._fetch_chunks)
+        return FileBuffer(node.chunks, node.size, functools.partial(self._fetch_chunks, ino=node.ino))
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         """A tree node's attributes, reused while the node is unchanged: a listing of

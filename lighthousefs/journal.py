@@ -18,7 +18,7 @@ from . import errors, events
 from .events import Draft, Event
 from .metrics import Metrics
 from .store import Store
-from .tree import Change, Tree
+from .tree import Change, Tree, UncheckedSnapshot
 
 if TYPE_CHECKING:
     from .breaker import Breaker
@@ -83,8 +83,19 @@ class Journal:
 
         Blocking (meant for a worker thread).
         """
+        tree = None
         snap = store.latest_snapshot(None if up_to == math.inf else int(up_to))
-        tree = Tree.load(snap[1]) if snap else Tree()
+        while snap is not None and tree is None:
+            try:
+                tree = Tree.load(snap[1])
+            except ValueError as exc:
+                # Damaged (or of an older, unchecked format): an older snapshot, or the
+                # whole log, gives the same tree, only slower.
+                log.log(logging.WARNING if isinstance(exc, UncheckedSnapshot) else logging.ERROR,
+                        "the snapshot at seq %d in %s is not used: %s; loading an older one or the log",
+                        snap[0], store.url, exc)
+                snap = store.latest_snapshot(snap[0] - 1) if snap[0] > 1 else None
+        tree = tree or Tree()
         replay(store, tree, up_to)
         return tree
 
@@ -175,10 +186,13 @@ class Journal:
             await self._wakeup.wait()
             self._wakeup = trio.Event()
             batch, self._pending = self._pending, []
-            if batch:
-                await self._commit(batch)
+            if batch and await self._commit(batch) is False:
+                for item in batch:   # one by one: the removals among them may still fit
+                    await self._commit([item])
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, batch: list[_Pending]) -> bool | None:
+        """Append and apply a batch; False (nothing done) if a full store refused a batch
+        of several, which the caller then commits item by item."""
         drafts = [d for item in batch for d in item.drafts]
         chunks: dict[bytes, bytes] = {}
         for item in batch:
@@ -192,6 +206,8 @@ class Journal:
                 appended = await self.call_store(self.store.append, drafts, chunks, durable, write=True,
                                                  patient=True)
             except errors.LighthouseError as exc:
+                if isinstance(exc, errors.StoreFull) and len(batch) > 1:
+                    return False
                 for item in batch:
                     item.error = exc
                     item.done.set()

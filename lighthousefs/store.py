@@ -12,24 +12,49 @@ import os
 import threading
 import time
 import urllib.parse
+from typing import Callable
 
-from . import errors
+from . import content, errors
 from .events import Draft, Event
 
 log = logging.getLogger(__name__)
 
-# Missing chunks already reported, as (store url, digest): each is logged once per
-# process, however often its file is read (the kernel retries a failed read, agents
-# retry too). Bounded: past it, the set starts again and a chunk may be logged again.
+# Missing or damaged chunks already reported, as (kind, store url, digest): each is
+# logged once per process, however often its file is read (the kernel retries a failed
+# read, agents retry too). Bounded: past it, the set starts again and a chunk may be
+# logged again.
 _REPORTED_MAX = 4096
-_reported: set[tuple[str, bytes]] = set()
+_reported: set[tuple[str, str, bytes]] = set()
 _reported_lock = threading.Lock()
+
+
+def _first_reports(kind: str, url: str, digests: list[bytes]) -> list[bytes]:
+    """The digests not yet reported as `kind` in this process (now marked reported)."""
+    with _reported_lock:
+        new = [d for d in dict.fromkeys(digests) if (kind, url, d) not in _reported]
+        if len(_reported) + len(new) > _REPORTED_MAX:
+            _reported.clear()
+        _reported.update((kind, url, d) for d in new)
+    return new
+
+
+def report_corrupt(exc: errors.ChunkCorrupt, path_of: Callable[[], str]) -> None:
+    """Log a damaged chunk at ERROR, naming the file read (path_of() is asked only
+    then), once per chunk and process."""
+    new = _first_reports("corrupt", exc.where, exc.digests)
+    if new:
+        log.error("DATA CORRUPT: the store %s returned chunk %s of %s with bytes that do not match "
+                  "its hash; reads of that file answer EIO. Restore the store from a backup.",
+                  exc.where, ", ".join(d.hex() for d in new), path_of())
 
 
 class Store(abc.ABC):
     url: str
     # Reached over a network (Redis): whether it answers is known only from recent calls.
     remote = False
+    # A random id the store keeps from its creation: a store that lost what it had, or
+    # another store at the same URL, has another one (see continuity.py).
+    store_id: str
 
     @abc.abstractmethod
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
@@ -60,7 +85,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_chunk(self, digest: bytes) -> bytes:
-        """The chunk named `digest`; ChunkMissing (see chunks_missing) if the store does not have it."""
+        """The chunk named `digest`; ChunkMissing (see chunks_missing) if the store does
+        not have it, ChunkCorrupt (see verified) if its bytes do not match the digest."""
 
     def get_chunks(self, digests: list[bytes]) -> list[bytes]:
         """Several chunks in one call (the pieces of a file's tail); ChunkMissing naming
@@ -72,16 +98,21 @@ class Store(abc.ABC):
         content of a file that exists is lost. Logged at ERROR (without a traceback: it
         is a finding, not a bug) the first time each chunk is missed in this process."""
         exc = errors.ChunkMissing(digests, self.url)
-        with _reported_lock:
-            new = [d for d in dict.fromkeys(digests) if (self.url, d) not in _reported]
-            if len(_reported) + len(new) > _REPORTED_MAX:
-                _reported.clear()
-            _reported.update((self.url, d) for d in new)
+        new = _first_reports("missing", self.url, digests)
         if new:
             log.error("DATA LOST: the store %s has no chunk %s, which a file's content names; "
                       "reads of that file answer EIO. Restore the store from a backup.",
                       self.url, ", ".join(d.hex() for d in new))
         return exc
+
+    def verified(self, found: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        """Chunks as the store returned them, by digest, each checked against its hash:
+        ChunkCorrupt naming every chunk whose bytes are not the ones its name promises.
+        Not logged here: the caller knows which file it reads (report_corrupt)."""
+        bad = [digest for digest, data in found.items() if content.chunk_hash(data) != digest]
+        if bad:
+            raise errors.ChunkCorrupt(bad, self.url)
+        return found
 
     @abc.abstractmethod
     def scope_seqs(self, scope: str) -> list[int]:

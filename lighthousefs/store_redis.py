@@ -302,6 +302,10 @@ class RedisStore(Store):
         self.marker = marker
         self._seen_seq = int(seq)
 
+    @property
+    def store_id(self) -> str:
+        return self.marker
+
     # ---- helpers -----------------------------------------------------------------------
 
     @staticmethod
@@ -596,7 +600,7 @@ class RedisStore(Store):
         if data is None:
             self.check_continuity()  # a chunk missing because Redis lost everything is EIO
             raise self.chunks_missing([digest])
-        return data
+        return self.verified({digest: data})[digest]
 
     def get_chunks(self, digests: list[bytes]) -> list[bytes]:
         # One MGET: the keys share the namespace's hash tag, so one Cluster slot.
@@ -604,6 +608,7 @@ class RedisStore(Store):
         if any(data is None for data in datas):
             self.check_continuity()  # missing because Redis lost everything: EIO
             raise self.chunks_missing([d for d, data in zip(digests, datas) if data is None])
+        self.verified(dict(zip(digests, datas)))
         return datas
 
     def scope_seqs(self, scope: str) -> list[int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import sqlite3
 import threading
@@ -20,7 +21,7 @@ import time
 
 import inotify_simple
 
-from . import errors, events
+from . import disk, errors, events
 from .events import Draft, Event
 from .store import Store, scope_of
 
@@ -54,12 +55,20 @@ def _scope_value(scope: str) -> str | bytes:
         return scope.encode("utf-8", events.PATH_ERRORS)
 
 
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+
+
 class SQLiteStore(Store):
     def __init__(self, path: str, busy_timeout_s: float = 2.0, create: bool = True):
         """`create`: make the store if there is none at `path` (its directory must exist)."""
         self.url = "sqlite://" + path
         self.path = path
-        if not os.path.exists(path) or not create and os.path.getsize(path) == 0:
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            # SQLite would take it for a new database: an empty namespace, mounted.
+            raise errors.StoreOpenError(f"{path} is empty (0 bytes), but a store never is: it lost its content. "
+                                        "Restore it from a backup, or delete the file to start a new store")
+        if not os.path.exists(path):
             if not create:
                 raise errors.StoreOpenError(f"{path}: there is no store here (is the path right?)")
             directory = os.path.dirname(path) or "."
@@ -69,13 +78,28 @@ class SQLiteStore(Store):
         try:
             self._writer = self._connect(busy_timeout_s)
             self._writer.execute("PRAGMA journal_mode=WAL")
-            with self._writer:
-                self._writer.executescript(SCHEMA)
-                row = self._writer.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-                if row is None:
+            # One write transaction: it also finds a store locked by another process
+            # (a write transaction held open, an exclusive locking mode), which would
+            # otherwise open and then fail every write.
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, SCHEMA.split(";")):   # executescript would commit
+                    self._writer.execute(statement)
+                meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
+                if "format" not in meta:
                     self._writer.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
-                elif row[0] != FORMAT:
-                    raise errors.StoreOpenError(f"{path}: store format {row[0]}, this daemon reads {FORMAT}")
+                    log.info("%s: a new, empty store", path)
+                elif meta["format"] != FORMAT:
+                    raise errors.StoreOpenError(f"{path}: store format {meta['format']}, this daemon reads {FORMAT}")
+                if "id" not in meta:   # a new store, or one made before stores had ids
+                    meta["id"] = secrets.token_hex(16)
+                    self._writer.execute("INSERT INTO meta VALUES ('id', ?)", (meta["id"],))
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
+                raise
+            self.store_id = meta["id"]
             self._reader = self._connect(busy_timeout_s)
             self._last_time_ns = 0
             last = self._reader.execute("SELECT max(seq) FROM events").fetchone()[0] or 0
@@ -84,12 +108,17 @@ class SQLiteStore(Store):
                     "SELECT body FROM events WHERE seq=?", (last,)).fetchone()[0]).time_ns
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
-                raise errors.StoreOpenError(f"{path}: the store is locked by another process ({exc})") from None
+                raise errors.StoreOpenError(f"{path}: the store is locked by another process{disk.lock_holders(path)} "
+                                            f"({exc}); stop it or wait for it to finish") from None
             raise errors.StoreOpenError(f"{path}: cannot open the store: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise errors.StoreOpenError(f"{path}: the store is corrupt or not a lighthousefs store: {exc}") from None
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
+        # Set while the disk is full (the cause); see disk.py for the reserve.
+        self._full: str | None = None
+        self._reserve = disk.Reserve(path)
+        self._reserve.restore()   # if there is no room, removals on a full disk fail too
         self._full_sync = True
         self._watch: inotify_simple.INotify | None = None
         self._watch_tried = False
@@ -126,7 +155,11 @@ class SQLiteStore(Store):
             try:
                 self._reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as exc:
-                raise errors.StoreUnavailable(f"checkpoint of {self.path} failed: {exc}") from exc
+                if not _is_full(exc):   # full: the WAL keeps what it has, copied later
+                    raise errors.StoreUnavailable(f"checkpoint of {self.path} failed: {exc}") from exc
+        if self._full:
+            with self._write_lock:
+                self._space_again()
 
     def sync(self) -> None:
         with self._write_lock:
@@ -142,6 +175,24 @@ class SQLiteStore(Store):
                     raise errors.StoreUnavailable(f"sync of {wal} failed: {exc}") from exc
 
     def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
+        """On a full disk, StoreFull; removals alone are then stored in the space of
+        the reserve (disk.py), while other writes wait for room."""
+        removals = bool(drafts) and not chunks and all(d.type == events.UNLINK for d in drafts)
+        if self._full and not removals:
+            with self._write_lock:
+                if not self._space_again():
+                    raise errors.StoreFull(self._full)
+        try:
+            return self._append(drafts, chunks, durable)
+        except errors.StoreFull:
+            with self._write_lock:
+                if not (removals and self._reserve.release()):
+                    raise
+        log.warning("%s: gave the disk the reserve of %d KiB, so that removals can be stored",
+                    self.path, self._reserve.size >> 10)
+        return self._append(drafts, chunks, durable)
+
+    def _append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool) -> list[Event]:
         with self._write_lock:
             conn = self._writer
             try:
@@ -162,12 +213,34 @@ class SQLiteStore(Store):
                     conn.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # SQLite rolls back by itself after some errors (a full disk): a
+                    # ROLLBACK then fails ("no transaction is active") and hid the cause.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
+                if _is_full(exc):
+                    self._note_full(exc)
+                    raise errors.StoreFull(self._full) from exc
                 raise errors.StoreUnavailable(f"append to {self.path} failed: {exc}") from exc
             self._last_time_ns = now
             return out
+
+    def _note_full(self, exc: sqlite3.Error) -> None:
+        """The disk is full: said once (at ERROR), until there is room again."""
+        if self._full is None:
+            self._full = f"the disk of the store {self.path} is full ({exc})"
+            log.error("%s: writes answer ENOSPC until space is freed on that disk", self._full)
+
+    def _space_again(self) -> bool:
+        """Is there room again: the reserve, and as much again free? Under the write lock."""
+        free = shutil.disk_usage(os.path.dirname(self.path) or ".").free
+        if free < self._reserve.size or not self._reserve.restore():
+            return False
+        if self._full is not None:
+            log.warning("%s: the disk has room again; writes are stored", self.path)
+            self._full = None
+        return True
 
     def wait_for_events(self, after_seq: int, timeout: float) -> int:
         """Sleep until the store's WAL file is written (inotify on its directory), then look."""
@@ -248,7 +321,7 @@ class SQLiteStore(Store):
         rows = self._query("SELECT data FROM chunks WHERE hash=?", (digest,))
         if not rows:
             raise self.chunks_missing([digest])
-        return rows[0][0]
+        return self.verified({digest: rows[0][0]})[digest]
 
     def get_chunks(self, digests: list[bytes]) -> list[bytes]:
         wanted = list(dict.fromkeys(digests))
@@ -260,6 +333,7 @@ class SQLiteStore(Store):
         missing = [d for d in wanted if d not in rows]
         if missing:
             raise self.chunks_missing(missing)
+        self.verified(rows)
         return [rows[d] for d in digests]
 
     def scope_seqs(self, scope: str) -> list[int]:
@@ -268,6 +342,8 @@ class SQLiteStore(Store):
 
     def put_snapshot(self, seq: int, blob: bytes) -> None:
         with self._write_lock:
+            if self._full and not self._space_again():   # the room left is for removals
+                raise errors.StoreFull(self._full)
             try:
                 with self._writer:
                     self._writer.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?)", (seq, blob))
@@ -275,6 +351,9 @@ class SQLiteStore(Store):
                         "DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?)",
                         (SNAPSHOTS_KEPT,))
             except sqlite3.Error as exc:
+                if _is_full(exc):
+                    self._note_full(exc)
+                    raise errors.StoreFull(self._full) from exc
                 raise errors.StoreUnavailable(f"snapshot to {self.path} failed: {exc}") from exc
 
     def latest_snapshot(self, max_seq: int | None = None) -> tuple[int, bytes] | None:

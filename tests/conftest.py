@@ -24,6 +24,19 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory):
+    """What daemons remember of the stores they mounted (continuity.py) goes to this
+    run's directory, not the user's: the daemons started by the tests inherit it."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if old is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = old
+
+
 @pytest.fixture
 def store_url(tmp_path) -> str:
     return f"sqlite://{tmp_path}/store.db"

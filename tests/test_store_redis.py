@@ -22,10 +22,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 from redis_server import REDIS_SERVER, RedisServer  # noqa: E402
 
 from lighthousefs import errors  # noqa: E402
+from lighthousefs.content import chunk_hash as h  # noqa: E402
 from lighthousefs.events import Draft  # noqa: E402
 from lighthousefs.store import open_store  # noqa: E402
 from lighthousefs.store_redis import RedisStore, StoreDataLost  # noqa: E402
 from lighthousefs.store_sqlite import SQLiteStore  # noqa: E402
+
+
+def chunks_of(*datas: bytes) -> dict[bytes, bytes]:
+    """Chunks named by their hash, as the stores check when they return them."""
+    return {h(data): data for data in datas}
 
 pytestmark = [
     pytest.mark.redis,
@@ -82,7 +88,7 @@ def test_empty_log(opener):
 
 def test_append_then_read(opener):
     store = opener()
-    chunk = {b"\x01" * 20: b"hello", b"\x02" * 20: b"world"}
+    chunk = chunks_of(b"hello", b"world")
     first = store.append([draft("projects/a/f"), draft("memories/shared/m.md", "mknod", mode=0o644)], chunk)
     second = store.append([draft("agents/x/state.json"), draft("projects/b/g"), draft("projects/a/h")], {})
     appended = first + second
@@ -93,7 +99,7 @@ def test_append_then_read(opener):
     assert store.read(1, limit=2) == appended[1:3]
     assert store.read(5) == []
     assert store.last_seq() == 5
-    assert store.get_chunk(b"\x02" * 20) == b"world"
+    assert store.get_chunk(h(b"world")) == b"world"
     assert store.scope_seqs("projects/a") == [1, 5]
     assert store.scope_seqs("memories") == [2]
     assert store.scope_seqs("agents") == [3]
@@ -111,8 +117,8 @@ def test_bytes_and_nested_payloads_survive(opener):
 
 def test_chunks_only_append(opener):
     store = opener()
-    assert store.append([], {b"\x03" * 20: b"data"}) == []
-    assert store.get_chunk(b"\x03" * 20) == b"data"
+    assert store.append([], chunks_of(b"data")) == []
+    assert store.get_chunk(h(b"data")) == b"data"
     assert store.last_seq() == 0
 
 
@@ -136,10 +142,10 @@ def test_usage(opener):
 
 def test_a_second_instance_sees_the_same_log(opener):
     a, b = opener(), opener()
-    events = a.append([draft(), draft("projects/z/q")], {b"\x04" * 20: b"shared"})
+    events = a.append([draft(), draft("projects/z/q")], chunks_of(b"shared"))
     assert b.read(0) == events
     assert b.last_seq() == 2
-    assert b.get_chunk(b"\x04" * 20) == b"shared"
+    assert b.get_chunk(h(b"shared")) == b"shared"
     more = b.append([draft()], {})
     assert more[0].seq == 3 and more[0].time_ns >= events[-1].time_ns
     assert a.read(2) == more
@@ -225,8 +231,8 @@ def test_tls():
     with RedisServer(tls=True, password="pw") as srv:
         store = RedisStore(with_ns(srv.url))
         try:
-            events = store.append([draft()], {b"\x06" * 20: b"secret"})
-            assert store.read(0) == events and store.get_chunk(b"\x06" * 20) == b"secret"
+            events = store.append([draft()], chunks_of(b"secret"))
+            assert store.read(0) == events and store.get_chunk(h(b"secret")) == b"secret"
         finally:
             store.close()
         with pytest.raises(errors.StoreOpenError):  # plain text to a TLS port
@@ -318,11 +324,11 @@ def test_append_with_chunks_after_redis_forgot_the_script(server):
     """Chunks and the script share one round trip; a Redis that lost its script cache
     (restart, failover) gets the script loaded again, and nothing is appended twice."""
     store = RedisStore(with_ns(server.url))
-    store.append([draft()], {b"\x03" * 20: b"before"})
+    store.append([draft()], chunks_of(b"before"))
     server.client().script_flush()
-    [event] = store.append([draft()], {b"\x04" * 20: b"after"})
+    [event] = store.append([draft()], chunks_of(b"after"))
     assert event.seq == 2 and [e.seq for e in store.read(0)] == [1, 2]
-    assert store.get_chunk(b"\x04" * 20) == b"after"
+    assert store.get_chunk(h(b"after")) == b"after"
     store.close()
 
 
@@ -330,17 +336,17 @@ def test_append_with_chunks_after_redis_forgot_the_script(server):
 
 def test_killed_redis_raises_store_unavailable_then_recovers(own_server):
     store = RedisStore(with_ns(own_server.url))
-    events = store.append([draft()], {b"\x05" * 20: b"kept"})
+    events = store.append([draft()], chunks_of(b"kept"))
     own_server.kill()
     for call in (lambda: store.append([draft()], {}), lambda: store.read(0), store.last_seq,
-                 lambda: store.get_chunk(b"\x05" * 20), lambda: store.scope_seqs("projects/a"),
+                 lambda: store.get_chunk(h(b"kept")), lambda: store.scope_seqs("projects/a"),
                  lambda: store.put_snapshot(1, b"x"), store.latest_snapshot, store.usage):
         with pytest.raises(errors.StoreUnavailable, match="ConnectionError|refused|Connection"):
             call()
     own_server.restart(keep_data=True)
     assert store.read(0) == events  # AOF kept it: same data, no false alarm
     assert store.append([draft()], {})[0].seq == 2
-    assert store.get_chunk(b"\x05" * 20) == b"kept"
+    assert store.get_chunk(h(b"kept")) == b"kept"
 
 
 def test_frozen_redis_times_out_instead_of_hanging(own_server):
@@ -494,14 +500,14 @@ def test_wait_for_events_names_a_newer_event_or_times_out(opener):
 
 def test_get_chunks_returns_them_in_order_or_names_the_missing(opener):
     store = opener()
-    chunks = {bytes([i]) * 20: b"piece %d" % i for i in range(5)}
+    chunks = chunks_of(*(b"piece %d" % i for i in range(5)))
     store.append([draft()], chunks)
-    wanted = [bytes([3]) * 20, bytes([0]) * 20, bytes([3]) * 20]
+    wanted = [h(b"piece 3"), h(b"piece 0"), h(b"piece 3")]
     assert store.get_chunks(wanted) == [b"piece 3", b"piece 0", b"piece 3"]
     with pytest.raises(errors.ChunkMissing, match=(b"\x09" * 20).hex()) as missing:
-        store.get_chunks([bytes([1]) * 20, b"\x09" * 20])
+        store.get_chunks([h(b"piece 1"), b"\x09" * 20])
     assert missing.value.digests == [b"\x09" * 20]
-    many = {b"m" + i.to_bytes(19, "big"): b"%d" % i for i in range(1200)}   # more than one query's worth
+    many = chunks_of(*(b"%d" % i for i in range(1200)))   # more than one query's worth
     store.append([draft()], many)
     assert store.get_chunks(list(many)) == list(many.values())
 
