@@ -1,0 +1,193 @@
+"""agents/<agent>/state.json and status, written the way shells and programs write them:
+a refusal comes at write(), where the writer sees it, and leaves the stored content;
+one redirect is one event; what is stored always fits the format (policy.py)."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from mounting import eventually
+from redis_server import RedisServer
+
+pytestmark = pytest.mark.mount
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    with RedisServer() as srv:
+        yield srv
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def two_nodes(request, mounter, store_url):
+    """Mounts a and b of one store (SQLite, or a fresh namespace on Redis), and agents/a."""
+    if request.param == "sqlite":
+        url = store_url
+    else:
+        url = f"{request.getfixturevalue('redis_server').url}?namespace=t{uuid.uuid4().hex[:10]}"
+    a, b = mounter("a", store=url), mounter("b", store=url)
+    (a / "agents" / "a").mkdir()
+    (a / "projects" / "p").mkdir()
+    eventually(lambda: (b / "agents" / "a").is_dir() and (b / "projects" / "p").is_dir())
+    return a, b
+
+
+def bash(command: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def ok(command: str, cwd) -> None:
+    result = bash(command, cwd)
+    assert result.returncode == 0, f"{command!r}: {result.stderr}"
+
+
+def refused(command: str, cwd) -> None:
+    """The shell saw the refusal: a write error, and a failed command."""
+    result = bash(command, cwd)
+    assert result.returncode != 0 and "write error: Invalid argument" in result.stderr, (command, result)
+
+
+def events_of(m, path: str) -> list[tuple[str, int | None]]:
+    lines = [json.loads(line) for line in (m / "events").read_text().splitlines()]
+    return [(e["type"], e["data"].get("size")) for e in lines if e["path"] == path]
+
+
+def fails_with(code: int, fn, *args):
+    with pytest.raises(OSError) as err:
+        fn(*args)
+    assert err.value.errno == code, f"expected {errno.errorcode[code]}, got {err.value!r}"
+
+
+def test_a_redirect_replaces_state_json_and_status(two_nodes):
+    """Item 1: bash closes the descriptor it dup'd before it writes; that close commits
+    nothing, so the truncation is not lost and the new bytes do not land on the old."""
+    a, b = two_nodes
+    agent = a / "agents" / "a"
+    ok("echo '{\"step\": 100}' > state.json && echo '{\"step\": 2}' > state.json", agent)
+    assert (agent / "state.json").read_text() == '{"step": 2}\n'
+    ok("echo 'working on a long task' > status && echo idle > status", agent)
+    assert (agent / "status").read_text() == "idle\n"
+    # One event for each redirect: the first creates, the second writes.
+    assert events_of(a, "agents/a/state.json") == [("mknod", 14), ("write", 12)]
+    assert events_of(a, "agents/a/status") == [("mknod", 23), ("write", 5)]
+    eventually(lambda: (b / "agents" / "a" / "state.json").read_text() == '{"step": 2}\n')
+    eventually(lambda: (b / "agents" / "a" / "status").read_text() == "idle\n")
+
+
+def test_a_redirect_to_a_new_file_is_one_mknod_with_its_content(two_nodes):
+    """Item 2: one shell redirect to a new file is one event, so no node and no
+    .history ever sees the file empty."""
+    a, b = two_nodes
+    ok("echo x > new.txt && printf 'two\\nlines\\n' > other.txt", a / "projects" / "p")
+    assert events_of(a, "projects/p/new.txt") == [("mknod", 2)]
+    assert events_of(a, "projects/p/other.txt") == [("mknod", 10)]
+    eventually(lambda: (b / "projects" / "p" / "new.txt").read_text() == "x\n")
+    versions = sorted(os.listdir(b / "projects" / "p" / ".history"), key=int)
+    assert all((b / "projects" / "p" / ".history" / v / "new.txt").read_text() == "x\n"
+               for v in versions if (b / "projects" / "p" / ".history" / v / "new.txt").exists())
+
+
+def test_a_refused_write_is_seen_by_the_shell_and_keeps_the_old_content(two_nodes):
+    """Item 3: the refusal comes at write(), and what was there stays, for everyone."""
+    a, b = two_nodes
+    agent = a / "agents" / "a"
+    ok("echo '{\"step\": 1}' > state.json && echo 'working' > status", agent)
+    before = len((a / "events").read_text().splitlines())
+    refused("echo '{oops' > state.json", agent)
+    refused("printf 'a\\nb\\n' > status", agent)
+    refused("head -c 5000 /dev/zero | tr '\\0' x > status", agent)
+    refused("echo '{\"a\": NaN}' > state.json", agent)
+    assert (agent / "state.json").read_text() == '{"step": 1}\n'
+    assert (agent / "status").read_text() == "working\n"
+    assert len((a / "events").read_text().splitlines()) == before      # nothing was stored
+    # A new state.json refused at its first write is not left behind, empty or not.
+    (a / "agents" / "c").mkdir()
+    refused("echo '[1, 2]' > state.json", a / "agents" / "c")
+    eventually(lambda: os.listdir(a / "agents" / "c") == [])   # dropped when its last handle is released
+    assert events_of(a, "agents/c/state.json") == []
+    assert (b / "agents" / "a" / "state.json").read_text() == '{"step": 1}\n'
+    assert (b / "agents" / "a" / "status").read_text() == "working\n"
+
+
+def test_state_json_holds_a_json_object(mnt):
+    """Item 4: checked at write() as far as the bytes so far tell, and whole at close."""
+    agent = mnt / "agents" / "a"
+    agent.mkdir()
+    state = agent / "state.json"
+    state.write_text('{"step": 1}')
+    deep_ok = '{"a": ' * 63 + "{}" + "}" * 63                 # 64 levels
+    too_deep = '{"a": ' + "[" * 64 + "]" * 64 + "}"           # 65 levels
+    very_deep = '{"a": ' + "[" * 100_000                      # was a RecursionError and EIO
+    for bad in ("[1, 2]", '"text"', "7", '{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}', '{"a": 1} {}',
+                too_deep, very_deep, '{"a": "\\x"}', '{"a": 01}'):
+        fd = os.open(state, os.O_WRONLY | os.O_TRUNC)
+        try:
+            fails_with(errno.EINVAL, os.write, fd, bad.encode())
+            fails_with(errno.EINVAL, os.write, fd, b"{}")       # the handle stays refused
+        finally:
+            fails_with(errno.EINVAL, os.close, fd)
+        assert state.read_text() == '{"step": 1}', bad
+    # What can still become valid is written; the close checks the whole.
+    f = open(state, "w")
+    f.write('{"step": 1')
+    f.flush()
+    fails_with(errno.EINVAL, f.close)
+    assert state.read_text() == '{"step": 1}'
+    for good in (deep_ok, '{"a": [1, -2.5e3, true, null, "\\u00e9\\n"], "b": {}}'):
+        state.write_text(good)
+        assert state.read_text() == good
+    # Written in pieces, out of order too.
+    fd = os.open(state, os.O_WRONLY | os.O_TRUNC)
+    try:
+        for piece in ('{"k', 'ey": [1', "2, 3", "]}"):
+            os.write(fd, piece.encode())
+        os.pwrite(fd, b"9", 9)
+    finally:
+        os.close(fd)
+    assert json.loads(state.read_text()) == {"key": [92, 3]}
+
+
+def test_an_empty_state_json_is_never_stored(mnt):
+    agent = mnt / "agents" / "a"
+    agent.mkdir()
+    fails_with(errno.EINVAL, os.mknod, agent / "state.json")
+    result = subprocess.run(["touch", str(agent / "state.json")], capture_output=True, text=True)
+    assert result.returncode != 0 and "Invalid argument" in result.stderr
+    eventually(lambda: os.listdir(agent) == [])   # dropped when its last handle is released
+    os.close(os.open(agent / "state.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    eventually(lambda: os.listdir(agent) == [])
+    assert events_of(mnt, "agents/a/state.json") == []
+    (agent / "state.json").write_text("{}")
+    fails_with(errno.EINVAL, os.truncate, agent / "state.json", 0)
+    ok(": > state.json", agent)      # bash ignores close(); the old content stays
+    assert (agent / "state.json").read_text() == "{}"
+    # An empty status is an empty line: allowed.
+    ok(": > status", agent)
+    eventually(lambda: events_of(mnt, "agents/a/status") == [("mknod", 0)])
+
+
+def test_only_regular_files_are_named_state_json_or_status(mnt):
+    agent = mnt / "agents" / "a"
+    agent.mkdir()
+    (mnt / "projects" / "p").mkdir()
+    for name in ("state.json", "status"):
+        fails_with(errno.EINVAL, os.mkdir, agent / name)
+        fails_with(errno.EINVAL, os.symlink, "elsewhere", agent / name)
+        fails_with(errno.EINVAL, os.mkfifo, agent / name)
+        os.symlink("x", mnt / "projects" / "p" / "link")
+        fails_with(errno.EINVAL, lambda: os.link(mnt / "projects" / "p" / "link", agent / name, follow_symlinks=False))
+        fails_with(errno.EINVAL, os.rename, mnt / "projects" / "p" / "link", agent / name)
+        os.unlink(mnt / "projects" / "p" / "link")
+    assert os.listdir(agent) == []
+    # A directory that becomes an agent's brings only a state.json that fits.
+    (mnt / "projects" / "p" / "b").mkdir()
+    (mnt / "projects" / "p" / "b" / "state.json").write_text("[not an object]")
+    fails_with(errno.EINVAL, os.rename, mnt / "projects" / "p" / "b", mnt / "agents" / "b")
+    (mnt / "projects" / "p" / "b" / "state.json").write_text("{}")
+    os.rename(mnt / "projects" / "p" / "b", mnt / "agents" / "b")
+    assert (mnt / "agents" / "b" / "state.json").read_text() == "{}"
