@@ -101,7 +101,7 @@ UNKNOWN = b"?"   # an open file's format, not looked up yet
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
-    __slots__ = ("ino", "buffer", "refs", "lost", "kind", "check", "check_mark")
+    __slots__ = ("ino", "buffer", "refs", "lost", "kind", "check", "check_mark", "committing")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
@@ -116,6 +116,7 @@ class OpenFile:
         self.kind: bytes | None = UNKNOWN
         self.check: FormatCheck | None = None
         self.check_mark: tuple[FileBuffer, int] | None = None
+        self.committing = trio.Lock()   # held by the commit of this file's buffer (_commit)
 
 
 class FileHandle:
@@ -965,7 +966,18 @@ class LighthouseOperations(pyfuse3.Operations):
                 self.tree.release_orphan(open_file.ino)   # dropped if unlinked and not looked up
 
     async def _commit(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
-        """One close() of a written file: one event, durable when this returns."""
+        """One close() of a written file: one event, durable when this returns. The
+        commits of an open file take turns, and one that finds everything stored by the
+        one before has nothing to do (a close racing a rename that logs the new file
+        first would otherwise find it logged but not yet marked stored, and store it twice)."""
+        if open_file is None:
+            await self._commit_now(ino, buffer, None)
+            return
+        async with open_file.committing:
+            if buffer.changed or ino in self._new_files or open_file.lost is not None:
+                await self._commit_now(ino, buffer, open_file)
+
+    async def _commit_now(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
         new = self._new_files.get(ino)
         if new is not None:
             async with new.lock:

@@ -114,6 +114,25 @@ def test_a_refused_write_is_seen_by_the_shell_and_keeps_the_old_content(two_node
     assert (b / "agents" / "a" / "status").read_text() == "working\n"
 
 
+def test_refused_bytes_are_not_served_from_the_kernel_cache(mnt):
+    """Whole pages accepted before a refused write are in the kernel's page cache: the
+    refusal drops them, so a reader gets the stored content."""
+    agent = mnt / "agents" / "a"
+    agent.mkdir()
+    state = agent / "state.json"
+    old = '{"step": 1, "pad": "' + "p" * 9000 + '"}'
+    state.write_text(old)
+    assert state.read_text() == old          # cached by the kernel
+    for _ in range(5):
+        fd = os.open(state, os.O_WRONLY)      # overwritten in place
+        try:
+            os.write(fd, b'{"a": "' + b"x" * 8185)   # two whole pages that can begin a document
+            fails_with(errno.EINVAL, os.write, fd, b"\x01")
+        finally:
+            fails_with(errno.EINVAL, os.close, fd)
+        assert state.read_text() == old
+
+
 def test_state_json_holds_a_json_object(mnt):
     """Item 4: checked at write() as far as the bytes so far tell, and whole at close."""
     agent = mnt / "agents" / "a"
@@ -141,6 +160,10 @@ def test_state_json_holds_a_json_object(mnt):
     for good in (deep_ok, '{"a": [1, -2.5e3, true, null, "\\u00e9\\n"], "b": {}}'):
         state.write_text(good)
         assert state.read_text() == good
+    # The whole file is checked where it arrives whole: at a rename onto state.json.
+    for bad in ('{"a": NaN}', too_deep, '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"):
+        (agent / "tmp").write_text(bad)
+        fails_with(errno.EINVAL, os.rename, agent / "tmp", state)
     # Written in pieces, out of order too.
     fd = os.open(state, os.O_WRONLY | os.O_TRUNC)
     try:
@@ -191,3 +214,46 @@ def test_only_regular_files_are_named_state_json_or_status(mnt):
     (mnt / "projects" / "p" / "b" / "state.json").write_text("{}")
     os.rename(mnt / "projects" / "p" / "b", mnt / "agents" / "b")
     assert (mnt / "agents" / "b" / "state.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("doc", [
+    '{}', ' {"a": [1, -0.5e+3, 2E-2, true, false, null, "\\u00e9\\n\\"", {"b": []}]}\n', '{"é": "ü"}',
+    '[]', '"x"', '1', '', '{"a": NaN}', '{"a": -Infinity}', '{"a": 01}', '{"a": 1.}', '{"a": .5}', '{"a": 1e}',
+    '{"a": tru}', '{"a": "\\x"}', '{"a": "\\u12G4"}', '{"a": "\x01"}', '{"a": 1,}', '{"a": [1,]}', '{} {}',
+    '{"a" 1}', '{"a": 1 2}', '\ufeff{}', '{' + '"a":{' * 63 + '}' * 64, '{' + '"a":[' * 63 + ']' * 63 + '}',
+    '{' + '"a":{' * 64 + '}' * 65])
+@pytest.mark.parametrize("piece", [1, 3, 1000])
+def test_the_incremental_check_agrees_with_json_loads(doc, piece):
+    """policy.FormatCheck (fed in pieces) and validate_format accept exactly the objects
+    json.loads reads without NaN or Infinity, 64 levels deep at most, and refuse a
+    wrong one at the first byte that makes it wrong."""
+    from lighthousefs import errors
+    from lighthousefs.policy import STATE_FILE, FormatCheck, validate_format
+
+    def loads(text):
+        try:
+            value = json.loads(text, parse_constant=lambda name: 1 / 0)
+        except (ValueError, ZeroDivisionError):
+            return None
+        return value if isinstance(value, dict) and text.count("{") + text.count("[") <= 64 else None
+
+    data = doc.encode()
+    good = loads(doc) is not None
+    try:
+        validate_format(STATE_FILE, data)
+        assert good, doc
+    except errors.InvalidArgument:
+        assert not good, doc
+    check = FormatCheck(STATE_FILE)
+    refused_at = None
+    for start in range(0, len(data), piece):
+        try:
+            check.feed(data[start:start + piece])
+        except errors.InvalidArgument:
+            refused_at = start
+            break
+    if good:
+        assert refused_at is None
+    elif refused_at is not None:   # no valid document begins with the bytes up to there
+        prefix = data[:refused_at + piece].decode(errors="ignore")
+        assert not any(loads(prefix + tail) is not None for tail in ("", "}", '"}', "]}", '": 1}', "0}"))
