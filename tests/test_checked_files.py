@@ -220,7 +220,8 @@ def test_only_regular_files_are_named_state_json_or_status(mnt):
     '{}', ' {"a": [1, -0.5e+3, 2E-2, true, false, null, "\\u00e9\\n\\"", {"b": []}]}\n', '{"é": "ü"}',
     '[]', '"x"', '1', '', '{"a": NaN}', '{"a": -Infinity}', '{"a": 01}', '{"a": 1.}', '{"a": .5}', '{"a": 1e}',
     '{"a": tru}', '{"a": "\\x"}', '{"a": "\\u12G4"}', '{"a": "\x01"}', '{"a": 1,}', '{"a": [1,]}', '{} {}',
-    '{"a" 1}', '{"a": 1 2}', '\ufeff{}', '{' + '"a":{' * 63 + '}' * 64, '{' + '"a":[' * 63 + ']' * 63 + '}',
+    '{"a" 1}', '{"a": 1 2}', '{"a": 1-2}', '{"a": 1+2}', '{"a": 2.5.1}', '{"a": 1e5e5}', '{"a": -}',
+    '{"a": -0.0e+00}', '{"a": 10E-1}', '\ufeff{}', '{' + '"a":{' * 63 + '}' * 64, '{' + '"a":[' * 63 + ']' * 63 + '}',
     '{' + '"a":{' * 64 + '}' * 65])
 @pytest.mark.parametrize("piece", [1, 3, 1000])
 def test_the_incremental_check_agrees_with_json_loads(doc, piece):
@@ -228,7 +229,8 @@ def test_the_incremental_check_agrees_with_json_loads(doc, piece):
     json.loads reads without NaN or Infinity, 64 levels deep at most, and refuse a
     wrong one at the first byte that makes it wrong."""
     from lighthousefs import errors
-    from lighthousefs.policy import STATE_FILE, FormatCheck, validate_format
+    from lighthousefs.jsonprefix import JsonPrefix
+    from lighthousefs.policy import MAX_STATE_DEPTH, STATE_FILE, FormatCheck, validate_format
 
     def loads(text):
         try:
@@ -252,8 +254,83 @@ def test_the_incremental_check_agrees_with_json_loads(doc, piece):
         except errors.InvalidArgument:
             refused_at = start
             break
+    whole = JsonPrefix(MAX_STATE_DEPTH)
+    try:
+        for start in range(0, len(data), piece):
+            whole.feed(data[start:start + piece])
+        whole.finish()
+        assert good, doc
+    except ValueError:
+        assert not good, doc
     if good:
         assert refused_at is None
     elif refused_at is not None:   # no valid document begins with the bytes up to there
         prefix = data[:refused_at + piece].decode(errors="ignore")
         assert not any(loads(prefix + tail) is not None for tail in ("", "}", '"}', "]}", '": 1}', "0}"))
+
+
+def _reference(data: bytes) -> bool:
+    """What state.json may hold, by json.loads: an object, no NaN/Infinity, 64 levels."""
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=lambda name: 1 / 0)
+    except (ValueError, ZeroDivisionError, RecursionError):
+        return False
+    level, depth = [value], 0
+    while level := [v for v in level if isinstance(v, (dict, list))]:
+        depth += 1
+        level = [c for v in level for c in (v.values() if isinstance(v, dict) else v)]
+    return isinstance(value, dict) and depth <= 64
+
+
+def test_the_incremental_check_agrees_with_json_loads_on_mutated_documents():
+    from hypothesis import given, settings, strategies as st
+
+    from lighthousefs import errors
+    from lighthousefs.jsonprefix import JsonPrefix
+    from lighthousefs.policy import MAX_STATE_DEPTH, STATE_FILE, FormatCheck, validate_format
+
+    values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        max_leaves=20)
+    noise = st.sampled_from(list(b'{}[]:,"\\ \n0123456789.eE+-tfnrulasNIy\x00\x1f\xc3\xa9\xff'))
+
+    @settings(max_examples=200, deadline=None)
+    @given(value=st.dictionaries(st.text(max_size=5), values, max_size=3), indent=st.sampled_from([None, 1]),
+           edits=st.lists(st.tuples(st.floats(0, 1), st.sampled_from("idr"), noise), max_size=3),
+           cuts=st.lists(st.floats(0, 1), max_size=4))
+    def agree(value, indent, edits, cuts):
+        data = bytearray(json.dumps(value, indent=indent, ensure_ascii=False).encode())
+        for where, how, byte in edits:
+            at = int(where * len(data))
+            if how == "i":
+                data.insert(at, byte)
+            elif data:
+                at = min(at, len(data) - 1)
+                if how == "d":
+                    del data[at]
+                else:
+                    data[at] = byte
+        data = bytes(data)
+        valid = _reference(data)
+        try:
+            validate_format(STATE_FILE, data)
+            assert valid
+        except errors.InvalidArgument:
+            assert not valid
+        check, whole, start = FormatCheck(STATE_FILE), JsonPrefix(MAX_STATE_DEPTH), 0
+        try:
+            for end in sorted(int(c * len(data)) for c in cuts) + [len(data)]:
+                check.feed(data[start:end])
+                whole.feed(data[start:end])
+                start = end
+        except errors.InvalidArgument:
+            assert not valid   # every prefix of a valid document is accepted
+            return
+        try:
+            whole.finish()
+            assert valid
+        except ValueError:
+            assert not valid
+
+    agree()
