@@ -861,6 +861,10 @@ class LighthouseOperations(pyfuse3.Operations):
             return self.policy.format_of(new.parent, new.name)
         return self.policy.format_of_inode(ino)
 
+    def _name_of(self, ino: int) -> str:
+        new = self._new_files.get(ino)
+        return self.tree.path(new.parent, new.name) if new is not None else self._path_of(ino)
+
     async def _check_write(self, handle: FileHandle, off: int, buf: bytes) -> None:
         """Refuse (EINVAL) a write to a state.json or status as soon as the file's bytes
         cannot begin a valid one: a shell sees the error of write(), never that of
@@ -883,9 +887,9 @@ class LighthouseOperations(pyfuse3.Operations):
             else:
                 check.feed(data)
         except errors.InvalidArgument as exc:
-            handle.refused = exc
+            handle.refused = errors.InvalidArgument(f"{self._name_of(open_file.ino)}: {exc}")
             self._revert(open_file)
-            raise
+            raise handle.refused from None
         open_file.check = check
 
     def _revert(self, open_file: OpenFile) -> None:
@@ -982,7 +986,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if new is not None:
             async with new.lock:
                 if ino in self._new_files:
-                    await self._check_content(self.policy.format_of(new.parent, new.name), buffer, open_file)
+                    await self._check_content(ino, self.policy.format_of(new.parent, new.name), buffer, open_file)
                     await self._store_content(buffer, new)
                     return
         if open_file is not None and open_file.lost is not None:
@@ -992,20 +996,21 @@ class LighthouseOperations(pyfuse3.Operations):
         node = self.tree.nodes.get(ino)
         if node is None or node.nlink == 0:
             return  # unlinked while open: nothing visible changes, nothing to store
-        await self._check_content(self.policy.format_of_inode(ino), buffer, open_file)
+        await self._check_content(ino, self.policy.format_of_inode(ino), buffer, open_file)
         await self._store_content(buffer, ino)
 
-    async def _check_content(self, kind: bytes | None, buffer: FileBuffer, open_file: OpenFile | None) -> None:
+    async def _check_content(self, ino: int, kind: bytes | None, buffer: FileBuffer,
+                             open_file: OpenFile | None) -> None:
         """The content that will stand must fit its format; refused, the stored content
         stays, for every handle."""
         if kind is None:
             return
         try:
             await self._validate(kind, await buffer.read(0, buffer.size))
-        except errors.InvalidArgument:
+        except errors.InvalidArgument as exc:
             if open_file is not None:
                 self._revert(open_file)
-            raise
+            raise errors.InvalidArgument(f"{self._name_of(ino)}: {exc}") from None
 
     def _write_draft(self, ino: int, pending: Pending) -> Draft:
         return Draft(events.WRITE, self._path_of(ino), {"ino": ino, "size": pending.size, "chunks": pending.hashes})

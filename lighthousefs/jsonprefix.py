@@ -104,6 +104,10 @@ def check_document(data: bytes, max_depth: int) -> None:
         raise ValueError(f"not UTF-8: {exc.reason}") from None
     except RecursionError:
         raise ValueError(f"nested deeper than {max_depth} levels") from None
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(text.rstrip(" \t\n\r")):
+            raise ValueError("the document is unfinished") from None
+        raise
     if not isinstance(value, dict):
         raise ValueError(f"it holds {type(value).__name__}, not an object")
     if deeper_than(text, max_depth):
@@ -134,7 +138,7 @@ class JsonPrefix:
         except UnicodeDecodeError as exc:
             raise ValueError(f"not UTF-8: {exc.reason}") from None
         if self._state != END:
-            raise ValueError("it is empty" if self._state == TOP else "the document is incomplete")
+            raise ValueError("it is empty" if self._state == TOP else "the document is unfinished")
 
     def _scan(self, text: str) -> None:
         i, n = 0, len(text)
