@@ -61,12 +61,11 @@ _WHOLE = frozenset(("0", "int", "frac", "exp"))
 _DIGIT_RUNS = frozenset(("int", "frac", "exp"))
 
 
+_CLASSES = {"0": "0", **dict.fromkeys("123456789", "d"), ".": ".", "e": "e", "E": "e", "+": "s", "-": "s"}
+
+
 def _class(c: str) -> str:
-    if c == "0":
-        return "0"
-    if "1" <= c <= "9":
-        return "d"
-    return {".": ".", "e": "e", "E": "e", "+": "s", "-": "s"}.get(c, "")
+    return _CLASSES.get(c, "")
 
 
 def _no_constant(name: str):
