@@ -37,9 +37,9 @@ from .history import History
 from .journal import Journal
 from .metrics import Metrics
 from .newfiles import NewFile, NewFiles
-from .policy import Policy, validate_format
+from .policy import STATE_FILE, STATUS_FILE, FormatCheck, Policy, validate_format
 from .store import report_corrupt
-from .tree import Change, Node, ROOT_INO
+from .tree import AGENTS_INO, Change, Node, ROOT_INO
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,9 @@ FIRST_HISTORY_INO = events.RESERVED_INO_END   # .history entries: numbered per m
 # Attribute objects kept for reuse (about 0.3 KiB each).
 ATTR_CACHE_ENTRIES = 8192
 LARGE_COMMIT = 1 << 20
+# A format check of more bytes than this runs in a worker thread (about 4 MB/s in Python
+# on a loaded 2-core VM: 16 KiB is 4 ms).
+LARGE_CHECK = 16 << 10
 CHUNK_CACHE_BYTES = 64 << 20
 # Readahead only where L1 keeps what it brings until it is read (--cache-mb 0: never).
 READAHEAD_MIN_CACHE_BYTES = 8 << 20
@@ -96,10 +99,14 @@ def _guarded(fn):
     return wrapper
 
 
+UNKNOWN = b"?"   # an open file's format, not looked up yet
+
+
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
-    __slots__ = ("ino", "buffer", "refs", "lost", "times", "append_lock", "kernel_stale")
+    __slots__ = ("ino", "buffer", "refs", "lost", "times", "append_lock", "kernel_stale", "kind", "check",
+                 "check_mark", "committing")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
@@ -118,6 +125,13 @@ class OpenFile:
         # write or truncate moves them when it happens, as on ext4, not at close. stat
         # shows them and the commit stores them.
         self.times: tuple[int, int] | None = None
+        # STATE_FILE or STATUS_FILE for a file whose format is checked (looked up at its
+        # first write), and the check of what was written so far: valid while the
+        # buffer is the one in `check_mark`, at the generation there.
+        self.kind: bytes | None = UNKNOWN
+        self.check: FormatCheck | None = None
+        self.check_mark: tuple[FileBuffer, int] | None = None
+        self.committing = trio.Lock()   # held by the commit of this file's buffer (_commit)
 
     def touched(self) -> None:
         now = time.time_ns()
@@ -125,7 +139,7 @@ class OpenFile:
 
 
 class FileHandle:
-    __slots__ = ("open_file", "writable", "flush_failed", "append")
+    __slots__ = ("open_file", "writable", "flush_failed", "append", "wrote", "refused")
 
     def __init__(self, open_file: OpenFile, writable: bool, append: bool = False):
         self.open_file = open_file
@@ -133,6 +147,11 @@ class FileHandle:
         self.append = append   # O_APPEND: every write goes to the end of the file
         # close() already reported this commit's failure: release does not retry it.
         self.flush_failed = False
+        # A write or ftruncate through this handle since its last commit (see flush).
+        self.wrote = False
+        # A write or close through this handle was refused as bad content (EINVAL): the
+        # stored content stays, and every later write and close of the handle fails.
+        self.refused: errors.LighthouseError | None = None
 
 
 class BytesHandle:
@@ -490,6 +509,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 # The kernel leaves their times to us (it sends none, unlike truncate(2)).
                 await handle.open_file.buffer.truncate(attr.st_size)
                 handle.open_file.touched()
+                handle.wrote = True
             else:
                 await self._truncate_now(node, attr.st_size)
         payload = {}
@@ -526,6 +546,11 @@ class LighthouseOperations(pyfuse3.Operations):
     async def _make(self, parent: int, name: bytes, mode: int, ctx, target: bytes = b"", rdev: int = 0) -> Node:
         self._require_tree_dir(parent)
         self.policy.check_entry(parent, name, stat.S_ISDIR(mode))
+        kind = self.policy.format_of(parent, name)
+        if kind is not None:   # a state.json or status is a regular file, never an empty state.json
+            if not stat.S_ISREG(mode):
+                raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
+            validate_format(kind, b"")
         payload = {"parent": parent, "name": name, "mode": mode, "uid": ctx.uid, "gid": ctx.gid}
         if target:
             payload["target"] = target
@@ -563,7 +588,16 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def create(self, parent_inode, name, mode, flags, ctx):
         mode = stat.S_IFREG | (mode & 0o7777)
-        if flags & os.O_EXCL or not self._may_defer(parent_inode, name):
+        # A state.json or status is never logged empty (an empty state.json is not JSON):
+        # even with O_EXCL it enters the log at its first close, checked then. (O_EXCL
+        # then excludes on this node only.)
+        checked = self.policy.format_of(parent_inode, name) is not None
+        if not self._may_defer(parent_inode, name):
+            if checked:
+                raise errors.StoreUnavailable(f"{self.tree.path(parent_inode, name)}: the store is failing, "
+                                              "so the new file could not be stored")
+            node = await self._make(parent_inode, name, mode, ctx)
+        elif flags & os.O_EXCL and not checked:
             node = await self._make(parent_inode, name, mode, ctx)
         else:
             node = await self._make_new_file(parent_inode, name, mode, ctx)
@@ -572,11 +606,10 @@ class LighthouseOperations(pyfuse3.Operations):
     # ---- files created here, not yet in the log (newfiles.py) ----------------------------
 
     def _may_defer(self, parent: int, name: bytes) -> bool:
-        """May this create wait for the file's first close to be logged? Not for a file
-        whose format is checked (state.json, status), and only while the store is known
-        to be reachable: else the create itself is logged, and fails where a shell sees
-        it (bash ignores the errors of close)."""
-        return self.policy.format_of(parent, name) is None and self.journal.store_reachable()
+        """May this create wait for the file's first close to be logged? Only while the
+        store is known to be reachable: else the create itself is logged, and fails where
+        a shell sees it (bash ignores the errors of close)."""
+        return self.journal.store_reachable()
 
     def _check_reachable(self) -> None:
         """Content is accepted (write(), O_TRUNC) only while the store is known to be
@@ -732,8 +765,8 @@ class LighthouseOperations(pyfuse3.Operations):
             if exchange:
                 other = self.tree.child(parent_inode_new, name_new)
                 self.policy.check_entry(parent_inode_old, name_old, other.is_dir)
-                await self._check_format(self.policy.format_of(parent_inode_old, name_old), other)
-            await self._check_format(self.policy.format_of(parent_inode_new, name_new), node)
+                await self._check_fits(parent_inode_old, name_old, other)
+            await self._check_fits(parent_inode_new, name_new, node)
             payload = {"parent": parent_inode_old, "name": name_old,
                        "new_parent": parent_inode_new, "new_name": name_new}
             if exchange:
@@ -747,6 +780,16 @@ class LighthouseOperations(pyfuse3.Operations):
         if change is None:
             raise errors.NotFound(f"{draft.path} was changed by another producer first")
         self._where[node.ino] = (parent_inode_new, name_new)
+        self._forget_formats(change)
+
+    async def _check_fits(self, parent: int, name: bytes, node: Node) -> None:
+        """`node` may become parent/name: a state.json or status there must fit its
+        format, and so must those of a directory that becomes an agent's."""
+        await self._check_format(self.policy.format_of(parent, name), node)
+        if parent == AGENTS_INO and node.is_dir:
+            for kind in (STATE_FILE, STATUS_FILE):
+                if kind in node.entries:
+                    await self._check_format(kind, self.tree.nodes[node.entries[kind]])
 
     async def _check_format(self, kind: bytes | None, node: Node) -> None:
         """A file that becomes agents/<a>/state.json or status must already fit the format."""
@@ -756,7 +799,21 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
         open_file = self._open_files.get(node.ino)
         buffer = open_file.buffer if open_file else self._committed_buffer(node)
-        validate_format(kind, await buffer.read(0, buffer.size))
+        await self._validate(kind, await buffer.read(0, buffer.size))
+
+    @staticmethod
+    async def _validate(kind: bytes, data: bytes) -> None:
+        if len(data) > LARGE_CHECK:
+            await trio.to_thread.run_sync(validate_format, kind, data)
+        else:
+            validate_format(kind, data)
+
+    def _forget_formats(self, change: Change | None) -> None:
+        """Open files renamed or linked: their format is looked up again at their next write."""
+        for ino in change.inodes if change is not None else ():
+            open_file = self._open_files.get(ino)
+            if open_file is not None:
+                open_file.kind, open_file.check = UNKNOWN, None
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
         await self._settle(inode)
@@ -772,6 +829,7 @@ class LighthouseOperations(pyfuse3.Operations):
             _, change = await self._submit_one(draft)
         if change is None:
             raise errors.NotFound(f"inode {inode} was removed by another producer first")
+        self._forget_formats(change)
         node = self.tree.get(inode)
         self._remember(node, new_parent_inode, new_name)
         return self._attr(node)
@@ -843,8 +901,14 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.PermissionDenied("file not open for writing")
         if handle.open_file.lost is not None:
             raise handle.open_file.lost
+        if handle.refused is not None:
+            raise pyfuse3.FUSEError(handle.refused.errno)   # logged once, when it was refused
         self._check_reachable()
         open_file = handle.open_file
+        if open_file.kind is UNKNOWN:
+            open_file.kind = self._format_of(open_file.ino)
+        if open_file.kind is not None:
+            await self._check_write(handle, open_file.buffer.size if handle.append else off, buf)
         while True:
             buffer = open_file.buffer
             if handle.append:
@@ -858,20 +922,87 @@ class LighthouseOperations(pyfuse3.Operations):
             else:
                 await buffer.write(off, buf)
             if open_file.buffer is buffer:
-                if buf:
-                    open_file.touched()
-                return len(buf)
+                break
             # Another node's change replaced the unchanged buffer while this write
             # awaited a chunk (_on_applied): the write goes to the new one.
+        if open_file.check is not None:
+            open_file.check_mark = (open_file.buffer, open_file.buffer.generation)
+        if buf:
+            open_file.touched()
+        handle.wrote = True
+        return len(buf)
+
+    def _format_of(self, ino: int) -> bytes | None:
+        new = self._new_files.get(ino)
+        if new is not None:
+            return self.policy.format_of(new.parent, new.name)
+        return self.policy.format_of_inode(ino)
+
+    def _name_of(self, ino: int) -> str:
+        new = self._new_files.get(ino)
+        return self.tree.path(new.parent, new.name) if new is not None else self._path_of(ino)
+
+    async def _check_write(self, handle: FileHandle, off: int, buf: bytes) -> None:
+        """Refuse (EINVAL) a write to a state.json or status as soon as the file's bytes
+        cannot begin a valid one: a shell sees the error of write(), never that of
+        close(). A write at the end continues the check of the bytes before it; any
+        other write checks the file as it will be, from its start. (The kernel sends one
+        write at a time per inode: none comes between this check and its write.)"""
+        open_file = handle.open_file
+        buffer, check = open_file.buffer, open_file.check
+        if check is not None and open_file.check_mark == (buffer, buffer.generation) \
+                and off == check.fed == buffer.size:
+            data = buf
+        else:
+            check = FormatCheck(open_file.kind)
+            old = await buffer.read(0, buffer.size)
+            data = old[:off].ljust(off, b"\0") + buf + old[off + len(buf):]
+        open_file.check = None
+        try:
+            if len(data) > LARGE_CHECK:
+                await trio.to_thread.run_sync(check.feed, data)
+            else:
+                check.feed(data)
+        except errors.InvalidArgument as exc:
+            handle.refused = errors.InvalidArgument(f"{self._name_of(open_file.ino)}: {exc}")
+            self._revert(open_file)
+            raise handle.refused from None
+        open_file.check = check
+
+    def _revert(self, open_file: OpenFile) -> None:
+        """Refused content leaves the stored content, for every handle: the open buffer
+        goes back to it (a new file's is empty), and the kernel drops what it cached of
+        the refused bytes."""
+        node = self._live_node(open_file.ino)
+        if node is not None:
+            open_file.buffer = self._committed_buffer(node)
+        open_file.check = None
+        open_file.times = None
+        if self.kernel_attached:
+            try:
+                self._invalidate_send.send_nowait(open_file.ino)
+            except trio.WouldBlock:
+                log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout",
+                            open_file.ino)
 
     async def flush(self, fh):
         handle = self._handles.get(fh)
-        # The close of a handle that could write commits (a reader's close does not
-        # log another handle's unfinished writes).
-        if isinstance(handle, FileHandle) and handle.writable and (
-                handle.open_file.buffer.changed or handle.open_file.ino in self._new_files):
+        if not isinstance(handle, FileHandle):
+            return
+        if handle.refused is not None:
+            raise pyfuse3.FUSEError(handle.refused.errno)   # what it wrote was not stored
+        open_file = handle.open_file
+        # Only a handle that wrote (or ftruncated) since its last commit commits here: a
+        # reader's close does not log another handle's unfinished writes, and bash closes
+        # the descriptor it dup'd before it writes. An O_TRUNC or a new file that nothing
+        # was written to is committed by the release.
+        if handle.writable and handle.wrote and (open_file.buffer.changed or open_file.ino in self._new_files):
+            handle.wrote = False
             try:
-                await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
+                await self._commit(open_file.ino, open_file.buffer, open_file)
+            except errors.InvalidArgument as exc:
+                handle.refused = exc   # _commit put the stored content back
+                raise
             except errors.LighthouseError:
                 handle.flush_failed = True
                 raise
@@ -881,9 +1012,15 @@ class LighthouseOperations(pyfuse3.Operations):
         handle = self._handles.get(fh)
         if isinstance(handle, FileHandle) and handle.open_file.lost is not None:
             raise handle.open_file.lost
+        if isinstance(handle, FileHandle) and handle.refused is not None:
+            raise pyfuse3.FUSEError(handle.refused.errno)
         if isinstance(handle, FileHandle) and (handle.open_file.buffer.changed
                                                or handle.open_file.ino in self._new_files):
-            await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
+            try:
+                await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
+            except errors.InvalidArgument as exc:
+                handle.refused = exc
+                raise
         else:
             await self.journal.sync()   # the file's creation and renames, made durable
 
@@ -895,8 +1032,9 @@ class LighthouseOperations(pyfuse3.Operations):
         try:
             # A new file opened without write access (O_RDONLY|O_CREAT) is logged when
             # its last handle closes; one a writer closed is logged by then.
-            if not handle.flush_failed and ((open_file.buffer.changed and handle.writable)
-                                            or (open_file.ino in self._new_files and open_file.refs == 1)):
+            if handle.refused is None and not handle.flush_failed and (
+                    (open_file.buffer.changed and handle.writable)
+                    or (open_file.ino in self._new_files and open_file.refs == 1)):
                 await self._commit(open_file.ino, open_file.buffer, open_file)
         finally:
             open_file.refs -= 1
@@ -910,11 +1048,23 @@ class LighthouseOperations(pyfuse3.Operations):
                 self.tree.release_orphan(open_file.ino)   # dropped if unlinked and not looked up
 
     async def _commit(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
-        """One close() of a written file: one event, durable when this returns."""
+        """One close() of a written file: one event, durable when this returns. The
+        commits of an open file take turns, and one that finds everything stored by the
+        one before has nothing to do (a close racing a rename that logs the new file
+        first would otherwise find it logged but not yet marked stored, and store it twice)."""
+        if open_file is None:
+            await self._commit_now(ino, buffer, None)
+            return
+        async with open_file.committing:
+            if buffer.changed or ino in self._new_files or open_file.lost is not None:
+                await self._commit_now(ino, buffer, open_file)
+
+    async def _commit_now(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
         new = self._new_files.get(ino)
         if new is not None:
             async with new.lock:
                 if ino in self._new_files:
+                    await self._check_content(ino, self.policy.format_of(new.parent, new.name), buffer, open_file)
                     await self._store_content(buffer, new, open_file)
                     return
         if open_file is not None and open_file.lost is not None:
@@ -925,14 +1075,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if node is None or node.nlink == 0:
             return  # unlinked while open: nothing visible changes, nothing to store
         kind = self.policy.format_of_inode(ino)
-        if kind is not None:
-            try:
-                validate_format(kind, await buffer.read(0, buffer.size))
-            except errors.InvalidArgument:
-                if open_file is not None:   # the old content stays, for every handle
-                    open_file.buffer = self._committed_buffer(node)
-                    open_file.times = None
-                raise
+        await self._check_content(ino, kind, buffer, open_file)
         if kind is None and open_file is not None and buffer.appends_only:
             async with open_file.append_lock:
                 if buffer.changed:   # (else the commit that held the lock stored it all)
@@ -943,6 +1086,19 @@ class LighthouseOperations(pyfuse3.Operations):
                     await trio.to_thread.run_sync(self._invalidate_inodes, [ino])
             return
         await self._store_content(buffer, ino, open_file)
+
+    async def _check_content(self, ino: int, kind: bytes | None, buffer: FileBuffer,
+                             open_file: OpenFile | None) -> None:
+        """The content that will stand must fit its format; refused, the stored content
+        stays, for every handle."""
+        if kind is None:
+            return
+        try:
+            await self._validate(kind, await buffer.read(0, buffer.size))
+        except errors.InvalidArgument as exc:
+            if open_file is not None:
+                self._revert(open_file)
+            raise errors.InvalidArgument(f"{self._name_of(ino)}: {exc}") from None
 
     def _pending_times(self, open_file: OpenFile | None, node: Node | None) -> dict[str, int]:
         """The times an open file's uncommitted changes gave it, for stat and its commit

@@ -6,16 +6,17 @@ where it is linked.
 """
 from __future__ import annotations
 
-import json
 import re
 
 from . import errors
+from .jsonprefix import JsonPrefix, check_document
 from .tree import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO, Tree
 
 AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")   # fullmatch: `$` would pass "bob\n"
 STATE_FILE = b"state.json"
 STATUS_FILE = b"status"
 MAX_STATUS_BYTES = 4096
+MAX_STATE_DEPTH = 64   # levels of objects and arrays in a state.json
 
 
 def check_agent_name(agent: str) -> None:
@@ -124,12 +125,40 @@ class Policy:
 
 
 def validate_format(kind: bytes | None, data: bytes) -> None:
-    """EINVAL unless `data` is valid for the file kind (state.json: JSON; status: one line)."""
+    """EINVAL unless `data` is valid for the file kind: state.json holds one JSON object
+    (UTF-8, no NaN or Infinity, at most MAX_STATE_DEPTH levels deep); status is one line
+    (then only newlines) of at most MAX_STATUS_BYTES."""
     if kind == STATE_FILE:
         try:
-            json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise errors.InvalidArgument(f"state.json must hold valid JSON: {exc}") from None
+            check_document(data, MAX_STATE_DEPTH)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"state.json must hold a JSON object: {exc}") from None
     elif kind == STATUS_FILE:
-        if len(data) > MAX_STATUS_BYTES or b"\n" in data.rstrip(b"\n"):
+        FormatCheck(kind).feed(data)
+
+
+class FormatCheck:
+    """The incremental sibling of validate_format: fed a file's bytes in order from its
+    start, it refuses (EINVAL) as soon as they cannot begin a valid file of the kind, so
+    that write() can refuse them, where a shell sees it. `fed` counts the bytes fed.
+    What it accepts may still be unfinished: validate_format checks the whole at close."""
+
+    def __init__(self, kind: bytes):
+        self.kind = kind
+        self.fed = 0
+        self._json = JsonPrefix(MAX_STATE_DEPTH) if kind == STATE_FILE else None
+        self._line_ended = False   # status: a newline came, so only newlines may follow
+
+    def feed(self, data: bytes) -> None:
+        self.fed += len(data)
+        if self._json is not None:
+            try:
+                self._json.feed(data)
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"state.json must hold a JSON object: {exc}") from None
+            return
+        end = 0 if self._line_ended else data.find(b"\n")
+        if end >= 0:
+            self._line_ended = True
+        if self.fed > MAX_STATUS_BYTES or (end >= 0 and data[end:].strip(b"\n")):
             raise errors.InvalidArgument(f"status must be one line of at most {MAX_STATUS_BYTES} bytes")
