@@ -12,6 +12,8 @@ any other is refused, so a typo is not silently ignored or sent to redis-py):
     waitaof=1            after each append, WAITAOF until the primary's AOF is fsynced
                          (Redis >= 7.2; older servers: warned once, then skipped)
     wait_timeout_ms=MS   how long WAIT/WAITAOF may take (default 1000)
+    settle_timeout=S     how long an append whose answer was lost asks Redis whether
+                         it ran (default 20; see _settle)
 
 Durability: an append is acknowledged once Redis executed it. That is durable only as
 far as Redis persists it: run Redis with `appendonly yes` and `appendfsync always`
@@ -75,17 +77,23 @@ SNAPSHOTS_KEPT = 3
 DONE_TTL_S = 600
 # An append Redis runs later than this (or twice the socket timeout, if more) after it
 # was sent is refused (its deadline, in Redis's clock); one whose answer is lost is
-# settled within that + FENCE_MARGIN_S + one socket timeout (see _settle).
+# settled by asking Redis (see _settle).
 FENCE_S = 4.0
 FENCE_MARGIN_S = 1.0
 FENCE_RETRY_S = 0.2
+# How long an append whose answer was lost keeps asking Redis whether it ran, by default
+# (URL: settle_timeout): only an answer tells (it may have run just before Redis froze or
+# died). Past this, EIO, and the outcome is logged as unknown.
+SETTLE_S = 20.0
 # Chunks above this go in a round trip of their own before the script, so its deadline
 # is not spent on sending them.
 PIPELINED_CHUNK_BYTES = 1 << 20
-NOT_STORED = {"late": "Redis ran it past its deadline, or did not answer before it passed",
+NOT_STORED = {"late": "Redis ran it past its deadline",
+              "unknown": "Redis did not answer within settle_timeout whether it ran it",
               "fenced": "its answer was lost, and it had not run; now it never will"}
 NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")   # fullmatch: `$` passes "ns\n"
-OUR_PARAMS = ("namespace", "timeout", "connect_timeout", "wait_replicas", "waitaof", "wait_timeout_ms")
+OUR_PARAMS = ("namespace", "timeout", "connect_timeout", "wait_replicas", "waitaof", "wait_timeout_ms",
+              "settle_timeout")
 # redis-py's own URL parameters that we pass on: TLS and connection tuning.
 REDIS_PY_PARAMS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
                    "ssl_check_hostname", "ssl_min_version", "client_name", "health_check_interval",
@@ -95,12 +103,32 @@ REDIS_ERRORS = (redis.exceptions.RedisError, redis.exceptions.RedisClusterExcept
 
 
 
+_attempts = threading.local()
+
+
+class _RecordingRetry(Retry):
+    """redis-py's Retry, keeping (per thread) the error of every try of the last call: a
+    retry refused at connect says nothing of the first try, whose answer may have been
+    lost after Redis ran it (Redis killed mid-call, then down)."""
+
+    def call_with_retry(self, do, fail, *args, **kwargs):
+        seen = _attempts.errors = []
+
+        def failed(error, *rest):
+            seen.append(error)
+            return fail(error, *rest)
+        return super().call_with_retry(do, failed, *args, **kwargs)
+
+
 def _answer_lost(exc: BaseException | None) -> bool:
     """Might Redis have run the command whose call failed with `exc`? Yes unless Redis
-    answered (an error reply) or was never reached (the connection failed)."""
-    if not isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        return False
-    return "connecting to" not in str(exc)
+    answered (an error reply) or was never reached (every try failed to connect)."""
+    tries = getattr(_attempts, "errors", None)
+    for error in tries if tries and exc in tries else [exc]:
+        if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)) \
+                and "connecting to" not in str(error):
+            return True
+    return False
 
 
 # Redis lost data this process had seen: permanent for this process (EIO). A subclass
@@ -241,6 +269,7 @@ class RedisStore(Store):
             self._wait_replicas = int(opts.get("wait_replicas", 0))
             self._waitaof = opts.get("waitaof", "0") not in ("0", "", "false", "no")
             self._wait_timeout_ms = int(opts.get("wait_timeout_ms", 1000))
+            self._settle_s = float(opts.get("settle_timeout", SETTLE_S))
         except ValueError as exc:
             raise errors.StoreOpenError(f"{self.url}: not a valid Redis store URL: {exc}") from None
         ns = self.namespace
@@ -255,7 +284,7 @@ class RedisStore(Store):
         # One immediate retry on a dropped connection (a pooled socket that died with a
         # Redis restart); none on timeouts, which would double the wait. Retrying the
         # append script is safe: its done:<token> key makes it idempotent.
-        retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+        retry = _RecordingRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
         kwargs = dict(socket_timeout=timeout, socket_connect_timeout=connect_timeout, retry=retry)
         self._block_limit_s = max(0.05, timeout - 0.5)
         self._fence_s = max(FENCE_S, 2 * timeout)
@@ -452,10 +481,10 @@ class RedisStore(Store):
         """The outcome of an append whose answer was lost: the script may have run, may
         still be waiting in a frozen Redis, or may never arrive. Ask (FENCE) until Redis
         answers: it either had stored the events (their result) or has not, and then
-        never will (its token is fenced). Redis not answering by the append's deadline
-        plus a margin: it refuses the script from then on, so it is not stored either.
-        Logged, with which it was."""
-        give_up = sent + self._fence_s + FENCE_MARGIN_S
+        never will (its token is fenced; past its deadline Redis refuses the script
+        anyway). Redis not answering within SETTLE_S: the outcome is unknown (logged at
+        ERROR), and the caller gets an error. Logged, with which it was."""
+        give_up = sent + max(self._settle_s, self._fence_s + FENCE_MARGIN_S)
         while True:
             try:
                 found = self._fence_script(keys=[done_key])
@@ -463,9 +492,9 @@ class RedisStore(Store):
                 if time.monotonic() < give_up:
                     time.sleep(FENCE_RETRY_S)
                     continue
-                log.warning("append on %s: no answer (%s), nor since (%s); not stored: Redis refuses it "
-                            "past its deadline, which has passed", self.url, cause, exc)
-                return ["late"]
+                log.error("append on %s: no answer (%s), nor since (%s) within %g s: whether it was "
+                          "stored is unknown; answered as not stored", self.url, cause, exc, self._settle_s)
+                return ["unknown"]
             found = found.decode() if isinstance(found, bytes) else found
             if found and found != "fenced":
                 log.warning("append on %s: no answer (%s); Redis had stored it (seq %s)",

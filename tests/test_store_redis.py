@@ -640,8 +640,8 @@ def test_an_append_whose_answer_was_lost_after_it_ran_is_reported_stored(server,
     store = RedisStore(with_ns(server.url))
     real = store._run_append
     store._run_append = _answer_lost_after(real)
-    [event] = store.append([draft()], {b"\x07" * 20: b"kept"})
-    assert store.read(0) == [event] and store.get_chunk(b"\x07" * 20) == b"kept"
+    [event] = store.append([draft()], {h(b"kept"): b"kept"})
+    assert store.read(0) == [event] and store.get_chunk(h(b"kept")) == b"kept"
     assert "Redis had stored it" in caplog.text
     store.close()
 
@@ -663,12 +663,12 @@ def test_an_append_whose_answer_was_lost_before_it_ran_never_runs(server, caplog
 def test_an_append_refused_by_a_frozen_redis_is_never_stored_later(own_server, caplog):
     """Redis is frozen through the whole append and its deadline: the append fails, and
     when Redis resumes and runs the script at last, it refuses it."""
-    store = RedisStore(with_ns(own_server.url) + "&timeout=0.5")
+    store = RedisStore(with_ns(own_server.url) + "&timeout=0.5&settle_timeout=3")
     [first] = store.append([draft()], {})
     os.kill(own_server.proc.pid, signal.SIGSTOP)
     try:
         with pytest.raises(errors.StoreUnavailable, match="not stored"):
-            store.append([draft("projects/a/late")], {b"\x08" * 20: b"x"})
+            store.append([draft("projects/a/late")], {h(b"x"): b"x"})
     finally:
         os.kill(own_server.proc.pid, signal.SIGCONT)
     time.sleep(0.5)   # the script it had received has run (or been refused) by now
@@ -707,3 +707,28 @@ def test_appends_through_a_short_freeze_are_stored_exactly_when_reported(own_ser
     stored = {e.path for e in store.read(0, limit=10_000)}
     assert {p for p, ok in reported.items() if ok} == stored - {"projects/a/f"}
     store.close()
+
+
+def test_a_retry_refused_at_connect_does_not_hide_a_first_try_that_may_have_run():
+    """Redis killed mid-append: the first try's answer is lost (it may have run), and
+    redis-py's one retry is refused at connect. That append is settled (asked about),
+    never answered "not stored" at once."""
+    import redis
+    from redis.backoff import NoBackoff
+
+    from lighthousefs.store_redis import _answer_lost, _RecordingRetry
+
+    retry = _RecordingRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
+    tries = iter([redis.exceptions.ConnectionError("Connection closed by server."),
+                  redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")])
+
+    def do():
+        raise next(tries)
+    with pytest.raises(redis.exceptions.ConnectionError, match="connecting to") as raised:
+        retry.call_with_retry(do, lambda error: None)
+    assert _answer_lost(raised.value)
+    # Every try refused at connect: never reached, nothing can have run.
+    refused = iter([redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")] * 2)
+    with pytest.raises(redis.exceptions.ConnectionError) as raised:
+        retry.call_with_retry(lambda: (_ for _ in ()).throw(next(refused)), lambda error: None)
+    assert not _answer_lost(raised.value)
