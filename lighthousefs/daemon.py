@@ -146,12 +146,17 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
     await trio.to_thread.run_sync(recover_mountpoint, config.mountpoint)   # statfs of a dead mount can block
     store = await trio.to_thread.run_sync(open_store, config.store_url)
     try:
+        started = trio.current_time()
         try:
             tree = await trio.to_thread.run_sync(Journal.load_tree, store)
         except (errors.LighthouseError, ValueError) as exc:
             raise errors.StoreOpenError(f"{config.store_url}: cannot load the namespace: {exc}") from None
         _settle_memory()
+        log.info("namespace loaded in %.2f s: %d inodes at event %d, %d events replayed after the snapshot at %d",
+                 trio.current_time() - started, len(tree.nodes), tree.applied_seq,
+                 tree.applied_seq - tree.snapshot_seq, tree.snapshot_seq)
         metrics = Metrics()
+        metrics.start_replayed.set(tree.applied_seq - tree.snapshot_seq)
         if config.metrics_address:
             metrics.serve(config.metrics_address)
         breaker = Breaker("store", failure_threshold=3, reset_timeout=2.0, call_timeout=10.0, max_threads=8)
@@ -192,6 +197,9 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                          config.mountpoint, config.store_url, config.agent or "operator")
                 on_ready()
                 notify_systemd("READY=1")
+                # What this start replayed, snapshotted in the background, so the next
+                # start need not replay it again.
+                nursery.start_soon(journal.maybe_snapshot)
         finally:
             notify_systemd("STOPPING=1")
             pyfuse3.close(unmount=True)

@@ -111,6 +111,8 @@ class Tree:
     def __init__(self) -> None:
         self.nodes: dict[int, Node] = {}
         self.applied_seq = 0
+        # The event after which the snapshot this tree was loaded from was taken (0: none).
+        self.snapshot_seq = 0
         # Set by the filesystem: an unlinked inode that is still open or known to the
         # kernel stays until is_pinned says otherwise (then release_orphan drops it).
         self.is_pinned: Callable[[int], bool] = lambda ino: False
@@ -441,8 +443,12 @@ class Tree:
     # ---- snapshots -----------------------------------------------------------------
 
     def dump(self) -> bytes:
-        """The whole projection, for a snapshot. Orphans (open but unlinked) are left out."""
-        rows = [node.dump() for node in self.nodes.values() if node.nlink > 0]
+        """The whole projection, for a snapshot. Orphans (open but unlinked) are left out.
+
+        May run in a worker thread while no event is applied: the filesystem may still
+        drop orphans from `nodes` meanwhile, so the dump walks a copy of its values (one
+        C call, atomic under the GIL)."""
+        rows = [node.dump() for node in list(self.nodes.values()) if node.nlink > 0]
         return msgpack.packb([1, self.applied_seq, rows], use_bin_type=True)
 
     @classmethod
@@ -460,7 +466,7 @@ class Tree:
                 raise ValueError(f"unknown snapshot version {version}")
             tree = cls.__new__(cls)
             tree.is_pinned = lambda ino: False
-            tree.applied_seq = unpacker.unpack()
+            tree.applied_seq = tree.snapshot_seq = unpacker.unpack()
             nodes = tree.nodes = {}
             for _ in range(unpacker.read_array_header()):
                 node = Node.load(unpacker.unpack())
