@@ -65,6 +65,12 @@ class Metrics:
         self.new_files = Gauge("lighthousefs_new_files_unlogged",
                                "Files created here that are open and not logged yet (logged at their first close).",
                                registry=r)
+        self.history_trees = Gauge("lighthousefs_history_cached_trees", "Past trees kept for .history.",
+                                   registry=r)
+        self.history_tree_inodes = Gauge("lighthousefs_history_cached_tree_inodes",
+                                         "Inodes in the past trees kept for .history.", registry=r)
+        self.history_inodes = Gauge("lighthousefs_history_inodes",
+                                    ".history inode numbers the kernel holds.", registry=r)
         r.register(_ProcessCollector())
 
     def breaker_changed(self, name: str, old: str, new: str) -> None:
