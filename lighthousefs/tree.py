@@ -434,15 +434,25 @@ class Tree:
         May run in a worker thread while no event is applied: the filesystem may still
         drop orphans from `nodes` meanwhile, so the dump walks a copy of its values (one
         C call, atomic under the GIL)."""
-        rows = [node.dump() for node in list(self.nodes.values()) if node.nlink > 0]
-        return msgpack.packb([1, self.applied_seq, rows], use_bin_type=True)
+        live = [node for node in list(self.nodes.values()) if node.nlink > 0]
+        # Row by row into one buffer: each row's list is garbage at once, instead of a
+        # million of them at the end (which left RSS 120 MiB higher at 1M files).
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        packer.pack_array_header(3)
+        packer.pack(1)
+        packer.pack(self.applied_seq)
+        packer.pack_array_header(len(live))
+        for node in live:
+            packer.pack(node.dump())
+        return packer.bytes()
 
     @classmethod
     def load(cls, blob: bytes) -> "Tree":
         # Row by row rather than unpackb: unpacking the whole list at once leaves the
         # freed rows interleaved with the nodes in the allocator's arenas, about 0.3 KiB
         # per file that is never given back (28 MiB at 100k files).
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(blob) + 1)
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=False,
+                                    max_buffer_size=len(blob) + 1)
         unpacker.feed(blob)
         try:
             if unpacker.read_array_header() != 3:
