@@ -17,13 +17,14 @@ import time
 import traceback
 from pathlib import Path
 
-from . import extras
+from . import extras, restart
 from .mounts import MODES, REPO, Skip, install_handlers, mounted, run_cleanups
 from .ops import COMMON, OPS, iterations, run_ops
 
 BASELINES = ("tmpfs", "bindfs")
-PARTS = ("ops", "throughput", "propagation", "memory")
+PARTS = ("ops", "throughput", "propagation", "memory", "restart")
 MEMORY_TARGETS = ("bindfs", "lighthousefs-sqlite", "lighthousefs-redis-warm")
+RESTART_TARGETS = ("lighthousefs-sqlite", "lighthousefs-redis-warm")
 CHECK_P99_MS = 5.0
 
 
@@ -45,6 +46,8 @@ def parse_args(argv):
     p.add_argument("--iterations", type=int, help="iterations per operation (overrides --quick's)")
     p.add_argument("--mem-files", help="file counts for memory and start-up, comma-separated "
                    "(default: 1000,10000, and 100000 without --quick)")
+    p.add_argument("--restart-files", type=int,
+                   help="files for the restart part (default: 1000000, and 100000 with --quick)")
     p.add_argument("--check", action="store_true",
                    help=f"exit 1 if a common operation's p99 exceeds {CHECK_P99_MS} ms, or anything failed")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="results directory")
@@ -55,6 +58,7 @@ def parse_args(argv):
     args.parts = args.parts.split(",")
     args.mem_files = ([int(n) for n in args.mem_files.split(",")] if args.mem_files
                       else [1000, 10000] if args.quick else [1000, 10000, 100000])
+    args.restart_files = args.restart_files or (100_000 if args.quick else 1_000_000)
     for bad, known, what in ((args.modes, MODES, "mode"), (args.ops, OPS, "operation"),
                              (args.parts, PARTS, "part")):
         if set(bad) - set(known):
@@ -103,6 +107,11 @@ def run_target(name, cpu, args, with_extras):
 def run_memory(name, args):
     with mounted(name) as t:
         return extras.memory_startup(t, args.mem_files)
+
+
+def run_restart(name, args):
+    with mounted(name) as t:
+        return restart.restart_at_scale(t, args.restart_files)
 
 
 def ratios(results):
@@ -170,7 +179,8 @@ def main(argv=None):
     doc = {"schema": 1, "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "quick": args.quick, "argv": sys.argv[1:] if argv is None else list(argv), "host": host_info(),
            "config": {"passes": args.passes, "pin_cpu": args.cpu, "modes": args.modes, "ops": args.ops,
-                      "parts": args.parts, "mem_files": args.mem_files, "check_p99_ms": CHECK_P99_MS,
+                      "parts": args.parts, "mem_files": args.mem_files, "restart_files": args.restart_files,
+                      "check_p99_ms": CHECK_P99_MS,
                       "iterations": {k: iterations(k, args.quick, args.iterations) for k in ("op", "cmd")}},
            "ops": {name: {"kind": kind, "what": what} for name, (kind, what) in OPS.items()},
            "results": {p: {} for p in args.passes}, "extras": {}, "skipped": {}, "errors": []}
@@ -198,6 +208,9 @@ def main(argv=None):
             if "memory" in args.parts and name in MEMORY_TARGETS and name not in doc["skipped"]:
                 progress(f"{name} (memory)")
                 doc["extras"].setdefault(name, {})["memory"] = _attempt(run_memory, name, args)
+            if "restart" in args.parts and name in RESTART_TARGETS and name not in doc["skipped"]:
+                progress(f"{name} (restart, {args.restart_files} files)")
+                doc["extras"].setdefault(name, {})["restart"] = _attempt(run_restart, name, args)
     finally:
         run_cleanups()
         os.sched_setaffinity(0, all_cpus)

@@ -176,6 +176,12 @@ class EventsHandle:
     __slots__ = ()
 
 
+class HistoryListing(list):
+    """A .history directory's entries, (name, key): numbered only as they are listed."""
+
+    __slots__ = ()
+
+
 class LighthouseOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
@@ -194,6 +200,9 @@ class LighthouseOperations(pyfuse3.Operations):
                                   on_miss=metrics.cache.labels("l1", "miss").inc)
         metrics.cache_bytes.set_function(lambda: self._chunks.bytes)
         self.history = History(self.store, journal.call_store)
+        metrics.history_trees.set_function(lambda: self.history.trees_kept)
+        metrics.history_tree_inodes.set_function(lambda: self.history.inodes_kept)
+        metrics.history_inodes.set_function(lambda: len(self._hist_keys))
         self.events_file = EventsFile(self.store, journal.call_store, self._event_visible,
                                       lambda: self.tree.applied_seq)
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
@@ -207,8 +216,12 @@ class LighthouseOperations(pyfuse3.Operations):
         self._reserve_lock = trio.Lock()
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)
+        # .history inodes: numbered as the kernel is told of them, and dropped when it
+        # forgets them (its references counted in _hist_lookups), so a walk of many
+        # versions leaves nothing behind.
         self._hist_keys: dict[int, tuple] = {}
         self._hist_inos: dict[tuple, int] = {}
+        self._hist_lookups: dict[int, int] = {}
         self._next_hist_ino = itertools.count(FIRST_HISTORY_INO)
         self._invalidate_send, self._invalidate_recv = trio.open_memory_channel(10_000)
         self.tree.is_pinned = self._is_pinned
@@ -447,7 +460,7 @@ class LighthouseOperations(pyfuse3.Operations):
             return await self._history_lookup(parent_inode, name)
         if name == HISTORY_NAME and self.policy.is_project(parent_inode):
             key = ("H", parent_inode)
-            return self._virtual_attr(self._hist_ino(key), stat.S_IFDIR | 0o555)
+            return self._virtual_attr(self._hist_ref(key), stat.S_IFDIR | 0o555)
         self.policy.check_see(parent_inode, name)
         node = self.tree.find(parent_inode, name)
         if node is None:
@@ -465,6 +478,9 @@ class LighthouseOperations(pyfuse3.Operations):
     async def forget(self, inode_list):
         nodes = self.tree.nodes
         for ino, count in inode_list:
+            if ino >= FIRST_HISTORY_INO:
+                self._hist_forget(ino, count)
+                continue
             node = nodes.get(ino) or self._new_files.node(ino)
             if node is not None and node.lookups > count:
                 node.lookups -= count
@@ -1184,7 +1200,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if inode == CONTROL_INO:
             entries = [(name, ino) for name, ino in CONTROL_FILES.items()]
         elif inode in self._hist_keys:
-            entries = await self._history_listing(inode)
+            return self._new_fh(HistoryListing(await self._history_listing(inode)))
         else:
             directory = self.tree.get_dir(inode)
             entries = self.policy.visible_entries(inode, directory.entries)
@@ -1198,6 +1214,8 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def readdir(self, fh, start_id, token):
         entries = self._handles[fh]
+        if isinstance(entries, HistoryListing):
+            return await self._history_readdir(entries, start_id, token)
         nodes, attrs = self.tree.nodes, self._attrs
         # The hot loop of ls, find and git status: tree entries take the direct path
         # (no await, and the reused attributes without a call); only virtual inodes
@@ -1287,13 +1305,38 @@ class LighthouseOperations(pyfuse3.Operations):
 
     # ---- history -------------------------------------------------------------------------
 
-    def _hist_ino(self, key: tuple) -> int:
+    def _hist_ref(self, key: tuple) -> int:
+        """The inode number of a .history entry, counting the reference the kernel takes
+        with it: call it only for an entry the kernel is about to be given."""
         ino = self._hist_inos.get(key)
         if ino is None:
             ino = next(self._next_hist_ino)
             self._hist_inos[key] = ino
             self._hist_keys[ino] = key
+        self._hist_lookups[ino] = self._hist_lookups.get(ino, 0) + 1
         return ino
+
+    def _hist_forget(self, ino: int, count: int) -> None:
+        left = self._hist_lookups.get(ino, 0) - count
+        if left > 0:
+            self._hist_lookups[ino] = left
+            return
+        self._hist_lookups.pop(ino, None)
+        key = self._hist_keys.pop(ino, None)
+        if key is not None:
+            del self._hist_inos[key]
+
+    async def _history_readdir(self, entries: HistoryListing, start_id: int, token) -> None:
+        for index in range(start_id, len(entries)):
+            name, key = entries[index]
+            try:
+                attr = await self._history_attr(None, key)
+            except errors.NotFound:
+                continue
+            attr.st_ino = ino = self._hist_ref(key)
+            if not pyfuse3.readdir_reply(token, name, attr, index + 1):
+                self._hist_forget(ino, 1)   # not given to the kernel after all
+                return
 
     def _project_path(self, project_ino: int) -> str:
         return self.tree.dir_path(project_ino)
@@ -1316,15 +1359,16 @@ class LighthouseOperations(pyfuse3.Operations):
             return None
         return (await self.history.tree_at(key[1])).nodes.get(key[2])
 
-    async def _history_attr(self, ino: int):
-        key = self._hist_keys[ino]
+    async def _history_attr(self, ino: int | None, key: tuple | None = None):
+        """Attributes of a .history inode (`ino` None: of the entry `key`, not numbered yet)."""
+        key = key or self._hist_keys[ino]
         if key[0] in ("H", "V"):
-            return self._virtual_attr(ino, stat.S_IFDIR | 0o555)
+            return self._virtual_attr(ino or 0, stat.S_IFDIR | 0o555)
         tree = await self.history.tree_at(key[1])
         node = tree.nodes.get(key[2])
         if node is None:
             raise errors.NotFound(f".history: inode {key[2]} at {key[1]}")
-        return self._build_attr(node, ino=ino, read_only=True)
+        return self._build_attr(node, ino=ino or 0, read_only=True)
 
     async def _history_lookup(self, parent: int, name: bytes):
         key = self._hist_keys[parent]
@@ -1334,14 +1378,13 @@ class LighthouseOperations(pyfuse3.Operations):
             seq = int(name)
             if seq not in await self.history.versions(self._project_path(key[1])):
                 raise errors.NotFound(f".history/{seq}: no event of this project has that number")
-            return self._virtual_attr(self._hist_ino(("V", key[1], seq)), stat.S_IFDIR | 0o555)
+            return self._virtual_attr(self._hist_ref(("V", key[1], seq)), stat.S_IFDIR | 0o555)
         seq, directory = await self._history_directory(key)
         child_ino = directory.entries.get(name) if directory is not None and directory.is_dir else None
         if child_ino is None:
             raise errors.NotFound(f".history/{seq}: no entry {name!r}")
-        ino = self._hist_ino(("N", seq, child_ino))
         tree = await self.history.tree_at(seq)
-        return self._build_attr(tree.nodes[child_ino], ino=ino, read_only=True)
+        return self._build_attr(tree.nodes[child_ino], ino=self._hist_ref(("N", seq, child_ino)), read_only=True)
 
     async def _history_directory(self, key: tuple) -> tuple[int, Node | None]:
         """(version, directory node) of a version root ("V") or a past directory ("N")."""
@@ -1349,15 +1392,15 @@ class LighthouseOperations(pyfuse3.Operations):
             return key[2], await self._history_version_root(key[1], key[2])
         return key[1], (await self.history.tree_at(key[1])).nodes.get(key[2])
 
-    async def _history_listing(self, ino: int) -> list[tuple[bytes, int]]:
+    async def _history_listing(self, ino: int) -> list[tuple[bytes, tuple]]:
         key = self._hist_keys[ino]
         if key[0] == "H":
             seqs = await self.history.versions(self._project_path(key[1]))
-            return [(str(seq).encode(), self._hist_ino(("V", key[1], seq))) for seq in seqs]
+            return [(str(seq).encode(), ("V", key[1], seq)) for seq in seqs]
         seq, directory = await self._history_directory(key)
         if directory is None or not directory.is_dir:
             return []
-        return [(name, self._hist_ino(("N", seq, child))) for name, child in directory.entries.items()]
+        return [(name, ("N", seq, child)) for name, child in directory.entries.items()]
 
 
 def _handlers(cls) -> list[str]:

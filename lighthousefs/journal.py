@@ -7,6 +7,8 @@ follower and applied in the same order. Every event is applied once, in seq orde
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import time
@@ -67,7 +69,13 @@ class Journal:
         self.lock = trio.Lock()
         self._pending: list[_Pending] = []
         self._wakeup = trio.Event()
-        self._snapshot_seq = tree.applied_seq
+        # The newest snapshot in the store that this daemon knows of (the one the tree
+        # was loaded from, or one stored since): not the applied seq at start, or what a
+        # start replayed would never be snapshotted.
+        self._snapshot_seq = tree.snapshot_seq
+        self._snapshot_tried = tree.snapshot_seq
+        self._snapshotting = trio.Lock()
+        self.metrics.snapshot_seq.set(tree.snapshot_seq)
         self._write_limiter = trio.CapacityLimiter(1)
         self._read_limiter = trio.CapacityLimiter(8)
         # trio times of the store's last answer and last failure (store_reachable).
@@ -85,18 +93,21 @@ class Journal:
         """
         tree = None
         snap = store.latest_snapshot(None if up_to == math.inf else int(up_to))
-        while snap is not None and tree is None:
-            try:
-                tree = Tree.load(snap[1])
-            except ValueError as exc:
-                # Damaged (or of an older, unchecked format): an older snapshot, or the
-                # whole log, gives the same tree, only slower.
-                log.log(logging.WARNING if isinstance(exc, UncheckedSnapshot) else logging.ERROR,
-                        "the snapshot at seq %d in %s is not used: %s; loading an older one or the log",
-                        snap[0], store.url, exc)
-                snap = store.latest_snapshot(snap[0] - 1) if snap[0] > 1 else None
-        tree = tree or Tree()
-        replay(store, tree, up_to)
+        # The cyclic collector would walk the growing tree again and again (half the
+        # time of a long replay); nothing made here is cyclic garbage.
+        with _collector_paused():
+            while snap is not None and tree is None:
+                try:
+                    tree = Tree.load(snap[1])
+                except ValueError as exc:
+                    # Damaged (or of an older, unchecked format): an older snapshot, or the
+                    # whole log, gives the same tree, only slower.
+                    log.log(logging.WARNING if isinstance(exc, UncheckedSnapshot) else logging.ERROR,
+                            "the snapshot at seq %d in %s is not used: %s; loading an older one or the log",
+                            snap[0], store.url, exc)
+                    snap = store.latest_snapshot(snap[0] - 1) if snap[0] > 1 else None
+            tree = tree or Tree()
+            replay(store, tree, up_to)
         return tree
 
     async def call_store(self, fn, *args, write: bool = False, patient: bool = False):
@@ -239,7 +250,7 @@ class Journal:
             item.result = results[pos:pos + len(item.drafts)]
             pos += len(item.drafts)
             item.done.set()
-        await self._maybe_snapshot()
+        await self.maybe_snapshot()
 
     async def _apply_stored_before(self, seq: int) -> None:
         """Apply the events before our stored event `seq`. Ours are stored, so the
@@ -304,7 +315,7 @@ class Journal:
         # The backlog found when woken: how far behind the store this daemon was.
         self.metrics.follower_lag_events.set(applied)
         if applied:
-            await self._maybe_snapshot()
+            await self.maybe_snapshot()
 
     async def _apply_from_store(self, up_to: float) -> None:
         while self.tree.applied_seq < up_to:
@@ -366,21 +377,45 @@ class Journal:
 
     # ---- snapshots ---------------------------------------------------------------------
 
-    async def _maybe_snapshot(self) -> None:
-        if self.tree.applied_seq - self._snapshot_seq >= SNAPSHOT_EVERY:
+    async def maybe_snapshot(self) -> None:
+        """Snapshot once SNAPSHOT_EVERY events are past the newest snapshot (a failed
+        attempt waits as long again: a dump of a large tree costs seconds)."""
+        if (self.tree.applied_seq - max(self._snapshot_seq, self._snapshot_tried) >= SNAPSHOT_EVERY
+                and not self._snapshotting.locked()):
             await self.snapshot()
 
     async def snapshot(self) -> None:
         """Store the projection so that the next start replays only what follows."""
-        if self.tree.applied_seq == self._snapshot_seq:
-            return
-        seq = self.tree.applied_seq
-        blob = self.tree.dump()  # on the trio thread: the tree must not change while dumped
-        self._snapshot_seq = seq
-        try:
-            await self.call_store(self.store.put_snapshot, seq, blob, write=True)
-        except errors.LighthouseError as exc:
-            log.warning("snapshot at %d not stored (the next start replays more): %s", seq, exc)
+        async with self._snapshotting:
+            if self.tree.applied_seq == self._snapshot_seq:
+                return
+            # The dump takes seconds at a million files: a worker thread does it, while the
+            # lock keeps every event from being applied (events are applied only under it).
+            async with self.lock:
+                seq = self.tree.applied_seq
+                blob = await trio.to_thread.run_sync(self.tree.dump)
+            self._snapshot_tried = seq
+            try:
+                await self.call_store(self.store.put_snapshot, seq, blob, write=True)
+            except errors.LighthouseError as exc:
+                log.warning("snapshot at %d not stored (the next start replays more): %s", seq, exc)
+                return
+            self._snapshot_seq = seq
+            self.metrics.snapshot_seq.set(seq)
+            log.info("snapshot at event %d stored (%d bytes)", seq, len(blob))
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause the cyclic garbage collector (process-wide) while a tree is built. Two
+    overlapping builds may end with it running sooner, never with it left off."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def replay(store: Store, tree: Tree, up_to: float) -> None:

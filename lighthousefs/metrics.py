@@ -58,9 +58,19 @@ class Metrics:
                                           "Age of the newest applied event from another producer when applied.",
                                           registry=r)
         self.applied_seq = Gauge("lighthousefs_journal_applied_seq", "Highest event applied.", registry=r)
+        self.snapshot_seq = Gauge("lighthousefs_journal_snapshot_seq",
+                                  "Event of the newest snapshot this daemon loaded or stored.", registry=r)
+        self.start_replayed = Gauge("lighthousefs_journal_start_replayed_events",
+                                    "Events the start replayed after the snapshot it loaded.", registry=r)
         self.new_files = Gauge("lighthousefs_new_files_unlogged",
                                "Files created here that are open and not logged yet (logged at their first close).",
                                registry=r)
+        self.history_trees = Gauge("lighthousefs_history_cached_trees", "Past trees kept for .history.",
+                                   registry=r)
+        self.history_tree_inodes = Gauge("lighthousefs_history_cached_tree_inodes",
+                                         "Inodes in the past trees kept for .history.", registry=r)
+        self.history_inodes = Gauge("lighthousefs_history_inodes",
+                                    ".history inode numbers the kernel holds.", registry=r)
         r.register(_ProcessCollector())
 
     def breaker_changed(self, name: str, old: str, new: str) -> None:
