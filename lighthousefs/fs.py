@@ -30,7 +30,7 @@ import trio
 
 from . import errors, events
 from .cache import ChunkCache
-from .content import FileBuffer, Pending
+from .content import FileBuffer, Pending, seal_full
 from .events import Draft, Event
 from .events_file import EventsFile
 from .history import History
@@ -218,7 +218,18 @@ class LighthouseOperations(pyfuse3.Operations):
 
     def _committed_buffer(self, node: Node) -> FileBuffer:
         """A buffer of the file's stored content (what a new open sees)."""
-        return FileBuffer(node.chunks, node.size, self._fetch_chunks)
+        return FileBuffer(node.chunks, node.size, self._fetch_chunks, self._put_chunks)
+
+    async def _put_chunks(self, datas: list) -> list[bytes | None]:
+        """Full chunks of an open file, hashed and stored in a worker thread before the
+        event that names them (see content.py): their hashes (None for zeros)."""
+        def put():
+            hashes, chunks = seal_full(datas)
+            self.store.append([], chunks, False)   # durable with the event at close
+            return hashes, chunks
+        hashes, chunks = await self.journal.call_store(put, write=True)
+        self._chunks.put_fresh(chunks)
+        return hashes
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         """A tree node's attributes, reused while the node is unchanged: a listing of

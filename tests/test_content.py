@@ -20,7 +20,7 @@ class ChunkStore(dict):
 def assert_layout(hashes: list[bytes], size: int, store: dict, untouched_tail: bytes | None = None) -> None:
     """Full 64 KiB chunks, then the tail: one chunk up to 4 KiB, else 4 KiB pieces (or
     `untouched_tail`, a whole tail stored before pieces existed and not changed since)."""
-    for index, ref in enumerate(content.refs_of(hashes, size)):
+    for index, ref in content.refs_of(hashes, size).items():
         length = content.chunk_length(index, size)
         if isinstance(ref, tuple):
             assert length > content.PIECE_SIZE and length < CHUNK_SIZE
