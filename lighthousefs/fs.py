@@ -226,10 +226,9 @@ class LighthouseOperations(pyfuse3.Operations):
         def put():
             hashes, chunks = seal_full(datas)
             self.store.append([], chunks, False)   # durable with the event at close
-            return hashes, chunks
-        hashes, chunks = await self.journal.call_store(put, write=True)
-        self._chunks.put_fresh(chunks)
-        return hashes
+            return hashes
+        # Not kept in L1: a large file streams past, and would push out what is read.
+        return await self.journal.call_store(put, write=True)
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         """A tree node's attributes, reused while the node is unchanged: a listing of
