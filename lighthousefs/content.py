@@ -281,11 +281,14 @@ class FileBuffer:
         if size > MAX_FILE_SIZE:
             raise errors.FileTooLarge(f"a size of {size} bytes is past the largest file ({MAX_FILE_SIZE})")
 
-    async def write(self, offset: int, data: bytes) -> None:
+    async def write(self, offset: int, data: bytes) -> int:
+        """Write `data` at `offset`; the bytes written: as on ext4, a write that would
+        pass the largest file is cut short there, and one starting there gets EFBIG."""
         if not data:
-            return
+            return 0
+        self._check_size(offset + 1)
+        data = data[:MAX_FILE_SIZE - offset]
         end = offset + len(data)
-        self._check_size(end)
         if len(self.dirty) > SPILL_CHUNKS and self._put is not None:
             # Before this write changes anything: if the store fails, the write fails whole.
             await self._spill()
@@ -300,6 +303,7 @@ class FileBuffer:
             pos += take
         self.changed = True
         self.generation += 1
+        return len(data)
 
     async def _spill(self) -> None:
         """Send the full dirty chunks to the store (content-addressed, so storing them

@@ -796,8 +796,7 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.PermissionDenied("file not open for writing")
         if handle.open_file.lost is not None:
             raise handle.open_file.lost
-        await handle.open_file.buffer.write(off, buf)
-        return len(buf)
+        return await handle.open_file.buffer.write(off, buf)
 
     async def flush(self, fh):
         handle = self._handles.get(fh)

@@ -270,7 +270,8 @@ def test_sizes_past_the_largest_file_are_refused_before_anything_changes():
             with pytest.raises(errors.FileTooLarge) as caught:
                 await change
             assert caught.value.errno == errno.EFBIG
-        await buf.truncate(content.MAX_FILE_SIZE)   # the largest file itself is fine
+        assert await buf.write(content.MAX_FILE_SIZE - 1, b"xy") == 1   # cut short at the largest file
+        assert await buf.read(content.MAX_FILE_SIZE - 2, 10) == b"\0x"
         await buf.truncate(4)
         assert await buf.read(0, 100) == b"kept"
 

@@ -18,6 +18,14 @@ pytestmark = pytest.mark.mount
 paths = st.sampled_from(["a", "b", "d", "d/a", "d/b", "d/e", "d/e/a", "e", "e/a"])
 data = st.binary(max_size=300)
 offsets = st.integers(0, 400)
+MAX_FILE_SIZE = ((1 << 32) - 1) * 4096     # ext4's, and lighthousefs's
+# Sparse sizes and offsets far past the end: holes of up to 16 TiB, and just past the largest file.
+far = st.sampled_from([(1 << 30) + 5, 1 << 33, (1 << 40) - 2, MAX_FILE_SIZE - 1, MAX_FILE_SIZE + 1])
+# Files larger than this are compared at these offsets (and their ends), not whole.
+WHOLE_MAX = 8 << 20
+PROBES = [0, (1 << 30) - 100, (1 << 33) - 100, (1 << 40) - 1000, MAX_FILE_SIZE - 1000]
+# A large file: more than the 64 dirty chunks (content.SPILL_CHUNKS) an open file keeps.
+LARGE = b"".join(i.to_bytes(4, "big") * 1024 for i in range(72 * 16))
 
 
 def outcome(fn, *args):
@@ -40,7 +48,10 @@ def describe(path: str):
     if stat.S_ISLNK(st_.st_mode):
         return ("link", os.readlink(path))
     with open(path, "rb") as f:
-        content = f.read()
+        if st_.st_size <= WHOLE_MAX:
+            content = f.read()
+        else:   # a sparse file: where the rules write, and its end
+            content = [os.pread(f.fileno(), 1 << 20, offset) for offset in PROBES + [st_.st_size - 1000]]
     return (kind, oct(st_.st_mode), st_.st_nlink, st_.st_size, content)
 
 
@@ -53,10 +64,11 @@ class MountAgainstDisk(RuleBasedStateMachine):
     # the other rules rename, unlink, link and list around it (lighthousefs/newfiles.py).
     MAX_OPEN = 3
 
-    @initialize()
-    def start(self):
+    @initialize(large=st.sampled_from([True, False, False, False]))
+    def start(self, large):
         self.open_pairs: list[tuple[int, int]] = []
         n = next(self.runs)
+        self.large_left = large
         self.mine = os.path.join(self.mount_root, "projects", f"run{n}")
         self.disk = os.path.join(self.disk_root, f"run{n}")
         os.mkdir(self.mine)
@@ -95,6 +107,21 @@ class MountAgainstDisk(RuleBasedStateMachine):
     @rule(path=paths, size=offsets)
     def truncate(self, path, size):
         self.both(os.truncate, path, size)
+
+    @rule(path=paths, size=far)
+    def truncate_sparse(self, path, size):
+        self.both(os.truncate, path, size)
+
+    @rule(path=paths, offset=far, content=data)
+    def write_far(self, path, offset, content):
+        self.write_at(path, offset, content)
+
+    # A large file in about one run of four, once: 4.5 MiB each time would slow the test down.
+    @precondition(lambda self: self.large_left)
+    @rule(path=paths, offset=st.sampled_from([0, 1000, (1 << 33) - 1000]))
+    def write_large(self, path, offset):
+        self.large_left = False
+        self.write_at(path, offset, LARGE)
 
     @rule(path=paths)
     def mkdir(self, path):
