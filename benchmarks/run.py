@@ -105,6 +105,11 @@ def run_memory(name, args):
         return extras.memory_startup(t, args.mem_files)
 
 
+def run_large_file(name, args):
+    with mounted(name) as t:
+        return extras.large_file_rss(t, args.quick)
+
+
 def ratios(results):
     """p50/p99 of each lighthousefs target over tmpfs and bindfs, per pass and op."""
     out = {}
@@ -198,6 +203,8 @@ def main(argv=None):
             if "memory" in args.parts and name in MEMORY_TARGETS and name not in doc["skipped"]:
                 progress(f"{name} (memory)")
                 doc["extras"].setdefault(name, {})["memory"] = _attempt(run_memory, name, args)
+                progress(f"{name} (large file)")
+                doc["extras"][name]["large_file"] = _attempt(run_large_file, name, args)
     finally:
         run_cleanups()
         os.sched_setaffinity(0, all_cpus)
