@@ -55,6 +55,7 @@ FIRST_HISTORY_INO = events.RESERVED_INO_END   # .history entries: numbered per m
 # Attribute objects kept for reuse (about 0.3 KiB each).
 ATTR_CACHE_ENTRIES = 8192
 LARGE_COMMIT = 1 << 20
+LARGE_CHUNK_LIST = 1024   # a commit of a file of more chunks builds its list in a worker thread too
 CHUNK_CACHE_BYTES = 64 << 20
 # Readahead only where L1 keeps what it brings until it is read (--cache-mb 0: never).
 READAHEAD_MIN_CACHE_BYTES = 8 << 20
@@ -874,7 +875,7 @@ class LighthouseOperations(pyfuse3.Operations):
     async def _store_content(self, buffer: FileBuffer, target: int | NewFile) -> None:
         """Store the buffer: a write event on inode `target`, or the MKNOD of a new file."""
         pending = buffer.snapshot()
-        if buffer.dirty_bytes() > LARGE_COMMIT:
+        if buffer.dirty_bytes() > LARGE_COMMIT or len(buffer.chunks) > LARGE_CHUNK_LIST:
             await trio.to_thread.run_sync(pending.seal)
         else:
             pending.seal()
