@@ -33,10 +33,10 @@ def store(request, store_url):
     return f"{server.url}?namespace=t{uuid.uuid4().hex[:10]}"
 
 
-def run(m, code: str, *args, timeout: float = 120) -> str:
-    """Python code in a child process; its stdout. A hang fails the test: the daemon of
-    mount `m` is killed, so the child's request (unkillable while the daemon holds it)
-    ends and the child exits."""
+def run(m, code: str, *args, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    """Python code in a child process (with `check`, failing the test if it fails). A
+    hang fails the test: the daemon of mount `m` is killed, so the child's request
+    (unkillable while the daemon holds it) ends and the child exits."""
     proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -46,8 +46,8 @@ def run(m, code: str, *args, timeout: float = 120) -> str:
         proc.kill()
         proc.communicate()
         pytest.fail(f"no answer within {timeout} s: the mount froze")
-    assert proc.returncode == 0, err
-    return out
+    assert proc.returncode == 0 or not check, err
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def rss(pid: int) -> int:
@@ -114,7 +114,7 @@ def test_a_terabyte_hole_costs_nothing(mounter, store):
     (m / "projects" / "p").mkdir()
     size = TIB
     with PeakRss(m.pid) as memory:
-        out = run(m, SPARSE, m / "projects" / "p" / "sparse", size)
+        out = run(m, SPARSE, m / "projects" / "p" / "sparse", size).stdout
     assert out.strip().split("|") == [str(size + 3), repr(b"head\0\0\0\0"), repr(b"\0\0middle\0\0"),
                                       repr(b"\0\0end"), repr(bytes(100))]
     # Unfixed: a list entry per 64 KiB chunk of the hole, 2.5 GB of memory at 1 TiB.
@@ -161,7 +161,7 @@ def test_a_size_past_the_largest_file_is_efbig(mounter, store):
     child's timeout fails the test instead (run it under a memory limit)."""
     m = mounter(store=store)
     (m / "projects" / "p").mkdir()
-    out = run(m, BEYOND, m / "projects" / "p" / "f", MAX_FILE_SIZE, timeout=60)
+    out = run(m, BEYOND, m / "projects" / "p" / "f", MAX_FILE_SIZE, timeout=60).stdout
     assert out.split() == ["EFBIG", "EFBIG", "EFBIG", "1", str(MAX_FILE_SIZE), "kept"]
     # The mount still answers.
     (m / "projects" / "p" / "after").write_text("fine")
@@ -198,9 +198,10 @@ def test_writing_a_large_file_keeps_the_daemon_small(mounter, store):
     (m / "projects" / "p").mkdir()
     path = m / "projects" / "p" / "large"
     with PeakRss(m.pid) as memory:
-        written = run(m, LARGE, path, 256, timeout=600)
-    # The L1 cache (64 MiB) may keep some of what was written; the rest is the bound.
+        written = run(m, LARGE, path, 256, timeout=600, check=False)
+    # Spilled chunks stay out of L1; measured: about +20 MiB (unfixed: the whole file and more).
     print(f"daemon RSS: {memory.idle // MIB} MiB idle, +{memory.growth // MIB} MiB at most")
     assert memory.growth < 200 * MIB, memory.growth
+    assert written.returncode == 0, written.stderr
     assert os.stat(path).st_size == 256 * MIB
-    assert run(m, READ_BACK, path, timeout=600) == written
+    assert run(m, READ_BACK, path, timeout=600).stdout == written.stdout
