@@ -330,6 +330,8 @@ class FileBuffer:
         before the event that names them is harmless) and keep only their hashes. A
         chunk written again meanwhile stays dirty (loaded from `_storing`)."""
         batch = {i: buf for i, buf in self.dirty.items() if len(buf) == CHUNK_SIZE}
+        if not batch:
+            return
         for index in batch:
             del self.dirty[index]
         self._storing.update(batch)
