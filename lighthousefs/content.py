@@ -88,10 +88,12 @@ def seal_chunk(data: bytes, chunks: dict[bytes, bytes], known: frozenset = froze
 
 
 def split(data: bytes) -> tuple[list[bytes], dict[bytes, bytes]]:
-    """The flat chunk list of `data`, and the chunks by hash."""
+    """The flat chunk list of `data` (chunks of zeros are holes), and the chunks by hash."""
     chunks: dict[bytes, bytes] = {}
-    refs = {index: seal_chunk(data[start:start + CHUNK_SIZE], chunks)
-            for index, start in enumerate(range(0, len(data), CHUNK_SIZE))}
+    refs = {}
+    for index, start in enumerate(range(0, len(data), CHUNK_SIZE)):
+        if not is_zeros(piece := data[start:start + CHUNK_SIZE]):
+            refs[index] = seal_chunk(piece, chunks)
     return flat_list(refs, len(data)), chunks
 
 

@@ -364,3 +364,10 @@ def test_written_zeros_become_a_hole():
         assert pending.hashes == [content.hole(100)] and not store and not pending.chunks
 
     trio.run(run)
+
+
+def test_split_makes_zeros_a_hole():
+    data = b"x" * 10 + bytes(5 * CHUNK_SIZE) + b"y"
+    hashes, chunks = content.split(data)
+    assert hashes[1:] == [content.hole(4), content.chunk_hash(bytes(10) + b"y")]
+    assert len(chunks) == 2
