@@ -1,7 +1,8 @@
-"""Throughput, cross-node propagation, memory and start-up of a started target."""
+"""Throughput, cross-node propagation, memory (a large file written, start-up) of a started target."""
 
 import contextlib
 import os
+import threading
 import time
 
 import psutil
@@ -164,3 +165,37 @@ def api_events(target, quick, batch=100):
         batched = calls * batch / (time.perf_counter() - t0)
     return {"n_single": n, "single_per_s": round(single, 1),
             "batch": batch, "n_batched": calls * batch, "batched_per_s": round(batched, 1)}
+
+
+def large_file_rss(target, quick, mib=256):
+    """The daemon's RSS while one file of ``mib`` MiB (distinct chunks) is written through
+    the mount: idle, the peak (sampled every 50 ms) and the growth, with the write time.
+    An open file keeps only the chunks not yet stored, so the growth does not depend on
+    the size."""
+    pids = target.daemon_pids()
+    if not pids:
+        raise Skip("no daemon")
+    block = os.urandom(1 << 20)
+    idle = peak = rss_bytes(pids)
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, rss_bytes(pids))
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    try:
+        with open(target.root / "large", "wb") as f:
+            for i in range(mib):
+                f.write(block[i:] + block[:i])
+    finally:
+        done.set()
+        sampler.join()
+    seconds = time.perf_counter() - t0
+    peak = max(peak, rss_bytes(pids))
+    (target.root / "large").unlink()
+    return {"mib": mib, "write_close_s": round(seconds, 2), "mib_per_s": round(mib / seconds, 1),
+            "rss_idle_mib": round(idle / 2**20, 1), "rss_peak_mib": round(peak / 2**20, 1),
+            "rss_growth_mib": round((peak - idle) / 2**20, 1)}

@@ -103,6 +103,17 @@ def extras(doc):
                 "CPU s to ready / RSS MiB; the replaying start stores a snapshot in the background):", "",
                 table(["target", "files", "empty namespace", "start replaying every event",
                        "snapshot stored after, s", "start from the snapshot"], rows), ""]
+    rows = []
+    for name, e in ex.items():
+        big = e.get("large_file")
+        if isinstance(big, dict) and "mib" in big:
+            rows.append([name, big["mib"], num(big["rss_idle_mib"]), num(big["rss_peak_mib"]),
+                         num(big["rss_growth_mib"]), num(big["mib_per_s"])])
+        elif isinstance(big, dict):
+            rows.append([name, "–", big.get("skipped") or big.get("error", "")[:60], "", "", ""])
+    if rows:
+        out += ["RSS while writing a large file (one file of distinct chunks, written and closed):", "",
+                table(["target", "MiB", "daemon RSS MiB, idle", "peak", "growth", "MiB/s"], rows), ""]
     return "\n".join(out)
 
 

@@ -114,6 +114,11 @@ def run_restart(name, args):
         return restart.restart_at_scale(t, args.restart_files)
 
 
+def run_large_file(name, args):
+    with mounted(name) as t:
+        return extras.large_file_rss(t, args.quick)
+
+
 def ratios(results):
     """p50/p99 of each lighthousefs target over tmpfs and bindfs, per pass and op."""
     out = {}
@@ -208,6 +213,8 @@ def main(argv=None):
             if "memory" in args.parts and name in MEMORY_TARGETS and name not in doc["skipped"]:
                 progress(f"{name} (memory)")
                 doc["extras"].setdefault(name, {})["memory"] = _attempt(run_memory, name, args)
+                progress(f"{name} (large file)")
+                doc["extras"][name]["large_file"] = _attempt(run_large_file, name, args)
             if "restart" in args.parts and name in RESTART_TARGETS and name not in doc["skipped"]:
                 progress(f"{name} (restart, {args.restart_files} files)")
                 doc["extras"].setdefault(name, {})["restart"] = _attempt(run_restart, name, args)

@@ -133,7 +133,8 @@ class Client:
         node = self.tree().resolve(path)
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{path} is not a regular file")
-        hashes = content.unpack(node.chunks)
-        stored = dict(zip(hashes, self.store.get_chunks([h for h in hashes if h != content.ZERO_CHUNK_HASH])))
-        stored[content.ZERO_CHUNK_HASH] = content.ZERO_CHUNK
-        return b"".join(stored[h] for h in hashes)
+        refs = content.refs_of(content.unpack(node.chunks), node.size)   # holes are absent
+        digests = [h for ref in refs.values() for h in content.hashes_of(ref)]
+        stored = dict(zip(digests, self.store.get_chunks(digests)))
+        return b"".join(b"".join(stored[h] for h in content.hashes_of(refs[i])) if i in refs
+                        else bytes(content.chunk_length(i, node.size)) for i in range(content.chunk_count(node.size)))

@@ -30,6 +30,7 @@ NameTooLong = _kind("NameTooLong", errno.ENAMETOOLONG)
 ReadOnly = _kind("ReadOnly", errno.EROFS)
 PermissionDenied = _kind("PermissionDenied", errno.EACCES)
 NotPermitted = _kind("NotPermitted", errno.EPERM)
+FileTooLarge = _kind("FileTooLarge", errno.EFBIG)
 NoAttribute = _kind("NoAttribute", errno.ENODATA)
 CrossDevice = _kind("CrossDevice", errno.EXDEV)
 

@@ -30,7 +30,7 @@ import trio
 
 from . import errors, events
 from .cache import ChunkCache
-from .content import FileBuffer, Pending, content_digest
+from .content import FileBuffer, Pending, content_digest, seal_full
 from .events import Draft, Event
 from .events_file import EventsFile
 from .history import History
@@ -59,6 +59,7 @@ LARGE_COMMIT = 1 << 20
 # A format check of more bytes than this runs in a worker thread (about 4 MB/s in Python
 # on a loaded 2-core VM: 16 KiB is 4 ms).
 LARGE_CHECK = 16 << 10
+LARGE_CHUNK_LIST = 1024   # a commit of a file of more chunks builds its list in a worker thread too
 CHUNK_CACHE_BYTES = 64 << 20
 # Readahead only where L1 keeps what it brings until it is read (--cache-mb 0: never).
 READAHEAD_MIN_CACHE_BYTES = 8 << 20
@@ -278,7 +279,18 @@ class LighthouseOperations(pyfuse3.Operations):
 
     def _committed_buffer(self, node: Node) -> FileBuffer:
         """A buffer of the file's stored content (what a new open sees)."""
-        return FileBuffer(node.chunks, node.size, functools.partial(self._fetch_chunks, ino=node.ino))
+        return FileBuffer(node.chunks, node.size, functools.partial(self._fetch_chunks, ino=node.ino),
+                          self._put_chunks)
+
+    async def _put_chunks(self, datas: list) -> list[bytes | None]:
+        """Full chunks of an open file, hashed and stored in a worker thread before the
+        event that names them (see content.py): their hashes (None for zeros)."""
+        def put():
+            hashes, chunks = seal_full(datas)
+            self.store.append([], chunks, False)   # durable with the event at close
+            return hashes
+        # Not kept in L1: a large file streams past, and would push out what is read.
+        return await self.journal.call_store(put, write=True)
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         """A tree node's attributes, reused while the node is unchanged: a listing of
@@ -934,19 +946,19 @@ class LighthouseOperations(pyfuse3.Operations):
                 if off != buffer.size:
                     open_file.kernel_stale = True
                     self._invalidate_later(open_file.ino)
-                await buffer.append(buf)
+                written = await buffer.append(buf)
             else:
-                await buffer.write(off, buf)
+                written = await buffer.write(off, buf)
             if open_file.buffer is buffer:
                 break
             # Another node's change replaced the unchanged buffer while this write
             # awaited a chunk (_on_applied): the write goes to the new one.
         if open_file.check is not None:
             open_file.check_mark = (open_file.buffer, open_file.buffer.generation)
-        if buf:
+        if written:
             open_file.touched()
         handle.wrote = True
-        return len(buf)
+        return written   # (short only at the largest file, as on ext4)
 
     def _format_of(self, ino: int) -> bytes | None:
         new = self._new_files.get(ino)
@@ -1141,7 +1153,7 @@ class LighthouseOperations(pyfuse3.Operations):
         node = target.node if isinstance(target, NewFile) else self.tree.nodes.get(target)
         times = self._pending_times(open_file, node)
         pending = buffer.snapshot()
-        if buffer.dirty_bytes() > LARGE_COMMIT:
+        if buffer.dirty_bytes() > LARGE_COMMIT or len(buffer.chunks) > LARGE_CHUNK_LIST:
             await trio.to_thread.run_sync(pending.seal)
         else:
             pending.seal()

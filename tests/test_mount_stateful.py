@@ -23,6 +23,14 @@ PATHS = ["a", B, "d", "d/a", f"d/{B}", "d/e", "d/e/a", E, f"{E}/a"]
 paths = st.sampled_from(PATHS)
 data = st.binary(max_size=300)
 offsets = st.integers(0, 400)
+MAX_FILE_SIZE = ((1 << 32) - 1) * 4096     # ext4's, and lighthousefs's
+# Sparse sizes and offsets far past the end: holes of up to 16 TiB, and just past the largest file.
+far = st.sampled_from([(1 << 30) + 5, 1 << 33, (1 << 40) - 2, MAX_FILE_SIZE - 1, MAX_FILE_SIZE + 1])
+# Files larger than this are compared at these offsets (and their ends), not whole.
+WHOLE_MAX = 8 << 20
+PROBES = [0, (1 << 30) - 100, (1 << 33) - 100, (1 << 40) - 1000, MAX_FILE_SIZE - 1000]
+# A large file: more than the 64 dirty chunks (content.SPILL_CHUNKS) an open file keeps.
+LARGE = b"".join(i.to_bytes(4, "big") * 1024 for i in range(72 * 16))
 
 
 def outcome(fn, *args):
@@ -45,7 +53,10 @@ def describe(path: str):
     if stat.S_ISLNK(st_.st_mode):
         return ("link", os.readlink(path))
     with open(path, "rb") as f:
-        content = f.read()
+        if st_.st_size <= WHOLE_MAX:
+            content = f.read()
+        else:   # a sparse file: where the rules write, and its end
+            content = [os.pread(f.fileno(), 8192, offset) for offset in PROBES + [st_.st_size - 1000]]
     return (kind, oct(st_.st_mode), st_.st_nlink, st_.st_size, content)
 
 
@@ -58,9 +69,10 @@ class MountAgainstDisk(RuleBasedStateMachine):
     # the other rules rename, unlink, link and list around it (lighthousefs/newfiles.py).
     MAX_OPEN = 3
 
-    @initialize()
-    def start(self):
+    @initialize(large=st.sampled_from([True, False, False, False]))
+    def start(self, large):
         self.open_pairs: list[tuple[int, int]] = []
+        self.large_left = large
         run = os.fsdecode(b"run%d\xff" % next(self.runs))   # a project name that is not UTF-8 either
         self.mine = os.path.join(self.mount_root, "projects", run)
         self.disk = os.path.join(self.disk_root, run)
@@ -101,6 +113,28 @@ class MountAgainstDisk(RuleBasedStateMachine):
     def truncate(self, path, size):
         self.both(os.truncate, path, size)
 
+    @rule(path=paths, size=far)
+    def truncate_sparse(self, path, size):
+        self.both(os.truncate, path, size)
+
+    @rule(path=paths, offset=far, content=data)
+    def write_far(self, path, offset, content):
+        self.write_at(path, offset, content)
+
+    # A large file in about one run of four, once: 4.5 MiB each time would slow the test down.
+    @precondition(lambda self: self.large_left)
+    @rule(path=paths, offset=st.sampled_from([0, 1000, (1 << 33) - 1000]))
+    def write_large(self, path, offset):
+        self.large_left = False
+
+        def pwrite(p, o):
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                return os.pwrite(fd, LARGE, o)
+            finally:
+                os.close(fd)
+        self.both(pwrite, path, offset)
+
     @rule(path=paths)
     def mkdir(self, path):
         self.both(os.mkdir, path)
@@ -132,7 +166,7 @@ class MountAgainstDisk(RuleBasedStateMachine):
 
     @rule(path=paths)
     def read(self, path):
-        self.both(lambda p: open(p, "rb").read(), path)
+        self.both(lambda p: open(p, "rb").read(1 << 20), path)   # not all of a sparse TiB (describe reads the rest)
 
     @precondition(lambda self: len(self.open_pairs) < self.MAX_OPEN)
     @rule(path=paths, exclusive=st.booleans())
