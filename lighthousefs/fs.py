@@ -1006,20 +1006,17 @@ class LighthouseOperations(pyfuse3.Operations):
             open_file.buffer = self._committed_buffer(node)
         open_file.check = None
         open_file.times = None
-        if self.kernel_attached:
-            try:
-                self._invalidate_send.send_nowait(open_file.ino)
-            except trio.WouldBlock:
-                log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout",
-                            open_file.ino)
+        open_file.kernel_stale = True   # dropped at once, and for sure before the close answers
+        self._invalidate_later(open_file.ino)
 
     async def flush(self, fh):
         handle = self._handles.get(fh)
         if not isinstance(handle, FileHandle):
             return
-        if handle.refused is not None:
-            raise pyfuse3.FUSEError(handle.refused.errno)   # what it wrote was not stored
         open_file = handle.open_file
+        if handle.refused is not None:
+            await self._drop_stale_pages(open_file)
+            raise pyfuse3.FUSEError(handle.refused.errno)   # what it wrote was not stored
         # Only a handle that wrote (or ftruncated) since its last commit commits here: a
         # reader's close does not log another handle's unfinished writes, and bash closes
         # the descriptor it dup'd before it writes. An O_TRUNC or a new file that nothing
@@ -1030,6 +1027,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 await self._commit(open_file.ino, open_file.buffer, open_file)
             except errors.InvalidArgument as exc:
                 handle.refused = exc   # _commit put the stored content back
+                await self._drop_stale_pages(open_file)
                 raise
             except errors.LighthouseError:
                 handle.flush_failed = True
@@ -1041,6 +1039,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if isinstance(handle, FileHandle) and handle.open_file.lost is not None:
             raise handle.open_file.lost
         if isinstance(handle, FileHandle) and handle.refused is not None:
+            await self._drop_stale_pages(handle.open_file)
             raise pyfuse3.FUSEError(handle.refused.errno)
         if isinstance(handle, FileHandle) and (handle.open_file.buffer.changed
                                                or handle.open_file.ino in self._new_files):
@@ -1048,6 +1047,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
             except errors.InvalidArgument as exc:
                 handle.refused = exc
+                await self._drop_stale_pages(handle.open_file)
                 raise
         else:
             await self.journal.sync()   # the file's creation and renames, made durable
@@ -1108,12 +1108,18 @@ class LighthouseOperations(pyfuse3.Operations):
             async with open_file.append_lock:
                 if buffer.changed:   # (else the commit that held the lock stored it all)
                     await self._store_appends(buffer, open_file)
-                if open_file.kernel_stale and self.kernel_attached:
-                    # (No kernel lock this waits for is held across a FLUSH or FSYNC request.)
-                    open_file.kernel_stale = False
-                    await trio.to_thread.run_sync(self._invalidate_inodes, [ino])
+                await self._drop_stale_pages(open_file)
             return
         await self._store_content(buffer, ino, open_file)
+
+    async def _drop_stale_pages(self, open_file: OpenFile) -> None:
+        """Before a close or fsync answers: the kernel forgets pages and a size of this
+        file that the store does not hold (appends it placed at its own offset, refused
+        bytes), so a reader that opens next reads what is stored. Only from FLUSH and
+        FSYNC: no kernel lock this waits for is held across them (a WRITE holds its pages)."""
+        if open_file.kernel_stale and self.kernel_attached:
+            open_file.kernel_stale = False
+            await trio.to_thread.run_sync(self._invalidate_inodes, [open_file.ino])
 
     async def _check_content(self, ino: int, kind: bytes | None, buffer: FileBuffer,
                              open_file: OpenFile | None) -> None:
