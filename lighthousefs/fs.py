@@ -37,7 +37,7 @@ from .history import History
 from .journal import Journal
 from .metrics import Metrics
 from .newfiles import NewFile, NewFiles
-from .policy import STATE_FILE, STATUS_FILE, FormatCheck, Policy, validate_format
+from .policy import STATE_FILE, STATUS_FILE, FormatCheck, Policy, check_format_size, validate_format
 from .store import report_corrupt
 from .tree import AGENTS_INO, Change, Node, ROOT_INO
 
@@ -64,6 +64,8 @@ CHUNK_CACHE_BYTES = 64 << 20
 # Readahead only where L1 keeps what it brings until it is read (--cache-mb 0: never).
 READAHEAD_MIN_CACHE_BYTES = 8 << 20
 XATTR_VALUE_MAX = 64 * 1024
+# What a state.json or status may not hold: the content is refused, the old one stays.
+CONTENT_REFUSALS = (errors.InvalidArgument, errors.FileTooLarge)
 EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
 # An append is tried again after each write of the file by another producer that landed
 # first; past this many, its close fails (nothing of it stored).
@@ -531,6 +533,7 @@ class LighthouseOperations(pyfuse3.Operations):
         if fields.update_size:
             if not stat.S_ISREG(node.mode):
                 raise errors.InvalidArgument("only regular files can be truncated")
+            check_format_size(self._format_of(inode), attr.st_size)   # before the size changes
             handle = self._handles.get(fh) if fh is not None else None
             if isinstance(handle, FileHandle):
                 # ftruncate and O_TRUNC: part of the open file's next commit at close.
@@ -827,6 +830,7 @@ class LighthouseOperations(pyfuse3.Operations):
             raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
         open_file = self._open_files.get(node.ino)
         buffer = open_file.buffer if open_file else self._committed_buffer(node)
+        check_format_size(kind, buffer.size)
         await self._validate(kind, await buffer.read(0, buffer.size))
 
     @staticmethod
@@ -978,21 +982,22 @@ class LighthouseOperations(pyfuse3.Operations):
         write at a time per inode: none comes between this check and its write.)"""
         open_file = handle.open_file
         buffer, check = open_file.buffer, open_file.check
-        if check is not None and open_file.check_mark == (buffer, buffer.generation) \
-                and off == check.fed == buffer.size:
-            data = buf
-        else:
-            check = FormatCheck(open_file.kind)
-            old = await buffer.read(0, buffer.size)
-            data = old[:off].ljust(off, b"\0") + buf + old[off + len(buf):]
-        open_file.check = None
         try:
+            check_format_size(open_file.kind, max(buffer.size, off + len(buf)))
+            if check is not None and open_file.check_mark == (buffer, buffer.generation) \
+                    and off == check.fed == buffer.size:
+                data = buf
+            else:
+                check = FormatCheck(open_file.kind)
+                old = await buffer.read(0, buffer.size)
+                data = old[:off].ljust(off, b"\0") + buf + old[off + len(buf):]
+            open_file.check = None
             if len(data) > LARGE_CHECK:
                 await trio.to_thread.run_sync(check.feed, data)
             else:
                 check.feed(data)
-        except errors.InvalidArgument as exc:
-            handle.refused = errors.InvalidArgument(f"{self._name_of(open_file.ino)}: {exc}")
+        except CONTENT_REFUSALS as exc:
+            handle.refused = type(exc)(f"{self._name_of(open_file.ino)}: {exc}")
             self._revert(open_file)
             raise handle.refused from None
         open_file.check = check
@@ -1025,7 +1030,7 @@ class LighthouseOperations(pyfuse3.Operations):
             handle.wrote = False
             try:
                 await self._commit(open_file.ino, open_file.buffer, open_file)
-            except errors.InvalidArgument as exc:
+            except CONTENT_REFUSALS as exc:
                 handle.refused = exc   # _commit put the stored content back
                 await self._drop_stale_pages(open_file)
                 raise
@@ -1045,7 +1050,7 @@ class LighthouseOperations(pyfuse3.Operations):
                                                or handle.open_file.ino in self._new_files):
             try:
                 await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
-            except errors.InvalidArgument as exc:
+            except CONTENT_REFUSALS as exc:
                 handle.refused = exc
                 await self._drop_stale_pages(handle.open_file)
                 raise
@@ -1128,11 +1133,12 @@ class LighthouseOperations(pyfuse3.Operations):
         if kind is None:
             return
         try:
+            check_format_size(kind, buffer.size)
             await self._validate(kind, await buffer.read(0, buffer.size))
-        except errors.InvalidArgument as exc:
+        except CONTENT_REFUSALS as exc:
             if open_file is not None:
                 self._revert(open_file)
-            raise errors.InvalidArgument(f"{self._name_of(ino)}: {exc}") from None
+            raise type(exc)(f"{self._name_of(ino)}: {exc}") from None
 
     def _pending_times(self, open_file: OpenFile | None, node: Node | None) -> dict[str, int]:
         """The times an open file's uncommitted changes gave it, for stat and its commit

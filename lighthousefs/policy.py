@@ -17,6 +17,9 @@ STATE_FILE = b"state.json"
 STATUS_FILE = b"status"
 MAX_STATUS_BYTES = 4096
 MAX_STATE_DEPTH = 64   # levels of objects and arrays in a state.json
+# A state.json is read whole to be checked (at a write that is not an append, at close,
+# at a rename onto it): bounded, so no agent can make the daemon read a terabyte hole.
+MAX_STATE_BYTES = 1 << 20
 
 
 def check_agent_name(agent: str) -> None:
@@ -122,6 +125,15 @@ class Policy:
                 if entries.get(name) == ino:
                     return name
         return None
+
+
+def check_format_size(kind: bytes | None, size: int) -> None:
+    """Refuse a state.json (EFBIG) or status (EINVAL) larger than its kind allows, before
+    any of it is read."""
+    if kind == STATE_FILE and size > MAX_STATE_BYTES:
+        raise errors.FileTooLarge(f"state.json is at most {MAX_STATE_BYTES} bytes, not {size}")
+    if kind == STATUS_FILE and size > MAX_STATUS_BYTES:
+        raise errors.InvalidArgument(f"status must be one line of at most {MAX_STATUS_BYTES} bytes")
 
 
 def validate_format(kind: bytes | None, data: bytes) -> None:

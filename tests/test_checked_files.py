@@ -334,3 +334,36 @@ def test_the_incremental_check_agrees_with_json_loads_on_mutated_documents():
             assert not valid
 
     agree()
+
+
+def test_a_checked_file_past_its_size_is_refused_before_it_is_read(mnt):
+    """A state.json is read whole to be checked: `truncate -s 1T` of one (a hole, cheap
+    to make) would have the daemon read a terabyte. Sizes past the kind's limit are
+    refused where the caller sees them, before anything is read or changed."""
+    agent = mnt / "agents" / "big"
+    agent.mkdir()
+    state = agent / "state.json"
+    ok("echo '{\"step\": 1}' > agents/big/state.json", mnt.path)
+    refused_size = subprocess.run(["truncate", "-s", "64M", str(state)], capture_output=True, text=True)
+    assert refused_size.returncode != 0 and "too large" in refused_size.stderr.lower(), refused_size
+    fails_with(errno.EFBIG, os.truncate, state, 1 << 40)
+    fd = os.open(state, os.O_WRONLY | os.O_APPEND)
+    try:
+        # Whitespace, a valid prefix: the kernel splits a write into requests, so the
+        # first call may return short; the one that passes the limit fails.
+        written = 0
+        with pytest.raises(OSError) as err:
+            while written < 2 << 20:
+                written += os.write(fd, b" " * (2 << 20))
+        assert err.value.errno == errno.EFBIG and written <= 1 << 20
+    finally:
+        fails_with(errno.EFBIG, os.close, fd)   # the descriptor stays refused
+    (mnt / "projects" / "p").mkdir()
+    big = mnt / "projects" / "p" / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)
+    fails_with(errno.EFBIG, os.rename, big, state)
+    status = agent / "status"
+    ok("echo working > agents/big/status", mnt.path)
+    fails_with(errno.EINVAL, os.truncate, status, 1 << 40)
+    assert json.loads(state.read_text()) == {"step": 1} and status.read_text() == "working\n"
