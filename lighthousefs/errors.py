@@ -41,37 +41,33 @@ class StoreUnavailable(LighthouseError):
     errno = errno.EIO
 
 
-class ChunkMissing(LighthouseError):
+class _ChunkError(LighthouseError):
+    """A file's chunks the store could not give as they were stored: EIO, and an answer
+    of a healthy store (not a StoreUnavailable), so the breaker never counts it."""
+
+    errno = errno.EIO
+    problem = ""   # what went wrong, after the chunks' names ({where}: the store)
+
+    def __init__(self, digests: list[bytes], where: str):
+        self.digests = list(dict.fromkeys(digests))
+        self.where = where
+        names = ", ".join(d.hex() for d in self.digests)
+        super().__init__(f"chunk{'s' if len(self.digests) > 1 else ''} {names} {self.problem.format(where=where)}")
+
+
+class ChunkMissing(_ChunkError):
     """The store answered, but without a chunk the namespace names: the file's name
     exists and its content is gone. Data corruption, answered EIO (never ENOENT: the
-    file is there). Not a StoreUnavailable, so the circuit breaker counts it as an
-    answer of a healthy store, not as a failure.
-    """
+    file is there)."""
 
-    errno = errno.EIO
-
-    def __init__(self, digests: list[bytes], where: str):
-        self.digests = list(dict.fromkeys(digests))
-        self.where = where
-        names = ", ".join(d.hex() for d in self.digests)
-        super().__init__(f"chunk{'s' if len(self.digests) > 1 else ''} {names} "
-                         f"missing from {where}: the file's content is lost")
+    problem = "missing from {where}: the file's content is lost"
 
 
-class ChunkCorrupt(LighthouseError):
+class ChunkCorrupt(_ChunkError):
     """The store answered with bytes that do not match the chunk's hash (a damaged
-    disk, a hand-edited store). Like ChunkMissing: EIO, and an answer of a healthy
-    store, never a store failure; the bytes are never served nor cached.
-    """
+    disk, a hand-edited store); the bytes are never served nor cached."""
 
-    errno = errno.EIO
-
-    def __init__(self, digests: list[bytes], where: str):
-        self.digests = list(dict.fromkeys(digests))
-        self.where = where
-        names = ", ".join(d.hex() for d in self.digests)
-        super().__init__(f"chunk{'s' if len(self.digests) > 1 else ''} {names} from {where} "
-                         "did not match the hash that names it: the content is damaged")
+    problem = "from {where} did not match the hash that names it: the content is damaged"
 
 
 class StoreFull(LighthouseError):
