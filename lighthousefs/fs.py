@@ -292,7 +292,9 @@ class LighthouseOperations(pyfuse3.Operations):
             self.store.append([], chunks, False)   # durable with the event at close
             return hashes
         # Not kept in L1: a large file streams past, and would push out what is read.
-        return await self.journal.call_store(put, write=True)
+        # Patient, as appends are: a slow store makes the write wait, never fail while
+        # the chunks are still being stored (content-addressed: harmless either way).
+        return await self.journal.call_store(put, write=True, patient=True)
 
     def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
         """A tree node's attributes, reused while the node is unchanged: a listing of

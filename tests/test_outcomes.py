@@ -176,7 +176,10 @@ def test_a_sqlite_commit_slower_than_the_call_timeout_is_stored_and_answered_so(
     data = os.urandom(96 << 20)
     with open(m / "projects" / "p" / "big", "wb") as f:
         f.write(data)   # the close answers 0: it must have stored all of it
-    assert "no answer within" not in m.log.read_text()
+    # (Housekeeping, a WAL checkpoint, may time out and is retried later: not a write.)
+    timed_out = [line for line in m.log.read_text().splitlines()
+                 if "no answer within" in line and "housekeeping" not in line]
+    assert not timed_out, timed_out
     monkeypatch.delenv("LIGHTHOUSE_STORE_CALL_TIMEOUT")
     subprocess.run(["fusermount3", "-u", str(m.path)], check=True)
     eventually(lambda: not os.path.exists(f"/proc/{m.pid}"), timeout=60)
