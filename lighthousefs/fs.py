@@ -142,7 +142,7 @@ class OpenFile:
 
 
 class FileHandle:
-    __slots__ = ("open_file", "writable", "flush_failed", "append", "wrote", "refused")
+    __slots__ = ("open_file", "writable", "flush_failed", "append", "wrote", "truncated", "refused")
 
     def __init__(self, open_file: OpenFile, writable: bool, append: bool = False):
         self.open_file = open_file
@@ -152,6 +152,7 @@ class FileHandle:
         self.flush_failed = False
         # A write or ftruncate through this handle since its last commit (see flush).
         self.wrote = False
+        self.truncated = False   # opened with O_TRUNC: committed at its release (see release)
         # A write or close through this handle was refused as bad content (EINVAL): the
         # stored content stays, and every later write and close of the handle fails.
         self.refused: errors.LighthouseError | None = None
@@ -915,8 +916,10 @@ class LighthouseOperations(pyfuse3.Operations):
         info = self._open_tree_file(node, flags)
         if flags & os.O_TRUNC and writing:
             # libfuse enables atomic O_TRUNC: the kernel sends no separate truncate.
-            await self._handles[info.fh].open_file.buffer.truncate(0)
-            self._handles[info.fh].open_file.touched()
+            handle = self._handles[info.fh]
+            await handle.open_file.buffer.truncate(0)
+            handle.open_file.touched()
+            handle.truncated = True
         return info
 
     async def read(self, fh, off, size):
@@ -1015,6 +1018,14 @@ class LighthouseOperations(pyfuse3.Operations):
         open_file.times = None
         open_file.kernel_stale = True   # dropped at once, and for sure before the close answers
         self._invalidate_later(open_file.ino)
+        # Every other handle's unstored writes went with it: their writes, closes and
+        # fsyncs say so from now on, instead of a close that answers 0 for lost bytes.
+        lost = errors.InvalidArgument(f"{self._name_of(open_file.ino)}: what this descriptor wrote was "
+                                      "discarded: a write through another one was refused")
+        for other in self._handles.values():
+            if isinstance(other, FileHandle) and other.open_file is open_file and other.refused is None \
+                    and (other.wrote or other.truncated):
+                other.refused = lost
 
     async def flush(self, fh):
         handle = self._handles.get(fh)
@@ -1029,7 +1040,7 @@ class LighthouseOperations(pyfuse3.Operations):
         # the descriptor it dup'd before it writes. An O_TRUNC or a new file that nothing
         # was written to is committed by the release.
         if handle.writable and handle.wrote and (open_file.buffer.changed or open_file.ino in self._new_files):
-            handle.wrote = False
+            handle.wrote = handle.truncated = False
             try:
                 await self._commit(open_file.ino, open_file.buffer, open_file)
             except CONTENT_REFUSALS as exc:
@@ -1048,8 +1059,8 @@ class LighthouseOperations(pyfuse3.Operations):
         if isinstance(handle, FileHandle) and handle.refused is not None:
             await self._drop_stale_pages(handle.open_file)
             raise pyfuse3.FUSEError(handle.refused.errno)
-        if isinstance(handle, FileHandle) and (handle.open_file.buffer.changed
-                                               or handle.open_file.ino in self._new_files):
+        if isinstance(handle, FileHandle) and self._commits_for(handle) and (
+                handle.open_file.buffer.changed or handle.open_file.ino in self._new_files):
             try:
                 await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
             except CONTENT_REFUSALS as exc:
@@ -1058,6 +1069,18 @@ class LighthouseOperations(pyfuse3.Operations):
                 raise
         else:
             await self.journal.sync()   # the file's creation and renames, made durable
+
+    def _commits_for(self, handle: FileHandle) -> bool:
+        """May a release or fsync of `handle` commit the file's shared buffer, with what
+        other handles wrote into it? Not a state.json or status that this handle did not
+        change while another is open: its unfinished document would be checked, refused
+        and thrown away."""
+        open_file = handle.open_file
+        if handle.wrote or handle.truncated or open_file.refs == 1:
+            return True
+        if open_file.kind is UNKNOWN:
+            open_file.kind = self._format_of(open_file.ino)
+        return open_file.kind is None
 
     async def release(self, fh):
         handle = self._handles.pop(fh, None)
@@ -1068,7 +1091,7 @@ class LighthouseOperations(pyfuse3.Operations):
             # A new file opened without write access (O_RDONLY|O_CREAT) is logged when
             # its last handle closes; one a writer closed is logged by then.
             if handle.refused is None and not handle.flush_failed and (
-                    (open_file.buffer.changed and handle.writable)
+                    (open_file.buffer.changed and handle.writable and self._commits_for(handle))
                     or (open_file.ino in self._new_files and open_file.refs == 1)):
                 await self._commit(open_file.ino, open_file.buffer, open_file)
         finally:

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -367,3 +368,47 @@ def test_a_checked_file_past_its_size_is_refused_before_it_is_read(mnt):
     ok("echo working > agents/big/status", mnt.path)
     fails_with(errno.EINVAL, os.truncate, status, 1 << 40)
     assert json.loads(state.read_text()) == {"step": 1} and status.read_text() == "working\n"
+
+
+def test_an_idle_descriptor_never_commits_anothers_unfinished_state_json(mnt):
+    """A second descriptor that wrote nothing, closed or fsynced while the first one is
+    half-way through a document: the unfinished document is not checked (and refused,
+    and thrown away) on its behalf."""
+    agent = mnt / "agents" / "a"
+    agent.mkdir()
+    state = agent / "state.json"
+    state.write_text('{"step": 1, "note": "a long note"}')
+    a = os.open(state, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(a, b'{"s"')
+        os.close(os.open(state, os.O_WRONLY))      # flush (nothing), then release
+        reader = os.open(state, os.O_RDONLY)
+        try:
+            os.fsync(reader)
+        finally:
+            os.close(reader)
+        time.sleep(0.5)   # RELEASE comes after close() returns: let it run (a wait, not a timing check)
+        os.write(a, b': 2}')
+    finally:
+        os.close(a)
+    assert state.read_text() == '{"s": 2}'
+
+
+def test_a_refusal_through_one_descriptor_is_reported_by_every_writer_it_undid(mnt):
+    """A refused write puts the stored content back for every descriptor: one that had
+    written a valid document must not then close with 0 for bytes that are gone."""
+    agent = mnt / "agents" / "a"
+    agent.mkdir()
+    state = agent / "state.json"
+    state.write_text('{"step": 1}')
+    a = os.open(state, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(a, b'{"step": 2}')
+        b = os.open(state, os.O_WRONLY)
+        try:
+            fails_with(errno.EINVAL, os.write, b, b"x")
+        finally:
+            fails_with(errno.EINVAL, os.close, b)
+    finally:
+        fails_with(errno.EINVAL, os.close, a)      # its bytes were discarded: it says so
+    assert state.read_text() == '{"step": 1}'
