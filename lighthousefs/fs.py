@@ -643,13 +643,16 @@ class LighthouseOperations(pyfuse3.Operations):
         """May this create wait for the file's first close to be logged? Only while the
         store is known to be reachable: else the create itself is logged, and fails where
         a shell sees it (bash ignores the errors of close)."""
-        return self.journal.store_reachable()
+        return self.journal.store_reachable() and not self.store.full
 
     def _check_reachable(self) -> None:
         """Content is accepted (write(), O_TRUNC) only while the store is known to be
         reachable: a shell that ignores close() sees the failure here instead."""
         if not self.journal.store_reachable():
             raise errors.StoreUnavailable("the store is not known to be reachable; refusing new content")
+        full = self.store.full
+        if full:
+            raise errors.StoreFull(full)
 
     async def _make_new_file(self, parent: int, name: bytes, mode: int, ctx) -> Node:
         while True:

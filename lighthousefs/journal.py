@@ -368,6 +368,11 @@ class Journal:
         checkpointed = self.tree.applied_seq
         while True:
             await trio.sleep(interval)
+            if self.store.full:   # writes are refused at write() meanwhile: nothing else would look
+                try:
+                    await self.call_store(self.store.recheck_full)
+                except errors.LighthouseError as exc:
+                    log.debug("looking for room in the store failed: %s", exc)
             if self.tree.applied_seq != checkpointed:
                 checkpointed = self.tree.applied_seq
                 try:

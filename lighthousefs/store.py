@@ -69,6 +69,15 @@ class Store(abc.ABC):
     def sync(self) -> None:
         """Make everything appended so far durable."""
 
+    @property
+    def full(self) -> str | None:
+        """Why the store takes no new content now (its disk is full), or None. Read from
+        the trio thread: new content is then refused at write(), where a shell sees it."""
+        return None
+
+    def recheck_full(self) -> None:
+        """Look whether a full store has room again (blocking; housekeeping calls it)."""
+
     def defer_checkpoints(self) -> None:
         """From now on, housekeeping runs only in checkpoint() (see SQLiteStore)."""
 

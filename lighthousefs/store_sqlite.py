@@ -232,6 +232,15 @@ class SQLiteStore(Store):
             self._full = f"the disk of the store {self.path} is full ({exc})"
             log.error("%s: writes answer ENOSPC until space is freed on that disk", self._full)
 
+    @property
+    def full(self) -> str | None:
+        return self._full
+
+    def recheck_full(self) -> None:
+        with self._write_lock:
+            if self._full is not None:
+                self._space_again()
+
     def _space_again(self) -> bool:
         """Is there room again: the reserve, and as much again free? Under the write lock."""
         free = shutil.disk_usage(os.path.dirname(self.path) or ".").free

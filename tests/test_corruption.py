@@ -27,7 +27,7 @@ from lighthousefs.events import UNLINK, Draft, Event
 from lighthousefs.journal import Journal
 from lighthousefs.store_sqlite import SQLiteStore
 from lighthousefs.tree import Tree
-from mounting import is_mounted, lighthouse, unmount_quietly
+from mounting import eventually, is_mounted, lighthouse, unmount_quietly
 from redis_server import REDIS_CLI
 
 pytestmark = pytest.mark.mount
@@ -353,6 +353,11 @@ def test_a_full_disk_answers_enospc_and_files_can_still_be_removed(small_disk, m
         with pytest.raises(OSError) as again:
             (project / "sub" / "b").write_text("b")
         assert again.value.errno == errno.ENOSPC
+        # A shell sees it (bash ignores close()): refused at the open or write, not at close.
+        for command in ("echo x > new", "echo y > f0"):
+            shell = subprocess.run(["bash", "-c", command], cwd=project, capture_output=True, text=True)
+            assert shell.returncode != 0 and "No space left on device" in shell.stderr, (command, shell)
+        assert not (project / "new").exists()
         # Every acknowledged file is whole.
         for name, data in stored.items():
             assert (project / name).read_bytes() == data
@@ -370,6 +375,18 @@ def test_a_full_disk_answers_enospc_and_files_can_still_be_removed(small_disk, m
         assert "cannot rollback" not in log
         logged = error_lines(m.log)
         assert len(logged) == 1 and "is full" in logged[0], logged
+        # Room again (the disk grows): writes are taken again, without a remount.
+        subprocess.run(["mount", "-o", "remount,size=32m", str(small_disk)], check=True, timeout=30)
+
+        def writes_again():
+            try:
+                (project / "after").write_text("room again\n")
+                return True
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return False
+        eventually(writes_again, timeout=30)
+        assert (project / "after").read_text() == "room again\n"
     finally:
         unmount_quietly(m.path, m.pid)
 
