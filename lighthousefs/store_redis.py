@@ -152,7 +152,8 @@ return {ARGV[1], '0', ARGV[2], now[1], now[2]}
 # Redis assigns the time (its clock, never below the last time stored), so appends never
 # conflict. Times are decimal strings: Lua numbers are doubles, ns times exceed 2^53.
 # Replies: {'ok', '<first> <time>'}; {'done', same} for a token that already ran;
-# {'fenced'} / {'late'}: refused, nothing written; {'lost', id, seq}.
+# {'fenced'} / {'late', s, us}: refused, nothing written ('late' with Redis's TIME);
+# {'lost', id, seq}.
 # Nothing is written before every check passed (a failing script is not rolled back).
 APPEND = """
 local done = redis.call('GET', KEYS[3])
@@ -163,7 +164,7 @@ if meta[1] ~= ARGV[1] then return {'lost', meta[1] or '', meta[2] or '0'} end
 local now = redis.call('TIME')
 local deadline = tonumber(ARGV[2])
 if deadline > 0 and tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
-  return {'late'}
+  return {'late', now[1], now[2]}
 end
 local last, t = meta[3] or '0', now[1] .. string.format('%06d', tonumber(now[2])) .. '000'
 if #t < #last or (#t == #last and t < last) then t = last end
@@ -436,7 +437,7 @@ class RedisStore(Store):
         keys += [self._scope_key(scope_of(d.path)) for d in drafts]
         # The time in the body is only for daemons older than the `t` field.
         bodies = [events.encode(time.time_ns(), d) for d in drafts]
-        unanswered = ""
+        unanswered, relearned = "", False
         while True:
             known = self._known()
             sent = time.monotonic()
@@ -449,6 +450,14 @@ class RedisStore(Store):
                 reply = self._settle(keys[2], sent, exc)
                 unanswered = f"; first: {exc}"
             chunks = {}   # stored by the first try; a retry runs only the script
+            if reply[0] == "late" and len(reply) == 3 and not relearned \
+                    and time.monotonic() - sent < FENCE_MARGIN_S / 2:
+                # Answered at once, yet past its deadline: Redis's clock is ahead of our
+                # estimate (a clock step, a failover). The script wrote nothing: learn the
+                # clock from its answer and try once more, with the same token.
+                self._learn_clock(int(reply[1]) * 1000 + int(reply[2]) / 1000)
+                relearned = True
+                continue
             if reply[0] != "lost":
                 break
             self._verify(reply[1], int(reply[2]), known)

@@ -732,3 +732,19 @@ def test_a_retry_refused_at_connect_does_not_hide_a_first_try_that_may_have_run(
     with pytest.raises(redis.exceptions.ConnectionError) as raised:
         retry.call_with_retry(lambda: (_ for _ in ()).throw(next(refused)), lambda error: None)
     assert not _answer_lost(raised.value)
+
+
+def test_appends_go_on_after_redis_clock_jumps_ahead_of_the_estimate(server):
+    """A clock step or a failover puts Redis's clock ahead of what the store learnt: its
+    deadlines are then already past when Redis runs the script. The first refusal
+    teaches the store Redis's clock, and the append goes through."""
+    store = RedisStore(with_ns(server.url))
+    try:
+        store.append([draft()], {})
+        server_ms, at = store._clock
+        store._clock = (server_ms - 10_000, at)   # as if Redis's clock had stepped 10 s ahead
+        for i in range(5):
+            store.append([draft(f"projects/a/after{i}")], {})
+        assert store.last_seq() == 6
+    finally:
+        store.close()
