@@ -218,6 +218,7 @@ Fetch = Callable[..., Awaitable[list[bytes]]]
 # cold cache, reading a large file then costs one round trip per 640 KiB instead of
 # one per 128 KiB read.
 READAHEAD_CHUNKS = 8
+REBASE_PIECE = 1 << 20   # what rebase() copies at a time
 
 
 # Stores full chunks of an open file (spill): returns one hash per chunk, None for zeros.
@@ -338,9 +339,12 @@ class FileBuffer:
             if not self.appends_only:
                 return
             generation = self.generation
-            appended = await self.read(self.base_size, self.size - self.base_size)
             fresh = FileBuffer(chunks, size, self._fetch, self._put)
-            await fresh._write(size, appended)
+            # In pieces, so the fresh buffer spills as it fills: a large append being
+            # moved is never held whole.
+            for start in range(self.base_size, self.size, REBASE_PIECE):
+                piece = await self.read(start, min(REBASE_PIECE, self.size - start))
+                await fresh._write(size + start - self.base_size, piece)
             if generation == self.generation:
                 break   # (else more was appended meanwhile: take it too)
         self.chunks, self.size, self.dirty, self._storing = fresh.chunks, fresh.size, fresh.dirty, fresh._storing

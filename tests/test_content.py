@@ -419,3 +419,30 @@ def test_split_makes_zeros_a_hole():
     hashes, chunks = content.split(data)
     assert hashes[1:] == [content.hole(4), content.chunk_hash(bytes(10) + b"y")]
     assert len(chunks) == 2
+
+
+def test_rebasing_a_large_append_keeps_the_buffer_small():
+    """Moving 256 MiB of appends after another version of the file: the fresh buffer
+    spills as it fills, as the writes did (unfixed: 4097 dirty chunks, all of it)."""
+    stored = {}
+
+    async def fetch(digests, ahead=()):   # (sequential reads ask for readahead too)
+        return [stored[d] for d in digests]
+
+    async def put(datas):
+        hashes, chunks = content.seal_full(datas)
+        stored.update(chunks)
+        return hashes
+
+    async def run():
+        buf = FileBuffer([], 0, fetch, put)
+        for i in range(256):
+            await buf.append(bytes([1 + i % 200]) * (1 << 20))
+        other, chunks = content.split(b"x" * 100)
+        stored.update(chunks)
+        await buf.rebase(content.pack(other), 100)
+        assert len(buf.dirty) <= content.SPILL_CHUNKS + 17
+        assert await buf.read(0, 101) == b"x" * 100 + b"\x01"
+        assert await buf.read(100 + (255 << 20), 1 << 20) == bytes([1 + 255 % 200]) * (1 << 20)
+
+    trio.run(run)
