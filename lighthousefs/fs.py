@@ -1010,10 +1010,11 @@ class LighthouseOperations(pyfuse3.Operations):
             raise handle.refused from None
         open_file.check = check
 
-    def _revert(self, open_file: OpenFile) -> None:
-        """Refused content leaves the stored content, for every handle: the open buffer
-        goes back to it (a new file's is empty), and the kernel drops what it cached of
-        the refused bytes."""
+    def _revert(self, open_file: OpenFile, failed: errors.LighthouseError | None = None) -> None:
+        """Refused content (or content whose commit `failed`: an error from close() means
+        "not stored", so no later commit may store it) leaves the stored content, for
+        every handle: the open buffer goes back to it (a new file's is empty), and the
+        kernel drops what it cached of the discarded bytes."""
         node = self._live_node(open_file.ino)
         if node is not None:
             open_file.buffer = self._committed_buffer(node)
@@ -1023,8 +1024,9 @@ class LighthouseOperations(pyfuse3.Operations):
         self._invalidate_later(open_file.ino)
         # Every other handle's unstored writes went with it: their writes, closes and
         # fsyncs say so from now on, instead of a close that answers 0 for lost bytes.
-        lost = errors.InvalidArgument(f"{self._name_of(open_file.ino)}: what this descriptor wrote was "
-                                      "discarded: a write through another one was refused")
+        why = "a write through another one was refused" if failed is None else f"its commit failed ({failed})"
+        lost = (errors.InvalidArgument if failed is None else errors.LighthouseError)(
+            f"{self._name_of(open_file.ino)}: what this descriptor wrote was discarded: {why}")
         for other in self._handles.values():
             if isinstance(other, FileHandle) and other.open_file is open_file and other.refused is None \
                     and (other.wrote or other.truncated):
@@ -1050,8 +1052,12 @@ class LighthouseOperations(pyfuse3.Operations):
                 handle.refused = exc   # _commit put the stored content back
                 await self._drop_stale_pages(open_file)
                 raise
-            except errors.LighthouseError:
+            except errors.LighthouseError as exc:
                 handle.flush_failed = True
+                if open_file.buffer.changed and open_file.lost is None:
+                    # Not stored, so never stored later by another handle's close.
+                    self._revert(open_file, exc)
+                    await self._drop_stale_pages(open_file)
                 raise
             handle.flush_failed = False
 

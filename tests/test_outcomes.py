@@ -6,6 +6,7 @@ Real mounts against a real redis-server that is frozen (SIGSTOP) or killed mid-s
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -242,3 +243,33 @@ def test_a_remote_store_is_reachable_only_after_a_recent_answer_and_no_failure_s
 
     trio.run(main, clock=trio.testing.MockClock())
     store.close()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.mount
+def test_content_a_close_failed_to_store_is_never_stored_by_another_close(mounter, own_server):
+    """Two descriptors share one open file. The close of the one that wrote fails (Redis
+    killed): that content is "not stored", so the other descriptor's close, once Redis
+    is back, must not store it after all."""
+    url = namespaced(own_server.url) + "&settle_timeout=1"
+    m = mounter("m", store=url)
+    (m / "projects" / "p").mkdir()
+    path = m / "projects" / "p" / "f"
+    path.write_text("old\n")
+    writer = os.open(path, os.O_WRONLY)
+    idle = os.open(path, os.O_WRONLY)
+    try:
+        os.write(writer, b"new\n")
+        own_server.kill()
+        with pytest.raises(OSError) as failed:
+            os.close(writer)
+        assert failed.value.errno == errno.EIO
+        own_server.restart(keep_data=True)
+    finally:
+        os.close(idle)   # its release would commit the shared buffer
+    time.sleep(1)   # RELEASE comes after close() returns (a wait, not a timing check)
+    again = mounter("again", store=url)
+    eventually(lambda: (again / "projects" / "p" / "f").read_text() == "old\n", timeout=10)
+    time.sleep(2)   # and it stays so: nothing stored it late
+    assert (again / "projects" / "p" / "f").read_text() == "old\n"
