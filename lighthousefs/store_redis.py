@@ -125,6 +125,8 @@ def _answer_lost(exc: BaseException | None) -> bool:
     answered (an error reply) or was never reached (every try failed to connect)."""
     tries = getattr(_attempts, "errors", None)
     for error in tries if tries and exc in tries else [exc]:
+        if isinstance(error, redis.exceptions.BusyLoadingError):
+            continue   # an answer (LOADING: Redis ran nothing), though redis-py files it as a ConnectionError
         if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)) \
                 and "connecting to" not in str(error):
             return True

@@ -732,6 +732,12 @@ def test_a_retry_refused_at_connect_does_not_hide_a_first_try_that_may_have_run(
     with pytest.raises(redis.exceptions.ConnectionError) as raised:
         retry.call_with_retry(lambda: (_ for _ in ()).throw(next(refused)), lambda error: None)
     assert not _answer_lost(raised.value)
+    # A Redis still loading its data answers LOADING (redis-py files it as a
+    # ConnectionError): an answer, so nothing ran and nothing needs settling.
+    loading = iter([redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory")] * 2)
+    with pytest.raises(redis.exceptions.BusyLoadingError) as raised:
+        retry.call_with_retry(lambda: (_ for _ in ()).throw(next(loading)), lambda error: None)
+    assert not _answer_lost(raised.value)
 
 
 def test_appends_go_on_after_redis_clock_jumps_ahead_of_the_estimate(server):
