@@ -108,15 +108,13 @@ UNKNOWN = b"?"   # an open file's format, not looked up yet
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
-    __slots__ = ("ino", "buffer", "refs", "lost", "times", "append_lock", "kernel_stale", "kind", "check",
-                 "check_mark", "committing")
+    __slots__ = ("ino", "buffer", "refs", "lost", "times", "kernel_stale", "kind", "check", "check_mark",
+                 "committing")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
         self.buffer = buffer
         self.refs = 0
-        # One commit of appends at a time: each must know the content it appends to.
-        self.append_lock = trio.Lock()
         # The kernel's pages or size of this file may be wrong (an append it placed at
         # its own offset, or moved after another node's content): dropped before close
         # returns, so a reader that opens next sees the stored content.
@@ -1144,10 +1142,10 @@ class LighthouseOperations(pyfuse3.Operations):
         kind = self.policy.format_of_inode(ino)
         await self._check_content(ino, kind, buffer, open_file)
         if kind is None and open_file is not None and buffer.appends_only:
-            async with open_file.append_lock:
-                if buffer.changed:   # (else the commit that held the lock stored it all)
-                    await self._store_appends(buffer, open_file)
-                await self._drop_stale_pages(open_file)
+            # (Under open_file.committing, held by _commit: one commit of appends at a
+            # time, each knowing the content it appends to.)
+            await self._store_appends(buffer, open_file)
+            await self._drop_stale_pages(open_file)
             return
         await self._store_content(buffer, ino, open_file)
 
