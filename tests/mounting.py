@@ -155,3 +155,21 @@ def busy_node_still_sees_the_other(a, b) -> None:
         stop.set()
         writer.join(timeout=30)
     assert not writer.is_alive() and not failures, failures
+
+
+def assert_eio_and_the_store_still_trusted(m: "Mount", path, reads: int = 5) -> None:
+    """Reading `path` answers EIO every time (more than the store breaker's failure
+    threshold), and the store's circuit stays closed: a damaged or missing chunk is an
+    answer of a healthy store, never a store failure."""
+    import errno
+    for _ in range(reads):
+        try:
+            with open(path, "rb") as f:
+                f.read()
+        except OSError as exc:
+            assert exc.errno == errno.EIO, exc
+        else:
+            raise AssertionError(f"{path} was read without an error")
+    stats = (m / ".lighthouse" / "stats").read_text()
+    assert 'lighthousefs_breaker_state{breaker="store"} 0.0' in stats
+    assert 'lighthousefs_breaker_transitions_total{breaker="store",state="open"}' not in stats
