@@ -19,9 +19,10 @@ PER_DIR = 1000
 def populate(store_url, project_path, files, per_dir=PER_DIR):
     """Append `files` small files under `project_path`/big (created with its parents),
     `per_dir` per directory, one batch per directory. Returns seconds taken."""
-    from lighthousefs import content, events
     from lighthousefs.api import Client
-    from lighthousefs.events import Draft
+    from lighthousefs.domain import chunks as content
+    from lighthousefs.domain import events
+    from lighthousefs.domain.events import Draft
 
     t0 = time.perf_counter()
     with Client(store_url, actor="bench") as client:

@@ -3,7 +3,7 @@
 Usage: python csi-driver/generate.py [OUTPUT_DIR]
 
 The stubs are committed (no maintained PyPI package ships them). The test
-tests/csi/test_stubs.py runs this into a temporary directory and compares, so
+tests/t5_deploy/csi/test_csi_stubs.py runs this into a temporary directory and compares, so
 an edit of the .proto without regenerating, or a different grpcio-tools
 version than the one pinned, is caught.
 """

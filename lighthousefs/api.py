@@ -15,11 +15,12 @@ from __future__ import annotations
 import stat
 from typing import Any, Iterator
 
-from . import content, errors, events
-from .events import Draft, Event
-from .journal import Journal, replay
+from . import errors
+from .domain import chunks, events
+from .domain.events import Draft, Event
+from .domain.tree import Tree
+from .engine.journal import Journal, replay
 from .store import Store, default_url, open_store
-from .tree import Tree
 
 
 class Client:
@@ -100,14 +101,14 @@ class Client:
         tree = self.tree()   # once per call: the helpers below share it
         parent = self._mkdirs(tree, "/".join(parts[:-1]))
         name = parts[-1].encode("utf-8", events.PATH_ERRORS)
-        hashes, chunks = content.split(data)
+        hashes, new_chunks = chunks.split(data)
         existing = tree.find(parent.ino, name)
         if existing is None:
             return self._submit(tree, Draft(events.MKNOD, "/".join(parts), {
                 "parent": parent.ino, "name": name, "mode": stat.S_IFREG | mode,
-                "size": len(data), "chunks": hashes}, self.actor), chunks)
+                "size": len(data), "chunks": hashes}, self.actor), new_chunks)
         return self._submit(tree, Draft(events.WRITE, "/".join(parts), {
-            "ino": existing.ino, "size": len(data), "chunks": hashes}, self.actor), chunks)
+            "ino": existing.ino, "size": len(data), "chunks": hashes}, self.actor), new_chunks)
 
     def mkdirs(self, path: str):
         """The directory at `path`, created with its parents where missing."""
@@ -133,8 +134,8 @@ class Client:
         node = self.tree().resolve(path)
         if not stat.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{path} is not a regular file")
-        refs = content.refs_of(content.unpack(node.chunks), node.size)   # holes are absent
-        digests = [h for ref in refs.values() for h in content.hashes_of(ref)]
+        refs = chunks.refs_of(chunks.unpack(node.chunks), node.size)   # holes are absent
+        digests = [h for ref in refs.values() for h in chunks.hashes_of(ref)]
         stored = dict(zip(digests, self.store.get_chunks(digests)))
-        return b"".join(b"".join(stored[h] for h in content.hashes_of(refs[i])) if i in refs
-                        else bytes(content.chunk_length(i, node.size)) for i in range(content.chunk_count(node.size)))
+        return b"".join(b"".join(stored[h] for h in chunks.hashes_of(refs[i])) if i in refs
+                        else bytes(chunks.chunk_length(i, node.size)) for i in range(chunks.chunk_count(node.size)))

@@ -23,16 +23,18 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from . import content, continuity, errors, events
-from .breaker import Breaker
-from .control import Control
-from .events import Draft
-from .fs import LighthouseOperations
-from .journal import Journal
+from . import errors
+from .domain import chunks, events
+from .domain.events import Draft
+from .domain.layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO
+from .domain.rules import Policy, check_agent_name
+from .engine import continuity
+from .engine.journal import Journal
+from .fs.operations import LighthouseOperations
 from .metrics import Metrics
-from .policy import Policy, check_agent_name
 from .store import open_store
-from .tree import AGENTS_INO, MEMORIES_INO, PROJECTS_INO
+from .store.breaker import Breaker
+from .views.control import Control
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +144,10 @@ async def _bootstrap(journal: Journal, config: MountConfig) -> None:
             "parent": PROJECTS_INO, "name": b"demo", "mode": stat.S_IFDIR | 0o755})])
         project = events.ino_for_seq(event.seq)
         for name, data in DEMO_FILES.items():
-            hashes, chunks = content.split(data)
+            hashes, new_chunks = chunks.split(data)
             await journal.submit([Draft(events.MKNOD, f"projects/demo/{name.decode()}", {
                 "parent": project, "name": name, "mode": stat.S_IFREG | 0o644,
-                "size": len(data), "chunks": hashes})], chunks)
+                "size": len(data), "chunks": hashes})], new_chunks)
 
 
 async def _wait_answering(mountpoint: str) -> None:

@@ -59,7 +59,7 @@ def subpath(value: str) -> str:
 
 
 def agent(value: str) -> str:
-    """An agent id, by the core's rule (lighthousefs.policy.AGENT_NAME): caught
+    """An agent id, by the core's rule (lighthousefs.domain.rules.AGENT_NAME): caught
     here so a bad one is InvalidArgument, not a failed mount."""
     name("agent", value)
     if len(value) > 64 or value == "shared":
