@@ -76,6 +76,75 @@ class Draft:
     actor: str = ""
 
 
+# ---- typed constructors: one place that knows each tree event's payload ---------------
+# Optional fields are left out of the payload when they have their default, as the log
+# always had them: the stored bytes of an event do not change with this code.
+
+def mknod(path: str, parent: int, name: bytes, mode: int, *, uid: int | None = None, gid: int | None = None,
+          target: bytes = b"", rdev: int = 0, ino: int | None = None, size: int | None = None,
+          chunks: list[bytes] | None = None, times: dict[str, int] | None = None, actor: str = "") -> Draft:
+    """A new name: a directory, a symlink (`target`), a device (`rdev`) or a file, which
+    may come with its content (`size`, `chunks`), inode (`ino`, reserved) and times."""
+    payload: dict[str, Any] = {"parent": parent, "name": name, "mode": mode}
+    for key, value in (("uid", uid), ("gid", gid)):
+        if value is not None:
+            payload[key] = value
+    payload.update(_present(target=target, rdev=rdev))
+    for key, value in (("ino", ino), ("size", size), ("chunks", chunks)):
+        if value is not None:
+            payload[key] = value
+    payload.update(times or {})
+    return Draft(MKNOD, path, payload, actor)
+
+
+def write(path: str, ino: int, size: int, chunks: list[bytes], *, times: dict[str, int] | None = None,
+          base: bytes | None = None, actor: str = "") -> Draft:
+    """One close() of a written file; with `base` an append, applied only onto the
+    content with that digest."""
+    payload: dict[str, Any] = {"ino": ino, "size": size, "chunks": chunks, **(times or {})}
+    if base is not None:
+        payload["base"] = base
+    return Draft(WRITE, path, payload, actor)
+
+
+def link(path: str, ino: int, parent: int, name: bytes, *, actor: str = "") -> Draft:
+    return Draft(LINK, path, {"ino": ino, "parent": parent, "name": name}, actor)
+
+
+def unlink(path: str, parent: int, name: bytes, *, actor: str = "") -> Draft:
+    return Draft(UNLINK, path, {"parent": parent, "name": name}, actor)
+
+
+def rename(path: str, parent: int, name: bytes, new_parent: int, new_name: bytes, *, to: str,
+           exchange: bool = False, noreplace: bool = False, actor: str = "") -> Draft:
+    """`to` is the destination's path, so a reader can scope the event without a tree."""
+    payload = {"parent": parent, "name": name, "new_parent": new_parent, "new_name": new_name,
+               **_present(exchange=exchange, noreplace=noreplace)}
+    payload["to"] = to
+    return Draft(RENAME, path, payload, actor)
+
+
+def setattr(path: str, ino: int, changes: dict[str, int], *, actor: str = "") -> Draft:
+    """`changes`: any of mode, uid, gid, atime, mtime."""
+    return Draft(SETATTR, path, {**changes, "ino": ino}, actor)
+
+
+def setxattr(path: str, ino: int, name: bytes, value: bytes, *, actor: str = "") -> Draft:
+    return Draft(SETXATTR, path, {"ino": ino, "name": name, "value": value}, actor)
+
+
+def removexattr(path: str, ino: int, name: bytes, *, actor: str = "") -> Draft:
+    return Draft(REMOVEXATTR, path, {"ino": ino, "name": name}, actor)
+
+
+def reserve_inodes(*, actor: str = "") -> Draft:
+    return Draft(INODES, "", {"count": INO_RANGE}, actor)
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
     seq: int
