@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from . import errors
+from . import errors, store_url
 from .store import default_url
 
 log = logging.getLogger("lighthousefs")
@@ -72,8 +72,9 @@ def _mount_in_background(args, mountpoint: str) -> int:
     """Start the daemon detached and return once it answers (or say why it did not)."""
     log_file = args.log or _log_path(mountpoint)
     read_fd, write_fd = os.pipe()
+    # The store URL (it may hold a password) goes by the environment, never argv.
     command = [sys.executable, "-m", "lighthousefs.cli", "mount", mountpoint, "--foreground",
-               "--store", args.store, "--ready-fd", str(write_fd), "--log", log_file]
+               "--ready-fd", str(write_fd), "--log", log_file]
     for flag, value in (("--agent", args.agent), ("--metrics", args.metrics), ("--cache-mb", str(args.cache_mb))):
         if value:
             command += [flag, value]
@@ -85,6 +86,7 @@ def _mount_in_background(args, mountpoint: str) -> int:
     with open(stderr_path, "ab") as stderr:
         start = stderr.tell()   # what earlier attempts wrote stays, but is not this one's message
         child = subprocess.Popen(command, pass_fds=(write_fd,), start_new_session=True,
+                                 env=store_url.child_environment(args.store),
                                  stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as ready:
@@ -196,8 +198,11 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     def with_store(p):
-        p.add_argument("--store", default=os.environ.get("LIGHTHOUSE_STORE") or default_url(),
-                       help="sqlite:///path.db (default, embedded) or redis://host:port/db")
+        p.add_argument("--store", help="sqlite:///path.db (default, embedded) or redis://host:port/db; "
+                       "a URL with a password belongs in --store-file or $LIGHTHOUSE_STORE, not here "
+                       "(every user can read a process's arguments)")
+        p.add_argument("--store-file", metavar="PATH", help="read the store URL from this file; without "
+                       "--store or this: $CREDENTIALS_DIRECTORY/store (systemd), $LIGHTHOUSE_STORE, the default")
         return p
 
     mount = with_store(sub.add_parser("mount", help="mount the namespace"))
@@ -238,6 +243,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if hasattr(args, "store_file"):
+        try:
+            args.store = store_url.resolve(args.store, args.store_file, default_url())
+        except store_url.StoreUrlError as exc:
+            print(f"lighthouse: {exc}", file=sys.stderr)
+            return 2
     try:
         return args.run(args)
     except BrokenPipeError:       # `lighthouse log | head`: the reader left, not an error

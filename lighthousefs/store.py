@@ -16,6 +16,7 @@ from typing import Callable
 
 from . import content, errors
 from .events import Draft, Event
+from .store_url import redacted
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +189,12 @@ def open_store(url: str, create: bool = True) -> Store:
     a typo in a path given by hand must not quietly start a second store.
     """
     scheme = urllib.parse.urlsplit(url).scheme
+    shown = redacted(url)   # messages never carry a password, even of a mistyped URL
     if scheme == "sqlite":
         from .store_sqlite import SQLiteStore
         path = url[len("sqlite://"):]
         if not path.startswith("/"):
-            raise errors.StoreOpenError(f"{url}: the SQLite path must be absolute (sqlite:///path/to.db)")
+            raise errors.StoreOpenError(f"{shown}: the SQLite path must be absolute (sqlite:///path/to.db)")
         if create and url == default_url():
             os.makedirs(os.path.dirname(path), exist_ok=True)
         return SQLiteStore(path, create=create)
@@ -200,6 +202,6 @@ def open_store(url: str, create: bool = True) -> Store:
         try:
             from .store_redis import RedisStore
         except ImportError as exc:
-            raise errors.StoreOpenError(f"{url}: the Redis store is not available: {exc}") from None
+            raise errors.StoreOpenError(f"{shown}: the Redis store is not available: {exc}") from None
         return RedisStore(url, create=create)
-    raise errors.StoreOpenError(f"{url}: unknown store (use sqlite:///path or redis://host:port/db)")
+    raise errors.StoreOpenError(f"{shown}: unknown store (use sqlite:///path or redis://host:port/db)")

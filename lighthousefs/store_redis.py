@@ -69,6 +69,7 @@ from redis.retry import Retry
 from . import errors, events
 from .events import Draft, Event
 from .store import Store, scope_of
+from .store_url import redacted
 
 log = logging.getLogger(__name__)
 
@@ -234,16 +235,6 @@ def _parse(url: str) -> tuple[str, bool, dict[str, str]]:
     return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, rest, "")), cluster, ours
 
 
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
 class RedisStore(Store):
     """Thread-safe: redis-py's clients keep a connection pool, and our own few fields
     (marker, highest seq seen, last time) are guarded by a lock never held across I/O.
@@ -261,7 +252,7 @@ class RedisStore(Store):
         namespace whose events outlived its marker, or `expect_marker` (an id the
         caller remembered from an earlier run) not matching: the daemon does not mount.
         """
-        self.url = _redacted(url)
+        self.url = redacted(url)
         try:
             redis_url, cluster, opts = _parse(url)
             self.namespace = opts.get("namespace", "default")
