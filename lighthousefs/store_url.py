@@ -9,6 +9,7 @@ environment (only the process's owner reads /proc/<pid>/environ), and shown only
 from __future__ import annotations
 
 import os
+import sys
 
 ENV = "LIGHTHOUSE_STORE"
 CREDENTIAL = "store"   # systemd: LoadCredential=store:/etc/lighthousefs/store-url
@@ -51,17 +52,19 @@ def read_file(path: str) -> str:
 def resolve(store: str | None, store_file: str | None, default: str,
             environ: os._Environ | dict = os.environ) -> str:
     """The store URL by precedence: --store, --store-file, $CREDENTIALS_DIRECTORY/store
-    (systemd's LoadCredential=; unless empty), $LIGHTHOUSE_STORE, the default.
+    (systemd's LoadCredential=), $LIGHTHOUSE_STORE, the default.
     StoreUrlError if a file named cannot be read or is empty."""
     if store:
         return store
     if store_file:
         return read_file(store_file)
     credentials = environ.get("CREDENTIALS_DIRECTORY")
-    # An empty credential counts as none: the unit's fallback when no file is given.
-    if credentials and os.path.exists(os.path.join(credentials, CREDENTIAL)) \
-            and os.path.getsize(os.path.join(credentials, CREDENTIAL)):
-        return read_file(os.path.join(credentials, CREDENTIAL))
+    if credentials and os.path.exists(os.path.join(credentials, CREDENTIAL)):
+        url = read_file(os.path.join(credentials, CREDENTIAL))
+        if environ.get(ENV) and environ[ENV] != url:
+            print(f"lighthouse: ${ENV} is not used: the store URL comes from systemd's credential "
+                  f"$CREDENTIALS_DIRECTORY/{CREDENTIAL}", file=sys.stderr)
+        return url
     return environ.get(ENV) or default
 
 

@@ -120,6 +120,6 @@ def test_precedence(tmp_path):
     assert store_url.resolve("redis://flag", str(f), "d", env) == "redis://flag"
     assert store_url.resolve(None, str(f), "d", env) == "redis://from-file"
     assert store_url.resolve(None, None, "d", env) == "redis://from-credential"
-    (creds / "store").write_text("")   # the unit's empty fallback counts as none
+    del env["CREDENTIALS_DIRECTORY"]
     assert store_url.resolve(None, None, "d", env) == "redis://from-env"
     assert store_url.resolve(None, None, "d", {}) == "d"

@@ -78,6 +78,17 @@ def test_unit_has_the_promised_settings():
         assert key not in settings
 
 
+def test_the_store_url_is_a_credential_never_in_argv():
+    """The URL may hold a password: systemd hands it over as a credential file,
+    ExecStart never names it (every user can read a process's argv)."""
+    lines = [line for line in UNIT.read_text().splitlines() if not line.startswith("#")]
+    exec_start = next(line for line in lines if line.startswith("ExecStart="))
+    assert "--store" not in exec_start and "LIGHTHOUSE_STORE" not in exec_start
+    assert any(line.startswith("LoadCredential=store:/") for line in lines)
+    assert any(line.startswith("SetCredential=store:sqlite:///") for line in lines)   # the fallback
+    assert not any(line.startswith("Environment=LIGHTHOUSE_STORE") for line in lines)
+
+
 @pytest.mark.mount
 @needs_fuse
 def test_daemon_notifies_ready_only_when_the_mount_answers(base, lighthouse_bin):
