@@ -156,6 +156,27 @@ def test_helper_mounts_with_options(base, lighthouse_bin):
     _wait_gone(health["pid"])
 
 
+@pytest.mark.mount
+@needs_fuse
+@needs_root
+def test_helper_takes_the_store_from_a_file_and_passes_it_by_environment(base, lighthouse_bin):
+    mountpoint = base / "mnt"
+    mountpoint.mkdir()
+    store = f"sqlite://{base / 'store.db'}"
+    secret = base / "store-url"
+    secret.write_text(store + "\n")
+    for source, option in (("lighthouse", f"store_file={secret}"), (store, "agent=bob")):
+        result = subprocess.run([str(HELPER), source, str(mountpoint), "-o", option],
+                                env=dict(os.environ, LIGHTHOUSE_BIN=lighthouse_bin),
+                                capture_output=True, text=True, timeout=90)
+        assert result.returncode == 0, result.stderr
+        health = _health(mountpoint)
+        assert health["store"] == store
+        assert store.encode() not in open(f"/proc/{health['pid']}/cmdline", "rb").read()
+        assert subprocess.run(["umount", str(mountpoint)], timeout=60).returncode == 0
+        _wait_gone(health["pid"])
+
+
 @pytest.mark.parametrize("args", [
     ["sqlite:///tmp/x.db", "{mnt}", "-o", "agent=bob,readonly"],   # typo: refused, not rw
     ["/var/lib/not-a-url.db", "{mnt}"],
