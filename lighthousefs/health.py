@@ -12,6 +12,7 @@ writes succeed but something is wrong (the store is full, or this mount lags beh
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -68,8 +69,9 @@ class Monitor:
         self._limiter = trio.CapacityLimiter(1)
         self._answers = True            # the store was just opened
         self._problem: str | None = None
-        self._store_seq: int | None = None
-        self._probed_at = time.monotonic()
+        # The store's last seq at recent probes, with when each was asked: under a steady
+        # stream of others' events the newest is seldom applied yet, an older one is.
+        self._probes: collections.deque[tuple[int, float]] = collections.deque(maxlen=int(2 * MAX_LAG_S))
         self._caught_up_at = time.monotonic()
         self.current: Health = self.report()
 
@@ -78,9 +80,11 @@ class Monitor:
         journal, now = self.journal, time.monotonic()
         applied = journal.tree.applied_seq
         breaker = journal.breaker.state if journal.breaker is not None else "closed"
-        lag = max(0, (self._store_seq or 0) - applied)
-        if lag == 0:   # all the store held when last asked is applied here
-            self._caught_up_at = max(self._caught_up_at, self._probed_at)
+        for seq, asked in self._probes:   # all the store held when asked is applied here
+            if applied >= seq:
+                self._caught_up_at = max(self._caught_up_at, asked)
+        store_seq = self._probes[-1][0] if self._probes else None
+        lag = max(0, (store_seq or 0) - applied)
         lag_s = max(0.0, now - self._caught_up_at) if lag else 0.0
         full = journal.store.full
         if journal.failsafe:
@@ -99,7 +103,7 @@ class Monitor:
         else:
             status, reason = "ok", None
         health = Health(status, reason, self._answers, breaker, journal.failsafe, full, applied,
-                        self._store_seq, lag, lag_s, published=now)
+                        store_seq, lag, lag_s, published=now)
         self.current = health   # one reference assignment: atomic for the HTTP thread
         return health
 
@@ -128,7 +132,7 @@ class Monitor:
         if scope.cancelled_caught:
             problem = f"no answer within {PROBE_TIMEOUT_S:g} s"
         if problem is None:
-            self._store_seq, self._probed_at = seq, asked
+            self._probes.append((seq, asked))
         if (problem is None) != self._answers:
             log.info("health: the store %s", "answers again" if problem is None else f"does not answer: {problem}")
         self._answers, self._problem = problem is None, problem

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -107,7 +108,7 @@ def test_a_mount_far_behind_its_store_is_degraded(monkeypatch):
     from lighthousefs import health as health_module
     monitor = health_module.Monitor(_Journal())
     assert monitor.current.ok
-    monitor._store_seq = 500
+    monitor._probes.append((500, time.monotonic()))
     assert monitor.report().status == "ok"   # just now behind: the follower is on it
     monitor._caught_up_at -= health_module.MAX_LAG_S + 1
     report = monitor.report()
@@ -117,3 +118,20 @@ def test_a_mount_far_behind_its_store_is_degraded(monkeypatch):
     assert health_module.http_routes(monitor)["/healthz"]()[0] == 200
     monitor.current = dataclasses.replace(monitor.current, published=monitor.current.published - 3600)
     assert health_module.http_routes(monitor)["/healthz"]()[0] == 503   # the loop stopped reporting
+
+
+def test_a_mount_that_keeps_up_with_a_steady_stream_is_ok():
+    """Others write all the time: the newest probe is never applied at once, the one
+    before it is. That is no lag to speak of."""
+    from lighthousefs import health as health_module
+    journal = _Journal()
+    journal.tree = _Tree()
+    monitor = health_module.Monitor(journal)
+    start = time.monotonic() - 100
+    monitor._caught_up_at = start   # mounted 100 s ago
+    for i in range(100):   # a probe a second for 100 s, each 5 events ahead of the tree
+        monitor._probes.append((journal.tree.applied_seq + 5, start + i))
+        journal.tree.applied_seq += 5
+    monitor._probes.append((journal.tree.applied_seq + 5, time.monotonic()))
+    report = monitor.report()
+    assert (report.status, report.lag_events) == ("ok", 5) and report.lag_s < health_module.MAX_LAG_S
