@@ -123,3 +123,13 @@ def test_precedence(tmp_path):
     del env["CREDENTIALS_DIRECTORY"]
     assert store_url.resolve(None, None, "d", env) == "redis://from-env"
     assert store_url.resolve(None, None, "d", {}) == "d"
+
+
+def test_emit_and_log_take_the_url_from_a_file_or_the_environment(tmp_path, locked_server):
+    url = namespaced(locked_server.url)
+    secret = tmp_path / "store-url"
+    secret.write_text(url + "\n")
+    emitted = lighthouse("emit", "note", "--store-file", str(secret), "--data", '{"n": 1}')
+    assert json.loads(emitted.stdout)["type"] == "note"
+    logged = lighthouse("log", env=dict(os.environ, LIGHTHOUSE_STORE=url))
+    assert [json.loads(line)["type"] for line in logged.stdout.splitlines()] == ["note"]
