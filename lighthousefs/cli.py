@@ -12,6 +12,7 @@ import time
 
 from . import errors
 from .store import default_url
+from .store import url as store_url
 
 log = logging.getLogger("lighthousefs")
 
@@ -49,6 +50,7 @@ def cmd_mount(args) -> int:
         return _mount_in_background(args, mountpoint)
     _setup_logging(args.verbose, args.log)
     import trio
+
     from .daemon import MountConfig, serve
 
     config = MountConfig(mountpoint, args.store, args.agent, args.read_only, args.demo,
@@ -72,8 +74,9 @@ def _mount_in_background(args, mountpoint: str) -> int:
     """Start the daemon detached and return once it answers (or say why it did not)."""
     log_file = args.log or _log_path(mountpoint)
     read_fd, write_fd = os.pipe()
+    # The store URL (it may hold a password) goes by the environment, never argv.
     command = [sys.executable, "-m", "lighthousefs.cli", "mount", mountpoint, "--foreground",
-               "--store", args.store, "--ready-fd", str(write_fd), "--log", log_file]
+               "--ready-fd", str(write_fd), "--log", log_file]
     for flag, value in (("--agent", args.agent), ("--metrics", args.metrics), ("--cache-mb", str(args.cache_mb))):
         if value:
             command += [flag, value]
@@ -85,6 +88,7 @@ def _mount_in_background(args, mountpoint: str) -> int:
     with open(stderr_path, "ab") as stderr:
         start = stderr.tell()   # what earlier attempts wrote stays, but is not this one's message
         child = subprocess.Popen(command, pass_fds=(write_fd,), start_new_session=True,
+                                 env=store_url.child_environment(args.store),
                                  stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
     os.close(write_fd)
     with os.fdopen(read_fd, "rb") as ready:
@@ -196,8 +200,11 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     def with_store(p):
-        p.add_argument("--store", default=os.environ.get("LIGHTHOUSE_STORE") or default_url(),
-                       help="sqlite:///path.db (default, embedded) or redis://host:port/db")
+        p.add_argument("--store", help="sqlite:///path.db (default, embedded) or redis://host:port/db; "
+                       "a URL with a password belongs in --store-file or $LIGHTHOUSE_STORE, not here "
+                       "(every user can read a process's arguments)")
+        p.add_argument("--store-file", metavar="PATH", help="read the store URL from this file; without "
+                       "--store or this: $CREDENTIALS_DIRECTORY/store (systemd), $LIGHTHOUSE_STORE, the default")
         return p
 
     mount = with_store(sub.add_parser("mount", help="mount the namespace"))
@@ -238,6 +245,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if hasattr(args, "store_file"):
+        try:
+            args.store = store_url.resolve(args.store, args.store_file, default_url())
+        except store_url.StoreUrlError as exc:
+            print(f"lighthouse: {exc}", file=sys.stderr)
+            return 2
     try:
         return args.run(args)
     except BrokenPipeError:       # `lighthouse log | head`: the reader left, not an error

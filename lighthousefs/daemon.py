@@ -29,6 +29,7 @@ from .domain.events import Draft
 from .domain.layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO
 from .domain.rules import Policy, check_agent_name
 from .engine import continuity
+from .engine.health import Monitor, http_routes
 from .engine.journal import Journal
 from .fs.operations import LighthouseOperations
 from .metrics import Metrics
@@ -223,7 +224,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             try:
                 tree = await trio.to_thread.run_sync(Journal.load_tree, store)
             except (errors.LighthouseError, ValueError) as exc:
-                raise errors.StoreOpenError(f"{config.store_url}: cannot load the namespace: {exc}") from None
+                raise errors.StoreOpenError(f"{store.url}: cannot load the namespace: {exc}") from None
             _settle_memory()
         finally:
             gc.enable()
@@ -232,13 +233,6 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                  tree.applied_seq - tree.snapshot_seq, tree.snapshot_seq)
         metrics = Metrics()
         metrics.start_replayed.set(tree.applied_seq - tree.snapshot_seq)
-        if config.metrics_address:
-            try:
-                metrics.serve(config.metrics_address)
-            except (OSError, ValueError) as exc:
-                raise errors.StoreOpenError(f"--metrics {config.metrics_address}: cannot serve metrics there "
-                                            f"({getattr(exc, 'strerror', None) or exc}): choose a free ADDR:PORT "
-                                            "or leave --metrics out") from None
         # call_timeout bounds reads and housekeeping; appends are waited for (journal.py).
         # The environment variable is for tests that need a slow call.
         call_timeout = float(os.environ.get("LIGHTHOUSE_STORE_CALL_TIMEOUT", CALL_TIMEOUT_S))
@@ -247,7 +241,17 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         breaker.on_state_change(lambda old, new: log.warning("store circuit %s -> %s", old, new))
         metrics.breaker_changed("store", "closed", breaker.state)
         journal = Journal(store, tree, actor=config.agent or "operator", metrics=metrics, breaker=breaker)
-        control = Control(config.mountpoint, config.store_url, config.agent, config.read_only)
+        monitor = Monitor(journal)
+        breaker.on_state_change(monitor.on_breaker_change)
+        if config.metrics_address:
+            try:
+                metrics.serve(config.metrics_address, http_routes(monitor))
+            except (OSError, ValueError) as exc:
+                raise errors.StoreOpenError(f"--metrics {config.metrics_address}: cannot serve metrics there "
+                                            f"({getattr(exc, 'strerror', None) or exc}): choose a free ADDR:PORT "
+                                            "or leave --metrics out") from None
+        control = Control(config.mountpoint, store.url, config.agent, config.read_only)
+        control.monitor = monitor
         ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render, metrics,
                                    cache_bytes=config.cache_mb << 20)
         control.ops = ops
@@ -281,10 +285,11 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
                 await nursery.start(journal.follow)
                 await nursery.start(journal.run_heartbeat)
                 await nursery.start(journal.run_housekeeping)
+                await nursery.start(monitor.run)
                 await nursery.start(_remember_store, journal)
                 await _wait_answering(config.mountpoint)
                 log.info("mounted %s at %s (store %s, agent %s)", "read-only" if config.read_only else "read-write",
-                         config.mountpoint, config.store_url, config.agent or "operator")
+                         config.mountpoint, store.url, config.agent or "operator")
                 on_ready()
                 notify_systemd("READY=1")
                 # What this start replayed, snapshotted in the background, so the next

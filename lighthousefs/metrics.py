@@ -1,12 +1,17 @@
 """Prometheus metrics of one daemon, in its own registry.
 
 Names follow lighthousefs_<subsystem>_<name>_<unit>; counters end in _total. The same
-text is served on --metrics ADDR:PORT and shown in .lighthouse/stats.
+text is served on --metrics ADDR:PORT (/metrics, next to /healthz and /readyz) and shown
+in .lighthouse/stats.
 """
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # FUSE operations take microseconds to milliseconds; the default buckets start at 5 ms.
@@ -80,8 +85,34 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def serve(self, address: str) -> None:
-        """Serve /metrics on ADDR:PORT from a daemon thread (prometheus-client's own server)."""
-        from prometheus_client import start_http_server
+    def serve(self, address: str, routes: dict[str, Callable[[], tuple[int, bytes]]] | None = None) -> None:
+        """Serve /metrics, and `routes` (path -> () -> (HTTP status, JSON body)), on
+        ADDR:PORT from a daemon thread. The routes run in that thread: they may read
+        only what is safe there (see health.py)."""
         host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _handler(self.registry, routes or {}))
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+
+
+def _handler(registry: CollectorRegistry, routes: dict[str, Callable[[], tuple[int, bytes]]]):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                code, body, kind = 200, generate_latest(registry), CONTENT_TYPE_LATEST
+            elif path in routes:
+                code, body = routes[path]()
+                kind = "application/json"
+            else:
+                code, body, kind = 404, b"not found: try /metrics, " + ", ".join(routes).encode() + b"\n", \
+                    "text/plain"
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format, *args):
+            pass   # a scrape every few seconds is not news for the daemon's log
+
+    return Handler

@@ -47,9 +47,11 @@ def mounter(tmp_path, store_url):
     """Mount lighthousefs as often as a test likes; everything is unmounted at the end."""
     mounts: list[Mount] = []
 
-    def _mount(name: str = "mnt", *args: str, store: str | None = None) -> Mount:
+    def _mount(name: str = "mnt", *args: str, store: str | None = None, env: dict | None = None) -> Mount:
+        """store="": no --store (the URL comes by `env` or --store-file in args)."""
         attempted.append(tmp_path / name)   # unmounted at the end even if mount() raised
-        m = mount(tmp_path / name, store or store_url, *args, log=tmp_path / f"{name}.log")
+        m = mount(tmp_path / name, store_url if store is None else store, *args, log=tmp_path / f"{name}.log",
+                  env=env)
         mounts.append(m)
         return m
 

@@ -41,9 +41,11 @@ def lighthouse(*args: str, check: bool = True, **kw) -> subprocess.CompletedProc
                           text=True, check=check, timeout=120, **kw)
 
 
-def mount(path: pathlib.Path, store: str, *args: str, log: pathlib.Path) -> Mount:
+def mount(path: pathlib.Path, store: str, *args: str, log: pathlib.Path, env: dict | None = None) -> Mount:
+    """`store` "": no --store (the URL comes by `env` or --store-file in args)."""
     path.mkdir(parents=True, exist_ok=True)
-    result = lighthouse("mount", str(path), "--store", store, "--log", str(log), *args, check=False)
+    store_args = ["--store", store] if store else []
+    result = lighthouse("mount", str(path), *store_args, "--log", str(log), *args, check=False, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"mount failed ({result.returncode}): {result.stderr}")
     return Mount(path, store, log, int(re.search(r"\(pid (\d+)", result.stdout).group(1)))

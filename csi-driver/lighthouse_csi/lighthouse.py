@@ -1,6 +1,7 @@
 """The lighthouse daemon, driven through its command line (the contract with
-the core package): `lighthouse mount MOUNTPOINT --store URL --agent ID
-[--read-only]` returns once the mount answers; `lighthouse umount MOUNTPOINT`.
+the core package): `lighthouse mount MOUNTPOINT --agent ID [--read-only]`, with
+the store URL in $LIGHTHOUSE_STORE, returns once the mount answers;
+`lighthouse umount MOUNTPOINT`.
 
 The daemon is a separate process, so mounts outlive a restart of the driver.
 """
@@ -42,10 +43,15 @@ class Lighthouse:
 
     def _run(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
         argv = self.argv + args
+        # The store URL (it may hold a password) goes by the environment, never
+        # argv, which every user of the node can read; a credentials directory
+        # of our own must not win over it.
+        env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+        env["LIGHTHOUSE_STORE"] = self.store
         try:
             # stdin closed and own session: the daemon it leaves behind must
             # not hold our pipes or receive our signals.
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
                                   stdin=subprocess.DEVNULL, check=False, start_new_session=True)
         except subprocess.TimeoutExpired as err:
             raise MountFailed(f"lighthouse {args[0]} timed out after {timeout}s") from err
@@ -57,7 +63,7 @@ class Lighthouse:
         FailedPrecondition as check_mountable() says."""
         self.check_mountable()
         os.makedirs(mountpoint, exist_ok=True)
-        args = ["mount", mountpoint, "--store", self.store, "--agent", agent]
+        args = ["mount", mountpoint, "--agent", agent]
         if read_only:
             args.append("--read-only")
         result = self._run(args, MOUNT_TIMEOUT)

@@ -85,7 +85,9 @@ def parse_args(argv=None):
     p.add_argument("--state-dir", default="/var/lib/lighthousefs-csi",
                    help="node state file and staging mounts (a hostPath on nodes)")
     p.add_argument("--store", default=os.environ.get("LIGHTHOUSE_STORE", ""),
-                   help="store URL for every mount: sqlite:///abs/path.db or redis://host:port/db")
+                   help="store URL for every mount: sqlite:///abs/path.db or redis://host:port/db "
+                        "(default $LIGHTHOUSE_STORE, where a URL with a password belongs: "
+                        "every user of the node can read a process's arguments)")
     p.add_argument("--allowed-root", default="/var/lib/kubelet",
                    help="target paths must lie under this directory")
     p.add_argument("--lighthouse-cmd", default="lighthouse",

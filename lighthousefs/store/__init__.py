@@ -11,6 +11,7 @@ import urllib.parse
 
 from .. import errors
 from .base import Store, report_corrupt
+from .url import redacted
 
 __all__ = ["Store", "default_url", "open_store", "report_corrupt"]
 
@@ -28,11 +29,12 @@ def open_store(url: str, create: bool = True) -> Store:
     a typo in a path given by hand must not quietly start a second store.
     """
     scheme = urllib.parse.urlsplit(url).scheme
+    shown = redacted(url)   # messages never carry a password, even of a mistyped URL
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
         path = url[len("sqlite://"):]
         if not path.startswith("/"):
-            raise errors.StoreOpenError(f"{url}: the SQLite path must be absolute (sqlite:///path/to.db)")
+            raise errors.StoreOpenError(f"{shown}: the SQLite path must be absolute (sqlite:///path/to.db)")
         if create and url == default_url():
             os.makedirs(os.path.dirname(path), exist_ok=True)
         return SQLiteStore(path, create=create)
@@ -40,6 +42,6 @@ def open_store(url: str, create: bool = True) -> Store:
         try:
             from .redis import RedisStore
         except ImportError as exc:
-            raise errors.StoreOpenError(f"{url}: the Redis store is not available: {exc}") from None
+            raise errors.StoreOpenError(f"{shown}: the Redis store is not available: {exc}") from None
         return RedisStore(url, create=create)
-    raise errors.StoreOpenError(f"{url}: unknown store (use sqlite:///path or redis://host:port/db)")
+    raise errors.StoreOpenError(f"{shown}: unknown store (use sqlite:///path or redis://host:port/db)")

@@ -71,6 +71,7 @@ from ..domain import events
 from ..domain.events import Draft, Event
 from ..domain.layout import scope_of
 from .base import Store
+from .url import redacted
 
 log = logging.getLogger(__name__)
 
@@ -236,16 +237,6 @@ def _parse(url: str) -> tuple[str, bool, dict[str, str]]:
     return urllib.parse.urlunsplit((scheme, parts.netloc, parts.path, rest, "")), cluster, ours
 
 
-def _redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
 class RedisStore(Store):
     """Thread-safe: redis-py's clients keep a connection pool, and our own few fields
     (marker, highest seq seen, last time) are guarded by a lock never held across I/O.
@@ -263,7 +254,7 @@ class RedisStore(Store):
         namespace whose events outlived its marker, or `expect_marker` (an id the
         caller remembered from an earlier run) not matching: the daemon does not mount.
         """
-        self.url = _redacted(url)
+        self.url = redacted(url)
         try:
             redis_url, cluster, opts = _parse(url)
             self.namespace = opts.get("namespace", "default")

@@ -6,24 +6,28 @@ import os
 import time
 
 from .. import __version__
+from ..store.url import redacted
 
 
 class Control:
     def __init__(self, mountpoint: str, store_url: str, agent: str | None, read_only: bool):
         self.mountpoint = mountpoint
-        self.store_url = store_url
+        self.store_url = redacted(store_url)   # every agent reads this: never the password
         self.agent = agent
         self.read_only = read_only
         self.started = time.time()
         self.ops = None   # the LighthouseOperations, set once created
+        self.monitor = None   # the health.Monitor, set once created
 
     def render(self, name: bytes) -> bytes:
         return getattr(self, "_" + name.decode())()
 
     def _health(self) -> bytes:
         tree = self.ops.tree
+        health = self.monitor.report().as_dict()   # the same report as /readyz
         state = {
-            "status": "ok",
+            "status": health.pop("status"),
+            "reason": health.pop("reason"),
             "pid": os.getpid(),
             "mountpoint": self.mountpoint,
             "store": self.store_url,
@@ -31,6 +35,7 @@ class Control:
             "read_only": self.read_only,
             "applied_seq": tree.applied_seq,
             "uptime_s": round(time.time() - self.started, 3),
+            **health,
         }
         return json.dumps(state, indent=2).encode() + b"\n"
 

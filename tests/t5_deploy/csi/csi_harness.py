@@ -36,12 +36,12 @@ class Driver:
     """The driver process and its clients. Restartable: state stays on disk."""
 
     def __init__(self, base: pathlib.Path, lighthouse_cmd: str = LIGHTHOUSE_CMD,
-                 mode: str = "all", fuse_device: str = "/dev/fuse"):
+                 mode: str = "all", fuse_device: str = "/dev/fuse", store: str | None = None):
         self.base = base
         self.socket = base / "csi" / "csi.sock"
         self.state_dir = base / "state"
         self.kubelet = base / "kubelet"
-        self.store = f"sqlite://{base / 'store' / 'lighthouse.db'}"
+        self.store = store or f"sqlite://{base / 'store' / 'lighthouse.db'}"
         self.lighthouse_cmd = lighthouse_cmd
         self.mode = mode
         self.fuse_device = fuse_device
@@ -54,12 +54,13 @@ class Driver:
     def start(self) -> None:
         argv = [sys.executable, "-m", "lighthouse_csi", "--endpoint", f"unix://{self.socket}",
                 "--mode", self.mode, "--node-id", "test-node", "--state-dir", str(self.state_dir),
-                "--store", self.store, "--allowed-root", str(self.kubelet),
+                "--allowed-root", str(self.kubelet),
                 "--lighthouse-cmd", self.lighthouse_cmd, "--fuse-device", self.fuse_device,
                 "--log-level", "DEBUG"]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=env_with_paths())
+            # The store URL by the environment, as the manifests give it (a Secret).
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=dict(env_with_paths(), LIGHTHOUSE_STORE=self.store))
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         try:
             grpc.channel_ready_future(self.channel).result(timeout=20)

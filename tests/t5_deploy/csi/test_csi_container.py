@@ -79,3 +79,36 @@ def test_healthcheck_of_the_daemon(base):
     subprocess.run([str(bin_dir / "lighthouse"), "umount", str(mountpoint)],
                    check=True, env=env_with_paths(), capture_output=True, timeout=90)
     assert _healthcheck(env) != 0
+
+
+@pytest.mark.mount
+@pytest.mark.redis
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="needs /dev/fuse")
+def test_healthcheck_of_the_daemon_fails_while_its_store_is_down(base, own_server):
+    """The image's check asks /readyz: unhealthy while Redis is down, healthy again after."""
+    import socket
+    import uuid
+    from mounting import eventually
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    bin_dir = base / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "lighthouse").write_text(f"#!/bin/sh\nexec {sys.executable} -m lighthousefs.cli \"$@\"\n")
+    (bin_dir / "lighthouse").chmod(0o755)
+    mountpoint = base / "mnt"
+    mountpoint.mkdir()
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "LIGHTHOUSE_MOUNTPOINT": str(mountpoint),
+           "LIGHTHOUSE_METRICS": address}
+    subprocess.run([str(bin_dir / "lighthouse"), "mount", str(mountpoint), "--metrics", address],
+                   check=True, capture_output=True, timeout=90,
+                   env=dict(env_with_paths(), LIGHTHOUSE_STORE=f"{own_server.url}?namespace=h{uuid.uuid4().hex[:8]}"))
+    try:
+        assert _healthcheck(env) == 0
+        own_server.kill()
+        eventually(lambda: _healthcheck(env) != 0, timeout=30, interval=0.5)
+        own_server.restart(keep_data=True)
+        eventually(lambda: _healthcheck(env) == 0, timeout=30, interval=0.5)
+    finally:
+        subprocess.run([str(bin_dir / "lighthouse"), "umount", str(mountpoint)],
+                       env=env_with_paths(), capture_output=True, timeout=90)

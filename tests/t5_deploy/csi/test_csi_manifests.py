@@ -107,3 +107,18 @@ def test_storageclass_parameters_are_known_to_the_driver():
     params = by_kind("StorageClass")[0]["parameters"]
     volume, policy = volumes.from_parameters(params, "demo")
     assert policy == "retain" and volume.agent
+
+
+def test_the_store_url_comes_from_a_secret_never_from_args():
+    """The URL may hold a password: a Secret, by the environment, never in a
+    container's args (every user of the node can read a process's argv)."""
+    workloads = by_kind("DaemonSet") + by_kind("Deployment")
+    for doc in workloads:
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            assert not any("store" in arg.lower() for arg in container.get("args", [])), container["name"]
+            for env in container.get("env", []):
+                if env["name"] == "LIGHTHOUSE_STORE":
+                    assert env["valueFrom"]["secretKeyRef"]["name"] == "lighthousefs-store"
+    secrets = [d for d in by_kind("Secret") if d["metadata"]["name"] == "lighthousefs-store"]
+    assert secrets and "store" in secrets[0]["stringData"]
+    assert not by_kind("ConfigMap")

@@ -78,6 +78,17 @@ def test_unit_has_the_promised_settings():
         assert key not in settings
 
 
+def test_the_store_url_is_a_credential_never_in_argv():
+    """The URL may hold a password: systemd hands it over as a credential file,
+    ExecStart never names it (every user can read a process's argv)."""
+    lines = [line for line in UNIT.read_text().splitlines() if not line.startswith("#")]
+    exec_start = next(line for line in lines if line.startswith("ExecStart="))
+    assert "--store" not in exec_start and "LIGHTHOUSE_STORE" not in exec_start
+    assert any(line.startswith("LoadCredential=store:/") for line in lines)
+    assert any(line.startswith("SetCredential=store:sqlite:///") for line in lines)   # the fallback
+    assert not any(line.startswith("Environment=LIGHTHOUSE_STORE") for line in lines)
+
+
 @pytest.mark.mount
 @needs_fuse
 def test_daemon_notifies_ready_only_when_the_mount_answers(base, lighthouse_bin):
@@ -143,6 +154,27 @@ def test_helper_mounts_with_options(base, lighthouse_bin):
         (mountpoint / "projects" / "x").mkdir()
     assert subprocess.run(["umount", str(mountpoint)], timeout=60).returncode == 0
     _wait_gone(health["pid"])
+
+
+@pytest.mark.mount
+@needs_fuse
+@needs_root
+def test_helper_takes_the_store_from_a_file_and_passes_it_by_environment(base, lighthouse_bin):
+    mountpoint = base / "mnt"
+    mountpoint.mkdir()
+    store = f"sqlite://{base / 'store.db'}"
+    secret = base / "store-url"
+    secret.write_text(store + "\n")
+    for source, option in (("lighthouse", f"store_file={secret}"), (store, "agent=bob")):
+        result = subprocess.run([str(HELPER), source, str(mountpoint), "-o", option],
+                                env=dict(os.environ, LIGHTHOUSE_BIN=lighthouse_bin),
+                                capture_output=True, text=True, timeout=90)
+        assert result.returncode == 0, result.stderr
+        health = _health(mountpoint)
+        assert health["store"] == store
+        assert store.encode() not in open(f"/proc/{health['pid']}/cmdline", "rb").read()
+        assert subprocess.run(["umount", str(mountpoint)], timeout=60).returncode == 0
+        _wait_gone(health["pid"])
 
 
 @pytest.mark.parametrize("args", [
