@@ -183,7 +183,8 @@ def cmd_log(args) -> int:
                 raise errors.InvalidArgument("--agent operator: the operator is no agent; leave --agent out")
             check_agent_name(args.agent)
         # An agent sees only what it may (visibility.py); without --agent, everything.
-        with Client(args.store, actor=args.agent or "operator", create=False) as client:   # reading never makes a store
+        # Reading never makes a store (create=False).
+        with Client(args.store, actor=args.agent or "operator", create=False) as client:
             events = client.follow(args.after) if args.follow else client.read_all(args.after)
             for event in events:
                 sys.stdout.write(event.to_json_line().decode())
