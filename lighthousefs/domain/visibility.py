@@ -23,6 +23,8 @@ OPERATOR = "operator"
 def private_owner(path: str) -> str | None:
     """The agent whose private memories hold `path` (None: readable by all). A path
     is normalized first, so an annotation's `/memories//alice/../alice/x` counts too."""
+    if "memories" not in path:
+        return None   # the common case, without normalizing
     parts = posixpath.normpath("/" + path).lstrip("/").split("/")
     if len(parts) >= 2 and parts[0] == "memories" and parts[1] not in ("shared", ""):
         return parts[1]
