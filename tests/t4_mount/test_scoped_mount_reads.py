@@ -102,5 +102,6 @@ def test_history_never_shows_a_project_as_it_was_in_private_memories(mounter, st
     listed = [os.listdir(history / version) for version in versions]
     assert ["old.md"] in listed and not any("takeover.md" in names for names in listed)
     # The operator sees every version as it was.
+    eventually(lambda: (operator / "projects" / "demo" / "takeover.md").read_text() == "private")
     op_history = operator / "projects" / "demo" / ".history"
     assert any("takeover.md" in os.listdir(op_history / v) for v in versions)
