@@ -19,6 +19,7 @@ from . import errors
 from .domain import chunks, events
 from .domain.events import Draft, Event
 from .domain.tree import Tree
+from .domain.visibility import view_of
 from .engine.journal import Journal, replay
 from .store import Store, default_url, open_store
 
@@ -55,12 +56,26 @@ class Client:
             drafts.append(Draft(type_, path, dict(data or {}), self.actor))
         return self.store.append(drafts, {})
 
+    # Reading shows the events as this client's actor may see them (visibility.py): an
+    # agent never sees another agent's private memories; the operator sees everything.
+
+    def _seen(self, batch: list[Event]) -> list[Event]:
+        return [seen for event in batch if (seen := view_of(event, self.actor)) is not None]
+
     def read(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-        return self.store.read(after_seq, limit)
+        """Up to `limit` events after `after_seq` (fewer only at the end of the log)."""
+        found: list[Event] = []
+        while len(found) < limit:
+            batch = self.store.read(after_seq, limit)
+            found += self._seen(batch)
+            if len(batch) < limit:
+                break
+            after_seq = batch[-1].seq
+        return found[:limit]
 
     def read_all(self, after_seq: int = 0) -> Iterator[Event]:
         while batch := self.store.read(after_seq, 1000):
-            yield from batch
+            yield from self._seen(batch)
             after_seq = batch[-1].seq
 
     def follow(self, after_seq: int = 0) -> Iterator[Event]:
@@ -68,7 +83,7 @@ class Client:
         store: Redis's XREAD BLOCK, inotify on SQLite's log)."""
         while True:
             batch = self.store.wait_and_read(after_seq, 1.0, 1000)
-            yield from batch
+            yield from self._seen(batch)
             if batch:
                 after_seq = batch[-1].seq
 

@@ -180,8 +180,15 @@ def cmd_emit(args) -> int:
 
 def cmd_log(args) -> int:
     from .api import Client
+    from .domain.rules import check_agent_name
     try:
-        with Client(args.store, create=False) as client:   # reading never makes a store
+        if args.agent is not None:
+            if args.agent == "operator":
+                raise errors.InvalidArgument("--agent operator: the operator is no agent; leave --agent out")
+            check_agent_name(args.agent)
+        # An agent sees only what it may (visibility.py); without --agent, everything.
+        # Reading never makes a store (create=False).
+        with Client(args.store, actor=args.agent or "operator", create=False) as client:
             events = client.follow(args.after) if args.follow else client.read_all(args.after)
             for event in events:
                 sys.stdout.write(event.to_json_line().decode())
@@ -239,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
     log_cmd = with_store(sub.add_parser("log", help="print the event log as JSON lines"))
     log_cmd.add_argument("--after", type=int, default=0, help="start after this sequence number")
     log_cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new events as they are stored")
+    log_cmd.add_argument("--agent", help="show only what this agent may see (not other agents' private memories)")
     log_cmd.set_defaults(run=cmd_log)
     return top
 

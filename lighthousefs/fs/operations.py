@@ -34,6 +34,7 @@ from ..domain.chunks import content_digest, seal_full
 from ..domain.events import Draft, Event
 from ..domain.rules import STATE_FILE, STATUS_FILE, FormatCheck, Policy, check_format_size, validate_format
 from ..domain.tree import AGENTS_INO, ROOT_INO, Change, Node
+from ..domain.visibility import can_see_path, view_of
 from ..engine.journal import Journal
 from ..files.buffer import FileBuffer, Pending
 from ..files.chunk_cache import ChunkCache
@@ -207,7 +208,7 @@ class LighthouseOperations(pyfuse3.Operations):
         metrics.history_trees.set_function(lambda: self.history.trees_kept)
         metrics.history_tree_inodes.set_function(lambda: self.history.inodes_kept)
         metrics.history_inodes.set_function(lambda: len(self._hist_keys))
-        self.events_file = EventsFile(self.store, journal.call_store, self._event_visible,
+        self.events_file = EventsFile(self.store, journal.call_store, self._event_view,
                                       lambda: self.tree.applied_seq)
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()
@@ -399,12 +400,13 @@ class LighthouseOperations(pyfuse3.Operations):
         [result] = await self.journal.submit([draft], chunks, durable)
         return result
 
-    def _event_visible(self, event: Event) -> bool:
-        """Agents do not see the events of other agents' memories."""
-        if self.policy.agent is None or not event.path.startswith("memories/"):
-            return True
-        owner = event.path.split("/", 2)[1] if "/" in event.path else ""
-        return owner in ("", "shared", self.policy.agent.decode())
+    def _event_view(self, event: Event) -> Event | None:
+        """What this mount's agent may see of an event (visibility.py)."""
+        return view_of(event, self._viewer)
+
+    @property
+    def _viewer(self) -> str | None:
+        return self.policy.agent.decode() if self.policy.agent else None
 
     # ---- changes from the journal ------------------------------------------------------
 
@@ -1403,7 +1405,9 @@ class LighthouseOperations(pyfuse3.Operations):
         """The project directory as it was just after event `seq`."""
         tree = await self.history.tree_at(seq)
         node = tree.nodes.get(project_ino)
-        if node is None or not node.is_dir:
+        # The project's inode may have been elsewhere then (in its owner's private
+        # memories, before a rename that is refused now): what was at its path is shown.
+        if node is None or not node.is_dir or not can_see_path(tree.dir_path(node.ino), self._viewer):
             try:
                 node = tree.resolve(self._project_path(project_ino))
             except errors.LighthouseError:

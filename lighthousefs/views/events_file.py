@@ -23,11 +23,11 @@ RENDER_BATCH = 256
 
 
 class EventsFile:
-    def __init__(self, store: Store, call: StoreCall, visible: Callable[[Event], bool],
+    def __init__(self, store: Store, call: StoreCall, view: Callable[[Event], Event | None],
                  applied_seq: Callable[[], int]):
         self.store = store
         self._call = call
-        self.visible = visible
+        self.view = view   # what this mount's viewer sees of an event (None: nothing)
         self._applied_seq = applied_seq
         self._seqs = array.array("q")
         self._ends = array.array("q")   # byte offset just past each line
@@ -52,9 +52,10 @@ class EventsFile:
 
     def _add(self, event: Event) -> None:
         self._built_to = event.seq
-        if self.visible(event):
+        seen = self.view(event)
+        if seen is not None:
             self._seqs.append(event.seq)
-            self._ends.append(self.size + len(event.to_json_line()))
+            self._ends.append(self.size + len(seen.to_json_line()))
 
     async def ensure_built(self) -> None:
         """Index every event applied so far, once; later ones arrive by on_applied."""
@@ -97,7 +98,8 @@ class EventsFile:
             batch = await self._call(self.store.read, after, min(RENDER_BATCH, wanted[-1] - after))
             if not batch:
                 break
-            lines.extend(e.to_json_line() for e in batch if self.visible(e) and e.seq <= wanted[-1])
+            seen = (self.view(e) for e in batch if e.seq <= wanted[-1])
+            lines.extend(e.to_json_line() for e in seen if e is not None)
             after = batch[-1].seq
         blob = b"".join(lines)
         return blob[offset - start_of_first:end - start_of_first]

@@ -39,7 +39,7 @@ def test_index_matches_the_rendered_log(tmp_path):
         return fn(*args)
 
     async def main():
-        events_file = EventsFile(log.store, call, lambda e: e.seq % 3 != 0, lambda: log.applied)
+        events_file = EventsFile(log.store, call, lambda e: e if e.seq % 3 != 0 else None, lambda: log.applied)
         await events_file.ensure_built()
         [later] = log.append([note(99)])
         events_file.on_applied(later)
@@ -67,7 +67,7 @@ def test_a_failed_build_queues_nothing_and_the_next_one_completes(tmp_path):
         return fn(*args)
 
     async def main():
-        events_file = EventsFile(log.store, call, lambda e: True, lambda: log.applied)
+        events_file = EventsFile(log.store, call, lambda e: e, lambda: log.applied)
         failed = []
 
         async def build():
@@ -102,7 +102,7 @@ def test_an_event_applied_while_waiting_for_the_build_is_indexed(tmp_path):
         return fn(*args)
 
     async def main():
-        events_file = EventsFile(log.store, call, lambda e: True, lambda: log.applied)
+        events_file = EventsFile(log.store, call, lambda e: e, lambda: log.applied)
         async with trio.open_nursery() as nursery:
             async with events_file._build_lock:
                 nursery.start_soon(events_file.ensure_built)
