@@ -20,7 +20,7 @@ from .domain import chunks, events
 from .domain.events import Draft, Event
 from .domain.tree import Tree
 from .domain.visibility import view_of
-from .engine.journal import Journal, replay
+from .engine.projection import load_tree, replay
 from .store import Store, default_url, open_store
 
 
@@ -92,7 +92,7 @@ class Client:
     def tree(self) -> Tree:
         """The current namespace (loaded once, then brought up to date)."""
         if self._tree is None:
-            self._tree = Journal.load_tree(self.store)
+            self._tree = load_tree(self.store)
         else:
             replay(self.store, self._tree, float("inf"))
         return self._tree

@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import time
 from typing import Callable
 
 import pyfuse3
@@ -31,6 +32,8 @@ from .domain.rules import Policy, check_agent_name
 from .engine import continuity
 from .engine.health import Monitor, http_routes
 from .engine.journal import Journal
+from .engine.observers import Observers
+from .engine.projection import load_tree
 from .fs.operations import LighthouseOperations
 from .metrics import Metrics
 from .store import open_store
@@ -205,6 +208,24 @@ def _settle_memory() -> None:
         pass   # not glibc: the memory is reused, just not returned
 
 
+def _engine_observers(metrics: Metrics) -> Observers:
+    """The engine's reports, into the metrics (the engine never sees the registry)."""
+    applied_local = metrics.events_applied.labels("local").inc
+    applied_remote = metrics.events_applied.labels("remote").inc
+
+    def applied(event, local: bool) -> None:
+        (applied_local if local else applied_remote)()
+        metrics.applied_seq.set(event.seq)
+        if not local:
+            metrics.follower_lag_seconds.set(max(0.0, time.time() - event.time_ns / 1e9))
+
+    def committed(seconds: float, count: int) -> None:
+        metrics.commit_seconds.observe(seconds)
+        metrics.commit_events.observe(count)
+    return Observers(applied=applied, committed=committed, backlog=metrics.follower_lag_events.set,
+                     snapshot_seq=metrics.snapshot_seq.set)
+
+
 async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
     """Mount and serve until unmounted or signalled. StoreOpenError: nothing was mounted."""
     if config.agent:
@@ -222,7 +243,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         gc.disable()   # until the tree is frozen: the first collection would walk every node
         try:
             try:
-                tree = await trio.to_thread.run_sync(Journal.load_tree, store)
+                tree = await trio.to_thread.run_sync(load_tree, store)
             except (errors.LighthouseError, ValueError) as exc:
                 raise errors.StoreOpenError(f"{store.url}: cannot load the namespace: {exc}") from None
             _settle_memory()
@@ -240,7 +261,8 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         breaker.on_state_change(lambda old, new: metrics.breaker_changed("store", old, new))
         breaker.on_state_change(lambda old, new: log.warning("store circuit %s -> %s", old, new))
         metrics.breaker_changed("store", "closed", breaker.state)
-        journal = Journal(store, tree, actor=config.agent or "operator", metrics=metrics, breaker=breaker)
+        journal = Journal(store, tree, actor=config.agent or "operator", observers=_engine_observers(metrics),
+                          breaker=breaker)
         monitor = Monitor(journal)
         breaker.on_state_change(monitor.on_breaker_change)
         if config.metrics_address:

@@ -204,11 +204,11 @@ class LighthouseOperations(pyfuse3.Operations):
         self._chunks = ChunkCache(cache_bytes, on_hit=metrics.cache.labels("l1", "hit").inc,
                                   on_miss=metrics.cache.labels("l1", "miss").inc)
         metrics.cache_bytes.set_function(lambda: self._chunks.bytes)
-        self.history = History(self.store, journal.call_store)
+        self.history = History(journal.guarded)
         metrics.history_trees.set_function(lambda: self.history.trees_kept)
         metrics.history_tree_inodes.set_function(lambda: self.history.inodes_kept)
         metrics.history_inodes.set_function(lambda: len(self._hist_keys))
-        self.events_file = EventsFile(self.store, journal.call_store, self._event_view,
+        self.events_file = EventsFile(journal.guarded, self._event_view,
                                       lambda: self.tree.applied_seq)
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()

@@ -131,7 +131,8 @@ class Breaker:
 
     # ---- calling ---------------------------------------------------------------------
 
-    async def call(self, fn: Callable[..., T], *args, patient: bool = False) -> T:
+    async def call(self, fn: Callable[..., T], *args, patient: bool = False, waits: float = 0.0,
+                   limiter: trio.CapacityLimiter | None = None) -> T:
         """Run blocking fn(*args) in a worker thread, guarded by the breaker.
 
         Raises StoreUnavailable without calling fn while the circuit is open (or its
@@ -142,16 +143,20 @@ class Breaker:
         `patient`: no call_timeout, the call is waited for. For calls whose outcome must
         be known (an append): an abandoned one may still succeed after its caller was
         told it failed. Such a call must bound its own time (see RedisStore.append).
+
+        `waits`: the call blocks this long by design (the follower's wait for events):
+        its call_timeout starts after it. `limiter`: the call's threads come from this
+        one instead of the breaker's (a heartbeat must not queue behind slow calls).
         """
         generation = self._admit()  # no await before this: admission is atomic
         probe = isinstance(self._state, _HalfOpen)
         self._counts["calls"] += 1
         try:
-            with trio.fail_after(math.inf if self.call_timeout is None or patient else self.call_timeout):
-                result = await trio.to_thread.run_sync(fn, *args, limiter=self.limiter,
+            with trio.fail_after(math.inf if self.call_timeout is None or patient else self.call_timeout + waits):
+                result = await trio.to_thread.run_sync(fn, *args, limiter=limiter or self.limiter,
                                                        abandon_on_cancel=True)
         except trio.TooSlowError:
-            cause = f"{self.name}: no answer within {self.call_timeout:g} s"
+            cause = f"{self.name}: no answer within {self.call_timeout + waits:g} s"
             self._counts["timeouts"] += 1
             self._record_failure(generation, cause)
             raise errors.StoreUnavailable(cause) from None

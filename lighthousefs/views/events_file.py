@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import array
 import bisect
-from typing import Awaitable, Callable
+from typing import Callable
 
 import trio
 
 from ..domain.events import Event
-from ..store import Store
-
-# Runs a blocking store call off the trio thread (Journal.call_store).
-StoreCall = Callable[..., Awaitable]
+from ..store.guarded import GuardedStore
 
 RENDER_BATCH = 256
 
 
 class EventsFile:
-    def __init__(self, store: Store, call: StoreCall, view: Callable[[Event], Event | None],
+    def __init__(self, store: GuardedStore, view: Callable[[Event], Event | None],
                  applied_seq: Callable[[], int]):
         self.store = store
-        self._call = call
         self.view = view   # what this mount's viewer sees of an event (None: nothing)
         self._applied_seq = applied_seq
         self._seqs = array.array("q")
@@ -68,7 +64,7 @@ class EventsFile:
             self._building = True
             try:
                 while self._built_to < applied_seq:
-                    batch = await self._call(self.store.read, self._built_to, 5000)
+                    batch = await self.store.read(self._built_to, 5000)
                     batch = [e for e in batch if e.seq <= applied_seq]
                     if not batch:
                         break
@@ -95,7 +91,7 @@ class EventsFile:
         lines = []
         after = wanted[0] - 1
         while wanted and after < wanted[-1]:
-            batch = await self._call(self.store.read, after, min(RENDER_BATCH, wanted[-1] - after))
+            batch = await self.store.read(after, min(RENDER_BATCH, wanted[-1] - after))
             if not batch:
                 break
             seen = (self.view(e) for e in batch if e.seq <= wanted[-1])

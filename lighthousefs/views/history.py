@@ -12,8 +12,8 @@ import collections
 import trio
 
 from ..domain.tree import Tree
-from ..engine.journal import Journal
-from ..store import Store
+from ..engine.projection import load_tree
+from ..store.guarded import GuardedStore
 
 TREES_KEPT = 8
 # A past tree is the whole namespace at its event, about 0.5 KiB an inode: keep at most
@@ -23,9 +23,8 @@ INODES_KEPT = 150_000
 
 
 class History:
-    def __init__(self, store: Store, call):
+    def __init__(self, store: GuardedStore):
         self.store = store
-        self._call = call      # Journal.call_store: a worker thread, behind the breaker
         self._trees: collections.OrderedDict[int, Tree] = collections.OrderedDict()   # least recent first
         self.inodes_kept = 0
         self._building = trio.Lock()
@@ -35,7 +34,7 @@ class History:
         return len(self._trees)
 
     async def versions(self, project_path: str) -> list[int]:
-        return await self._call(self.store.scope_seqs, project_path)
+        return await self.store.scope_seqs(project_path)
 
     async def tree_at(self, seq: int) -> Tree:
         async with self._building:   # one rebuild at a time; a second asker finds it cached
@@ -43,7 +42,7 @@ class History:
             if tree is not None:
                 self._trees.move_to_end(seq)
                 return tree
-            tree = await self._call(Journal.load_tree, self.store, seq)
+            tree = await self.store.call(load_tree, self.store.store, seq)   # a worker thread, behind the breaker
             self._trees[seq] = tree
             self.inodes_kept += len(tree.nodes)
             while len(self._trees) > 1 and (len(self._trees) > TREES_KEPT or self.inodes_kept > INODES_KEPT):

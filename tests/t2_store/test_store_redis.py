@@ -312,10 +312,10 @@ def test_clock_behind_another_daemon_still_gives_non_decreasing_times(server, sk
 def test_a_retried_append_is_applied_once(server):
     """The append script with a token it already ran returns the first result."""
     store = RedisStore(with_ns(server.url))
-    keys = [store._k_meta, store._k_events, store._p_done + "tok", store._p_scope + "projects/a"]
+    keys = [store._keys.meta, store._keys.events, store._keys.done("tok"), store._keys.scope("projects/a")]
     args = [store.marker, 0, b"\x96\x01\x00\xa0\xa5write\xa1x\x80"]
-    first = store._append_script(keys=keys, args=args)
-    again = store._append_script(keys=keys, args=args)
+    first = store._scripts.append(keys=keys, args=args)
+    again = store._scripts.append(keys=keys, args=args)
     assert (first[0], again[0]) == (b"ok", b"done") and first[1] == again[1]
     assert store.last_seq() == 1 and len(store.read(0)) == 1
 
@@ -656,7 +656,7 @@ def test_an_append_whose_answer_was_lost_before_it_ran_never_runs(server, caplog
     assert "had not run it, and now never will" in caplog.text
     # The script arrives after all (it was stuck in a frozen Redis): refused, nothing written.
     [(keys, args)] = sent
-    assert store._append_script(keys=keys, args=args) == [b"fenced"]
+    assert store._scripts.append(keys=keys, args=args) == [b"fenced"]
     assert store.read(0) == [] and store.last_seq() == 0
     store.close()
 
@@ -717,7 +717,8 @@ def test_a_retry_refused_at_connect_does_not_hide_a_first_try_that_may_have_run(
     import redis
     from redis.backoff import NoBackoff
 
-    from lighthousefs.store.redis import _answer_lost, _RecordingRetry
+    from lighthousefs.store.redis.answers import RecordingRetry as _RecordingRetry
+    from lighthousefs.store.redis.answers import answer_lost as _answer_lost
 
     retry = _RecordingRetry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
     tries = iter([redis.exceptions.ConnectionError("Connection closed by server."),
@@ -748,8 +749,7 @@ def test_appends_go_on_after_redis_clock_jumps_ahead_of_the_estimate(server):
     store = RedisStore(with_ns(server.url))
     try:
         store.append([draft()], {})
-        server_ms, at = store._clock
-        store._clock = (server_ms - 10_000, at)   # as if Redis's clock had stepped 10 s ahead
+        store._clock.learn(store._clock.now_ms() - 10_000)   # as if Redis's clock had stepped 10 s ahead
         for i in range(5):
             store.append([draft(f"projects/a/after{i}")], {})
         assert store.last_seq() == 6

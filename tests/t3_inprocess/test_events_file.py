@@ -31,6 +31,18 @@ class Log:
         return sum(len(e.to_json_line()) for e in self.store.read(0, 10**6))
 
 
+class Guarded:
+    """The guarded store's face (store/guarded.py) that EventsFile reads through, each
+    call made by `call` (a test's stand-in for the worker thread and the breaker)."""
+
+    def __init__(self, store, call):
+        self.store = store
+        self._call = call
+
+    async def read(self, after_seq, limit=1000):
+        return await self._call(self.store.read, after_seq, limit)
+
+
 def test_index_matches_the_rendered_log(tmp_path):
     log = Log(tmp_path)
     log.append([note(i) for i in range(30)])
@@ -39,7 +51,7 @@ def test_index_matches_the_rendered_log(tmp_path):
         return fn(*args)
 
     async def main():
-        events_file = EventsFile(log.store, call, lambda e: e if e.seq % 3 != 0 else None, lambda: log.applied)
+        events_file = EventsFile(Guarded(log.store, call), lambda e: e if e.seq % 3 != 0 else None, lambda: log.applied)
         await events_file.ensure_built()
         [later] = log.append([note(99)])
         events_file.on_applied(later)
@@ -67,7 +79,7 @@ def test_a_failed_build_queues_nothing_and_the_next_one_completes(tmp_path):
         return fn(*args)
 
     async def main():
-        events_file = EventsFile(log.store, call, lambda e: e, lambda: log.applied)
+        events_file = EventsFile(Guarded(log.store, call), lambda e: e, lambda: log.applied)
         failed = []
 
         async def build():
@@ -102,7 +114,7 @@ def test_an_event_applied_while_waiting_for_the_build_is_indexed(tmp_path):
         return fn(*args)
 
     async def main():
-        events_file = EventsFile(log.store, call, lambda e: e, lambda: log.applied)
+        events_file = EventsFile(Guarded(log.store, call), lambda e: e, lambda: log.applied)
         async with trio.open_nursery() as nursery:
             async with events_file._build_lock:
                 nursery.start_soon(events_file.ensure_built)

@@ -15,7 +15,7 @@ import pytest
 from mounting import eventually, lighthouse
 
 from lighthousefs.domain.tree import Tree
-from lighthousefs.engine.journal import Journal, replay
+from lighthousefs.engine.projection import load_tree, replay
 from lighthousefs.store import open_store
 
 pytestmark = pytest.mark.mount
@@ -120,7 +120,7 @@ def test_appends_from_two_mounts_keep_every_acknowledged_line(mounter, store, re
     try:
         replayed = Tree()
         replay(store, replayed, math.inf)
-        snapshot = Journal.load_tree(store)
+        snapshot = load_tree(store)
     finally:
         store.close()
     assert [(t.resolve("projects/p/log").size, t.resolve("projects/p/log").chunks) for t in (replayed, snapshot)] \

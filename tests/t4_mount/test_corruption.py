@@ -29,6 +29,7 @@ from lighthousefs.domain import chunks as content
 from lighthousefs.domain.events import UNLINK, Draft, Event
 from lighthousefs.domain.tree import Tree
 from lighthousefs.engine.journal import Journal
+from lighthousefs.engine.projection import load_tree
 from lighthousefs.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.mount
@@ -197,7 +198,7 @@ def test_an_older_snapshot_is_used_when_the_newest_is_damaged(tmp_path, caplog):
         real_read = store.read
         store.read = lambda after, limit=1000: read_from.append(after) or real_read(after, limit)
         with caplog.at_level(logging.WARNING):
-            loaded = Journal.load_tree(store, math.inf)
+            loaded = load_tree(store, math.inf)
         assert loaded.applied_seq == 4 and read_from[0] == 2   # the snapshot at 2, then the log
         assert "snapshot at seq 3" in caplog.text and "checksum" in caplog.text
     finally:

@@ -24,7 +24,8 @@ from mounting import eventually
 from lighthousefs import errors
 from lighthousefs.domain.events import Draft
 from lighthousefs.domain.tree import Tree
-from lighthousefs.engine.journal import REACHABLE_WITHIN_S, Journal
+from lighthousefs.engine.journal import Journal
+from lighthousefs.store.guarded import REACHABLE_WITHIN_S
 from lighthousefs.store.sqlite import SQLiteStore
 
 # Writes until the stop file exists: each round a new file w<i> and a new version of o,
@@ -235,7 +236,7 @@ def test_a_remote_store_is_reachable_only_after_a_recent_answer_and_no_failure_s
         await journal.call_store(store.last_seq)
         assert journal.store_reachable()
         clock.jump(0.1)
-        journal._answered(False)                       # e.g. the follower's read failed
+        journal.guarded.answered(False)                       # e.g. the follower's read failed
         assert not journal.store_reachable()
         clock.jump(0.1)
         await journal.call_store(store.last_seq)

@@ -12,8 +12,8 @@ from mounting import eventually, lighthouse
 
 from lighthousefs.api import Client
 from lighthousefs.domain.tree import Tree
-from lighthousefs.engine import journal
-from lighthousefs.engine.journal import Journal, replay
+from lighthousefs.engine import housekeeping
+from lighthousefs.engine.projection import load_tree, replay
 from lighthousefs.store import open_store
 
 pytestmark = pytest.mark.mount
@@ -69,7 +69,7 @@ def test_unmount_snapshots_what_the_start_replayed(mounter, url):
 def test_a_start_that_replayed_many_events_snapshots_in_the_background(mounter, url):
     with Client(url, actor="producer") as client:
         client.write_file("projects/api/first", b"1\n")
-        for start in range(0, journal.SNAPSHOT_EVERY, 2000):
+        for start in range(0, housekeeping.SNAPSHOT_EVERY, 2000):
             client.append_many([("note", "projects/api", {"i": i}) for i in range(start, start + 2000)])
         client.write_file("projects/api/last", b"2\n")
     last, _ = stored(url)
@@ -108,11 +108,11 @@ def test_snapshot_plus_replay_is_the_full_replay(mounter, url):
         full = Tree()
         replay(store, full, float("inf"))
         assert store.latest_snapshot()[0] == full.applied_seq
-        loaded = Journal.load_tree(store)
+        loaded = load_tree(store)
         assert 0 < loaded.snapshot_seq == loaded.applied_seq == full.applied_seq
         assert state(loaded) == state(full)
         # An earlier snapshot plus the events since it, too.
-        middle = Journal.load_tree(store, full.applied_seq - 2)
+        middle = load_tree(store, full.applied_seq - 2)
         store.put_snapshot(middle.applied_seq, middle.dump())
         resumed = Tree.load(store.latest_snapshot(middle.applied_seq)[1])
         replay(store, resumed, float("inf"))
