@@ -9,24 +9,47 @@ and write or read whole files by path.
 
 Blocking calls; every mount that shares the store sees these events within
 milliseconds (it is woken by the store).
+
+The client acts as its actor: an agent's rights (domain/rules.py) bind it as they bind
+a mount with --agent; the actor "operator" is unrestricted. A refusal raises the
+domain error (its errno: EACCES, EPERM, EXDEV, EINVAL...) before anything is stored,
+and is logged in one line.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import logging
 import stat
 from typing import Any, Iterator
 
 from . import errors
-from .domain import chunks, events
+from .domain import chunks, events, rules
 from .domain.events import Draft, Event
 from .domain.tree import Tree
 from .domain.visibility import view_of
 from .engine.projection import load_tree, replay
 from .store import Store, default_url, open_store
 
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _logged_refusal(actor: str):
+    """One log line for a refusal, naming its errno and its rule (in the message)."""
+    try:
+        yield
+    except errors.LighthouseError as exc:
+        if not isinstance(exc, errors.StoreUnavailable):
+            log.info("%s refused (%s): %s", actor, errno.errorcode.get(exc.errno, exc.errno), exc)
+        raise
+
 
 class Client:
     def __init__(self, store_url: str | None = None, actor: str = "api", create: bool = True):
-        """`create=False` for a reader: a store that does not exist is an error, not made."""
+        """`create=False` for a reader: a store that does not exist is an error, not made.
+        `actor`: "operator" or an agent's name (EINVAL otherwise)."""
+        rules.check_actor(actor)
         self.store: Store = open_store(store_url or default_url(), create=create)
         self.actor = actor
         self._tree: Tree | None = None
@@ -53,6 +76,8 @@ class Client:
             if not type_ or type_ in events.TREE_TYPES:
                 raise errors.InvalidArgument(f"event type {type_!r} is reserved or empty; "
                                              "change files with write_file or through a mount")
+            with _logged_refusal(self.actor):
+                rules.check_annotation(self.actor, path)   # (what Tree.check would say, without a tree)
             drafts.append(Draft(type_, path, dict(data or {}), self.actor))
         return self.store.append(drafts, {})
 
@@ -97,11 +122,15 @@ class Client:
             replay(self.store, self._tree, float("inf"))
         return self._tree
 
-    def _submit(self, tree: Tree, draft: Draft, chunks: dict[bytes, bytes] | None = None) -> Event:
-        """Check `draft` against `tree` (brought up to date by the caller), append it,
-        and apply it: the tree reads the log again only if another producer appended
-        before it."""
-        tree.check(draft)
+    def _submit(self, tree: Tree, draft: Draft, chunks: dict[bytes, bytes] | None = None,
+                data: bytes | None = None) -> Event:
+        """Check `draft` (and the content `data` it stores) against `tree` (brought up to
+        date by the caller), append it, and apply it: the tree reads the log again only
+        if another producer appended before it."""
+        with _logged_refusal(self.actor):
+            tree.check(draft)
+            if data is not None:
+                rules.check_content(tree, draft, data)
         [event] = self.store.append([draft], chunks or {})
         replay(self.store, tree, event.seq - 1)
         if tree.apply(event) is None:
@@ -113,6 +142,8 @@ class Client:
         parts = [p for p in path.strip("/").split("/") if p]
         if len(parts) < 2:
             raise errors.InvalidArgument(f"{path}: not a file path below a top-level directory")
+        with _logged_refusal(self.actor):   # by the path first: before a directory on the way is made
+            rules.check_format(rules.format_of_path(path), data, path)
         tree = self.tree()   # once per call: the helpers below share it
         parent = self._mkdirs(tree, "/".join(parts[:-1]))
         name = parts[-1].encode("utf-8", events.PATH_ERRORS)
@@ -121,9 +152,9 @@ class Client:
         if existing is None:
             return self._submit(tree, Draft(events.MKNOD, "/".join(parts), {
                 "parent": parent.ino, "name": name, "mode": stat.S_IFREG | mode,
-                "size": len(data), "chunks": hashes}, self.actor), new_chunks)
+                "size": len(data), "chunks": hashes}, self.actor), new_chunks, data)
         return self._submit(tree, Draft(events.WRITE, "/".join(parts), {
-            "ino": existing.ino, "size": len(data), "chunks": hashes}, self.actor), new_chunks)
+            "ino": existing.ino, "size": len(data), "chunks": hashes}, self.actor), new_chunks, data)
 
     def mkdirs(self, path: str):
         """The directory at `path`, created with its parents where missing."""
