@@ -105,7 +105,7 @@ class _Journal:
 
 def test_a_mount_far_behind_its_store_is_degraded(monkeypatch):
     """Writes would succeed, but this mount has not caught up with the store for long."""
-    from lighthousefs import health as health_module
+    from lighthousefs.engine import health as health_module
     monitor = health_module.Monitor(_Journal())
     assert monitor.current.ok
     monitor._probes.append((500, time.monotonic()))
@@ -123,7 +123,7 @@ def test_a_mount_far_behind_its_store_is_degraded(monkeypatch):
 def test_a_mount_that_keeps_up_with_a_steady_stream_is_ok():
     """Others write all the time: the newest probe is never applied at once, the one
     before it is. That is no lag to speak of."""
-    from lighthousefs import health as health_module
+    from lighthousefs.engine import health as health_module
     journal = _Journal()
     journal.tree = _Tree()
     monitor = health_module.Monitor(journal)

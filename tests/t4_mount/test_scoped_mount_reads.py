@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 import uuid
+from unittest import mock
 
 import pytest
 
@@ -30,8 +31,9 @@ def store_url(request, tmp_path):
 
 
 def store_old_rename(store_url: str, actor: str, source: str, destination: str) -> int:
-    """Append a rename as a producer did before renames across areas were refused."""
-    with Client(store_url, actor="operator") as client:
+    """Append a rename as a producer did before renames across areas were refused: an
+    event of encoding version 1, which every node applies without the rules."""
+    with Client(store_url, actor="operator") as client, mock.patch.object(events, "VERSION", 1):
         tree = client.tree()
         src_dir, _, name = source.rpartition("/")
         dst_dir, _, new_name = destination.rpartition("/")
