@@ -1,0 +1,388 @@
+"""The file verbs of the Python API (`Client.files`): what an agent does through a mount,
+without one.
+
+Each verb walks its path as the kernel walks it for the mount (a lookup per name, each
+checked like the mount's: EACCES for another agent's memories), makes the checks the
+mount makes in the order it makes them, builds the draft the mount builds and submits it
+through the tree's check. A refusal raises the lighthousefs.errors exception that
+carries the errno the same call on a mount `--agent <actor>` answers; the actor
+`operator` has the rights of a mount without `--agent`.
+
+There is no `events` file, `.lighthouse` or `.history` here: events are read with
+Client.read and Client.follow.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import stat as stat_
+from typing import Callable
+
+from . import errors
+from .domain import chunks, events, rules
+from .domain.events import Draft, Event
+from .domain.layout import AGENTS_INO, ROOT_INO
+from .domain.tree import NAME_MAX, Node, Tree
+from .engine.journal import Journal, replay
+from .store import Store
+
+OPERATOR = "operator"
+# Names at the top of a mount that are not in the tree: never removed nor replaced.
+VIRTUAL_TOP = (b"events", b".lighthouse")
+HISTORY_NAME = b".history"
+# Tries of an append (or an edit) whose content another producer replaced meanwhile,
+# as many as the mount's (fs/operations.py APPEND_ROUNDS).
+APPEND_ROUNDS = 100
+KINDS = {stat_.S_IFREG: "file", stat_.S_IFDIR: "dir", stat_.S_IFLNK: "symlink"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Stat:
+    """What stat(2) on a mount shows of a node (times in ns since the epoch)."""
+
+    kind: str          # "file", "dir", "symlink" or "other" (a FIFO, socket or device)
+    size: int
+    mode: int          # st_mode: the type bits and the permissions
+    nlink: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+
+    @classmethod
+    def of(cls, node: Node) -> "Stat":
+        return cls(KINDS.get(stat_.S_IFMT(node.mode), "other"), node.size, node.mode, node.nlink,
+                   node.mtime_ns, node.ctime_ns, node.ino)
+
+
+class Files:
+    """The file verbs, as `actor`. Blocking calls; each brings the client's copy of the
+    tree up to date first (one read of the log when nothing changed elsewhere)."""
+
+    def __init__(self, store: Store, actor: str):
+        self.store = store
+        self.actor = actor
+        self._tree: Tree | None = None
+        self._policy: rules.Policy | None = None
+
+    def tree(self) -> Tree:
+        """The current namespace (loaded once, then brought up to date)."""
+        if self._tree is None:
+            self._tree = Journal.load_tree(self.store)
+            self._policy = rules.Policy(self._tree, None if self.actor == OPERATOR else self.actor, False)
+        else:
+            replay(self.store, self._tree, float("inf"))
+        return self._tree
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def stat(self, path: str) -> Stat:
+        return Stat.of(self._walk(self.tree(), _names(path)))
+
+    def exists(self, path: str) -> bool:
+        """False for a missing path; errors (EACCES, ENOTDIR) are raised, as by stat."""
+        try:
+            self.stat(path)
+        except errors.NotFound:
+            return False
+        return True
+
+    def list(self, path: str = "", stats: bool = False) -> list:
+        """The names in a directory, sorted, without those the actor may not see; with
+        `stats`, (name, Stat) pairs."""
+        tree = self.tree()
+        node = self._walk(tree, _names(path))
+        if not node.is_dir:
+            raise errors.NotADirectory(f"{path} is not a directory")
+        entries = sorted(self._policy.visible_entries(node.ino, node.entries))
+        if stats:
+            return [(_str(name), Stat.of(tree.nodes[ino])) for name, ino in entries]
+        return [_str(name) for name, _ in entries]
+
+    def read(self, path: str) -> bytes:
+        """A file's whole content."""
+        node = self._walk(self.tree(), _names(path))
+        if node.is_dir:
+            raise errors.IsADirectory(f"{path} is a directory")
+        if not stat_.S_ISREG(node.mode):
+            raise errors.InvalidArgument(f"{path} is not a regular file")
+        return self._content(node)
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def write(self, path: str, data: bytes, *, parents: bool = False, mode: int = 0o644) -> Event:
+        """Create or replace the file at `path` (its directory must exist, unless
+        `parents`): one event, as a close() after open(O_CREAT|O_TRUNC) and write()."""
+        tree = self.tree()
+        parent, name = self._parent(tree, path, parents)
+        node = self._lookup(tree, parent, name)
+        if node is None:
+            return self._create(tree, parent, name, data, mode)
+        self._check_rewrite(parent, node, path)
+        _check_content(self._policy.format_of_inode(node.ino), data)
+        hashes, new_chunks = chunks.split(data)
+        return self._submit(tree, Draft(events.WRITE, tree.path(parent.ino, name), {
+            "ino": node.ino, "size": len(data), "chunks": hashes}, self.actor), new_chunks)
+
+    def append(self, path: str, data: bytes, *, mode: int = 0o644) -> Event | None:
+        """Add `data` at the end of the file, created if missing, as a write through an
+        O_APPEND descriptor: it lands after what the file holds when its event is
+        applied, whoever wrote last. None if there was nothing to append."""
+        for _ in range(APPEND_ROUNDS):
+            tree = self.tree()
+            parent, name = self._parent(tree, path)
+            node = self._lookup(tree, parent, name)
+            if node is None:
+                return self._create(tree, parent, name, data, mode)
+            self._check_rewrite(parent, node, path)
+            if not data:
+                return None
+            kind = self._policy.format_of_inode(node.ino)
+            if kind is not None:   # checked whole and stored whole, as the mount does
+                return self.write(path, self._content(node) + data)
+            hashes, new_chunks = self._appended(node, data)
+            event = self._submit(tree, Draft(events.WRITE, tree.path(parent.ino, name), {
+                "ino": node.ino, "size": node.size + len(data), "chunks": hashes,
+                "base": chunks.content_digest(node.size, node.chunks)}, self.actor), new_chunks)
+            if event is not None:
+                return event
+        raise errors.LighthouseError(f"{path}: not stored, the file was written by others "
+                                     f"{APPEND_ROUNDS} times while this append was tried")
+
+    def edit(self, path: str, change: Callable[[bytes], bytes]) -> Event | None:
+        """Replace a file's content by change(content), on the content it was made from:
+        if another producer writes the file meanwhile, `change` runs again on its
+        content. Errors that `change` raises are the caller's. None if nothing changed."""
+        for _ in range(APPEND_ROUNDS):
+            tree = self.tree()
+            parent, name = self._parent(tree, path)
+            node = self._lookup(tree, parent, name)
+            if node is None:
+                raise errors.NotFound(f"{path}: no such file")
+            self._check_rewrite(parent, node, path)
+            old = self._content(node)
+            data = change(old)
+            if data == old:
+                return None
+            _check_content(self._policy.format_of_inode(node.ino), data)
+            hashes, new_chunks = chunks.split(data)
+            event = self._submit(tree, Draft(events.WRITE, tree.path(parent.ino, name), {
+                "ino": node.ino, "size": len(data), "chunks": hashes,
+                "base": chunks.content_digest(node.size, node.chunks)}, self.actor), new_chunks)
+            if event is not None:
+                return event
+        raise errors.LighthouseError(f"{path}: not stored, the file was written by others "
+                                     f"{APPEND_ROUNDS} times while this edit was tried")
+
+    def mkdir(self, path: str, mode: int = 0o755) -> Event:
+        """One directory; its parent must exist (EEXIST if it is there already)."""
+        tree = self.tree()
+        parent, name = self._parent(tree, path)
+        if self._lookup(tree, parent, name) is not None:
+            raise errors.Exists(f"{path} exists")
+        return self._make_dir(tree, parent, name, mode)
+
+    def mkdirs(self, path: str) -> Node:
+        """The directory at `path`, made with its parents where missing (mkdir -p)."""
+        tree = self.tree()
+        return self._mkdirs(tree, _names(path))
+
+    def delete(self, path: str) -> Event:
+        """Remove a file, or an empty directory (as remove(3): unlink, else rmdir)."""
+        tree = self.tree()
+        parent, name = self._parent(tree, path)
+        self._check_not_fixed(parent, name)
+        node = self._lookup(tree, parent, name)
+        if node is None:
+            raise errors.NotFound(f"{path}: no such file or directory")
+        self._policy.check_remove(parent.ino, name)
+        return self._submit(tree, Draft(events.UNLINK, tree.path(parent.ino, name),
+                                        {"parent": parent.ino, "name": name}, self.actor), conflict=errors.NotFound)
+
+    def rename(self, old: str, new: str) -> Event | None:
+        """Move `old` to `new`, replacing a file there (or an empty directory, by a
+        directory), as rename(2). None when both name the same node (nothing to do)."""
+        tree = self.tree()
+        old_parent, old_name = self._parent(tree, old)
+        new_parent, new_name = self._parent(tree, new)
+        for parent, name in ((old_parent, old_name), (new_parent, new_name)):
+            self._check_not_fixed(parent, name)
+        node = self._lookup(tree, old_parent, old_name)
+        if node is None:
+            raise errors.NotFound(f"{old}: no such file or directory")
+        target = self._lookup(tree, new_parent, new_name)
+        # The kernel's checks come before the daemon's (fs/namei.c do_renameat2, vfs_rename).
+        if node.is_dir and tree.is_ancestor(node.ino, new_parent.ino):
+            raise errors.InvalidArgument(f"cannot move {old} into itself")
+        if target is not None and target.is_dir and tree.is_ancestor(target.ino, old_parent.ino):
+            raise errors.NotEmpty(f"{new} is not empty")
+        if target is node:
+            return None
+        if target is not None and node.is_dir and not target.is_dir:
+            raise errors.NotADirectory(f"{new} is not a directory")
+        if target is not None and target.is_dir and not node.is_dir:
+            raise errors.IsADirectory(f"{new} is a directory")
+        self._policy.check_remove(old_parent.ino, old_name)
+        self._policy.check_entry(new_parent.ino, new_name, node.is_dir)
+        self._check_fits(tree, new_parent.ino, new_name, node)
+        return self._submit(tree, Draft(events.RENAME, tree.path(old_parent.ino, old_name), {
+            "parent": old_parent.ino, "name": old_name, "new_parent": new_parent.ino, "new_name": new_name,
+            "to": tree.path(new_parent.ino, new_name)}, self.actor), conflict=errors.NotFound)
+
+    # ---- the walk ------------------------------------------------------------------------
+
+    def _lookup(self, tree: Tree, parent: Node, name: bytes) -> Node | None:
+        """What the mount's lookup of parent/name answers (None: no such entry)."""
+        if not parent.is_dir:
+            raise errors.NotADirectory(f"{tree.dir_path(parent.ino) or 'inode ' + str(parent.ino)} "
+                                       "is not a directory")
+        self._policy.check_see(parent.ino, name)
+        return tree.find(parent.ino, name)
+
+    def _walk(self, tree: Tree, names: list[bytes]) -> Node:
+        node = tree.nodes[ROOT_INO]
+        for name in names:
+            child = self._lookup(tree, node, name)
+            if child is None:
+                raise errors.NotFound(f"{tree.path(node.ino, name)}: no such file or directory")
+            node = child
+        return node
+
+    def _parent(self, tree: Tree, path: str, make: bool = False) -> tuple[Node, bytes]:
+        """The directory that holds `path`'s last name (made, with `make`), and the name."""
+        names = _names(path)
+        if not names:
+            raise errors.LighthouseError("the root cannot be changed", errno_=errno.EBUSY)
+        parent = self._mkdirs(tree, names[:-1]) if make else self._walk(tree, names[:-1])
+        if not parent.is_dir:
+            raise errors.NotADirectory(f"{path}: a name on the way is not a directory")
+        return parent, names[-1]
+
+    def _mkdirs(self, tree: Tree, names: list[bytes]) -> Node:
+        node = tree.nodes[ROOT_INO]
+        for name in names:
+            child = self._lookup(tree, node, name)
+            if child is None:
+                event = self._make_dir(tree, node, name, 0o755)
+                child = tree.get(events.ino_for_seq(event.seq))
+            elif not child.is_dir:
+                raise errors.NotADirectory(f"{tree.path(node.ino, name)} is not a directory")
+            node = child
+        return node
+
+    # ---- the mount's checks --------------------------------------------------------------
+
+    def _check_not_fixed(self, parent: Node, name: bytes) -> None:
+        if parent.ino == ROOT_INO and name in VIRTUAL_TOP:
+            raise errors.NotPermitted(f"{name.decode()} is part of the layout")
+        if name == HISTORY_NAME and self._policy.is_project(parent.ino):
+            raise errors.ReadOnly(".history is read-only")
+
+    def _check_rewrite(self, parent: Node, node: Node, path: str) -> None:
+        """May the actor open this file for writing? (As the mount's open(2) decides.)"""
+        if node.is_dir:
+            raise errors.IsADirectory(f"{path} is a directory")
+        self._policy.check_writable(parent.ino)
+        if not stat_.S_ISREG(node.mode):
+            raise errors.InvalidArgument(f"{path} is not a regular file")
+
+    def _check_fits(self, tree: Tree, parent: int, name: bytes, node: Node) -> None:
+        """`node` may become parent/name: a state.json or status there must fit its
+        format, and so must those of a directory that becomes an agent's."""
+        self._check_format(self._policy.format_of(parent, name), node)
+        if parent == AGENTS_INO and node.is_dir:
+            for kind in (rules.STATE_FILE, rules.STATUS_FILE):
+                if kind in node.entries:
+                    self._check_format(kind, tree.nodes[node.entries[kind]])
+
+    def _check_format(self, kind: bytes | None, node: Node) -> None:
+        if kind is None:
+            return
+        if not stat_.S_ISREG(node.mode):
+            raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
+        rules.check_format_size(kind, node.size)
+        rules.validate_format(kind, self._content(node))
+
+    # ---- changes -----------------------------------------------------------------------
+
+    def _create(self, tree: Tree, parent: Node, name: bytes, data: bytes, mode: int) -> Event:
+        self._policy.check_entry(parent.ino, name, False)
+        _check_content(self._policy.format_of(parent.ino, name), data)
+        hashes, new_chunks = chunks.split(data)
+        return self._submit(tree, Draft(events.MKNOD, tree.path(parent.ino, name), {
+            "parent": parent.ino, "name": name, "mode": stat_.S_IFREG | (mode & 0o7777),
+            "size": len(data), "chunks": hashes}, self.actor), new_chunks)
+
+    def _make_dir(self, tree: Tree, parent: Node, name: bytes, mode: int) -> Event:
+        self._policy.check_entry(parent.ino, name, True)
+        kind = self._policy.format_of(parent.ino, name)
+        if kind is not None:
+            raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
+        return self._submit(tree, Draft(events.MKNOD, tree.path(parent.ino, name), {
+            "parent": parent.ino, "name": name, "mode": stat_.S_IFDIR | (mode & 0o7777)}, self.actor))
+
+    def _submit(self, tree: Tree, draft: Draft, new_chunks: dict[bytes, bytes] | None = None,
+                conflict: type[errors.LighthouseError] = errors.Exists) -> Event | None:
+        """Check `draft` against `tree` (brought up to date by the caller), append it,
+        and apply it: the tree reads the log again only if another producer appended
+        before it. A conditional write (with a `base`) that another producer's write
+        made void gives None; any other change made void gives `conflict`."""
+        tree.check(draft)
+        [event] = self.store.append([draft], new_chunks or {})
+        replay(self.store, tree, event.seq - 1)
+        if tree.apply(event) is None:
+            if "base" in draft.payload:
+                return None
+            raise conflict(f"{draft.path}: changed by another producer at the same time")
+        return event
+
+    # ---- contents ------------------------------------------------------------------------
+
+    def _content(self, node: Node) -> bytes:
+        refs = chunks.refs_of(node.chunks, node.size)   # holes are absent
+        digests = [h for ref in refs.values() for h in chunks.hashes_of(ref)]
+        stored = dict(zip(digests, self.store.get_chunks(digests)))
+        return b"".join(_chunk(refs, i, node.size, stored) for i in range(chunks.chunk_count(node.size)))
+
+    def _appended(self, node: Node, data: bytes) -> tuple[list[bytes], dict[bytes, bytes]]:
+        """The chunk list of the file's content followed by `data`, and its new chunks:
+        the full chunks stay as they are, only a partial last one is read."""
+        refs = chunks.refs_of(node.chunks, node.size)
+        full = node.size // chunks.CHUNK_SIZE
+        kept = {i: ref for i, ref in refs.items() if i < full}
+        tail = b""
+        if node.size % chunks.CHUNK_SIZE:
+            digests = list(chunks.hashes_of(refs[full])) if full in refs else []
+            tail = _chunk(refs, full, node.size, dict(zip(digests, self.store.get_chunks(digests))))
+        rest, new_chunks = tail + data, {}
+        for k, start in enumerate(range(0, len(rest), chunks.CHUNK_SIZE)):
+            piece = rest[start:start + chunks.CHUNK_SIZE]
+            if not chunks.is_zeros(piece):
+                kept[full + k] = chunks.seal_chunk(piece, new_chunks)
+        return chunks.flat_list(kept, node.size + len(data)), new_chunks
+
+
+def _chunk(refs: dict, index: int, size: int, stored: dict[bytes, bytes]) -> bytes:
+    if index not in refs:
+        return bytes(chunks.chunk_length(index, size))   # a hole
+    return b"".join(stored[h] for h in chunks.hashes_of(refs[index]))
+
+
+def _check_content(kind: bytes | None, data: bytes) -> None:
+    """What a state.json or status must be: checked whole, before anything is stored."""
+    rules.check_format_size(kind, len(data))
+    rules.validate_format(kind, data)
+
+
+def _names(path: str) -> list[bytes]:
+    """A slash-separated path's names (no `.` or `..`: a path is read from the root)."""
+    names = [part.encode("utf-8", events.PATH_ERRORS) for part in path.split("/") if part]
+    for name in names:
+        if name in (b".", b".."):
+            raise errors.InvalidArgument(f"{path}: '.' and '..' are not allowed in a path")
+        if len(name) > NAME_MAX:
+            raise errors.NameTooLong(f"a name of {len(name)} bytes (at most {NAME_MAX})")
+    return names
+
+
+def _str(name: bytes) -> str:
+    return name.decode("utf-8", events.PATH_ERRORS)
