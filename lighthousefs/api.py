@@ -10,13 +10,18 @@ and work with files by path (`client.files`: api_files.py), as the actor's mount
 
 Blocking calls; every mount that shares the store sees these events within
 milliseconds (it is woken by the store).
+
+The client acts as its actor: an agent's rights (domain/rules.py) bind it as they bind
+a mount with --agent; the actor "operator" is unrestricted. A refusal raises the
+domain error (its errno: EACCES, EPERM, EXDEV, EINVAL...) before anything is stored,
+and is logged in one line.
 """
 from __future__ import annotations
 
 from typing import Any, Iterator
 
 from . import errors
-from .api_files import OPERATOR, Files
+from .api_files import Files, logged_refusal
 from .domain import events, rules
 from .domain.events import Draft, Event
 from .domain.tree import Node, Tree
@@ -25,11 +30,9 @@ from .store import Store, default_url, open_store
 
 class Client:
     def __init__(self, store_url: str | None = None, actor: str = "api", create: bool = True):
-        """`actor` is the agent whose rights the calls have (its memories, its agents/
-        directory), or `operator` for all rights. `create=False` for a reader: a store
-        that does not exist is an error, not made."""
-        if actor != OPERATOR:
-            rules.check_agent_name(actor)
+        """`create=False` for a reader: a store that does not exist is an error, not made.
+        `actor`: "operator" or an agent's name (EINVAL otherwise)."""
+        rules.check_actor(actor)
         self.store: Store = open_store(store_url or default_url(), create=create)
         self.actor = actor
         self.files = Files(self.store, actor)
@@ -56,6 +59,8 @@ class Client:
             if not type_ or type_ in events.TREE_TYPES:
                 raise errors.InvalidArgument(f"event type {type_!r} is reserved or empty; "
                                              "change files with write_file or through a mount")
+            with logged_refusal(self.actor):
+                rules.check_annotation(self.actor, path)   # (what Tree.check would say, without a tree)
             drafts.append(Draft(type_, path, dict(data or {}), self.actor))
         return self.store.append(drafts, {})
 

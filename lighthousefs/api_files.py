@@ -13,20 +13,26 @@ Client.read and Client.follow.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import functools
+import logging
 import stat as stat_
 from typing import Callable
 
 from . import errors
 from .domain import chunks, events, rules
 from .domain.events import Draft, Event
-from .domain.layout import AGENTS_INO, ROOT_INO
+from .domain.layout import ROOT_INO
 from .domain.tree import NAME_MAX, Node, Tree
 from .engine.journal import Journal, replay
 from .store import Store
 
-OPERATOR = "operator"
+log = logging.getLogger("lighthousefs.api")
+
+# Answers, not refusals, as at the mount's error boundary: logged at DEBUG only.
+EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
 # Names at the top of a mount that are not in the tree: never removed nor replaced.
 VIRTUAL_TOP = (b"events", b".lighthouse")
 HISTORY_NAME = b".history"
@@ -34,6 +40,33 @@ HISTORY_NAME = b".history"
 # as many as the mount's (fs/operations.py APPEND_ROUNDS).
 APPEND_ROUNDS = 100
 KINDS = {stat_.S_IFREG: "file", stat_.S_IFDIR: "dir", stat_.S_IFLNK: "symlink"}
+
+
+@contextlib.contextmanager
+def logged_refusal(actor: str):
+    """One log line for a refusal, naming its errno and its rule (in the message)."""
+    try:
+        yield
+    except errors.LighthouseError as exc:
+        if not isinstance(exc, errors.StoreUnavailable):
+            log.log(logging.DEBUG if exc.errno in EXPECTED_ERRNOS else logging.INFO, "%s refused (%s): %s",
+                    actor, errno.errorcode.get(exc.errno, exc.errno), exc)
+        raise
+
+
+def _verb(fn):
+    """A public verb: its refusal is logged once (not again by a verb it calls)."""
+    @functools.wraps(fn)
+    def verb(self, *args, **kwargs):
+        if self._in_verb:
+            return fn(self, *args, **kwargs)
+        self._in_verb = True
+        try:
+            with logged_refusal(self.actor):
+                return fn(self, *args, **kwargs)
+        finally:
+            self._in_verb = False
+    return verb
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,22 +95,25 @@ class Files:
         self.store = store
         self.actor = actor
         self._tree: Tree | None = None
-        self._policy: rules.Policy | None = None
+        self._policy: rules.Policy | None = None   # what the actor may see
+        self._in_verb = False
 
     def tree(self) -> Tree:
         """The current namespace (loaded once, then brought up to date)."""
         if self._tree is None:
             self._tree = Journal.load_tree(self.store)
-            self._policy = rules.Policy(self._tree, None if self.actor == OPERATOR else self.actor, False)
+            self._policy = rules.Policy(self._tree, None if self.actor == rules.OPERATOR else self.actor, False)
         else:
             replay(self.store, self._tree, float("inf"))
         return self._tree
 
     # ---- reading -----------------------------------------------------------------------
 
+    @_verb
     def stat(self, path: str) -> Stat:
         return Stat.of(self._walk(self.tree(), _names(path)))
 
+    @_verb
     def exists(self, path: str) -> bool:
         """False for a missing path; errors (EACCES, ENOTDIR) are raised, as by stat."""
         try:
@@ -86,6 +122,7 @@ class Files:
             return False
         return True
 
+    @_verb
     def list(self, path: str = "", stats: bool = False) -> list:
         """The names in a directory, sorted, without those the actor may not see; with
         `stats`, (name, Stat) pairs."""
@@ -98,6 +135,7 @@ class Files:
             return [(_str(name), Stat.of(tree.nodes[ino])) for name, ino in entries]
         return [_str(name) for name, _ in entries]
 
+    @_verb
     def read(self, path: str) -> bytes:
         """A file's whole content."""
         node = self._walk(self.tree(), _names(path))
@@ -109,20 +147,23 @@ class Files:
 
     # ---- writing -----------------------------------------------------------------------
 
+    @_verb
     def write(self, path: str, data: bytes, *, parents: bool = False, mode: int = 0o644) -> Event:
         """Create or replace the file at `path` (its directory must exist, unless
         `parents`): one event, as a close() after open(O_CREAT|O_TRUNC) and write()."""
+        if parents:   # by the path first: before a directory on the way is made
+            rules.check_format(rules.format_of_path(path), data, path)
         tree = self.tree()
         parent, name = self._parent(tree, path, parents)
         node = self._lookup(tree, parent, name)
         if node is None:
             return self._create(tree, parent, name, data, mode)
-        self._check_rewrite(parent, node, path)
-        _check_content(self._policy.format_of_inode(node.ino), data)
+        self._check_rewrite(tree, node, path)
         hashes, new_chunks = chunks.split(data)
-        return self._submit(tree, Draft(events.WRITE, tree.path(parent.ino, name), {
-            "ino": node.ino, "size": len(data), "chunks": hashes}, self.actor), new_chunks)
+        return self._submit(tree, events.write(tree.path(parent.ino, name), node.ino, len(data), hashes,
+                                               actor=self.actor), new_chunks, data)
 
+    @_verb
     def append(self, path: str, data: bytes, *, mode: int = 0o644) -> Event | None:
         """Add `data` at the end of the file, created if missing, as a write through an
         O_APPEND descriptor: it lands after what the file holds when its event is
@@ -133,21 +174,21 @@ class Files:
             node = self._lookup(tree, parent, name)
             if node is None:
                 return self._create(tree, parent, name, data, mode)
-            self._check_rewrite(parent, node, path)
+            self._check_rewrite(tree, node, path)
             if not data:
                 return None
-            kind = self._policy.format_of_inode(node.ino)
-            if kind is not None:   # checked whole and stored whole, as the mount does
+            if self._policy.format_of_inode(node.ino) is not None:   # checked and stored whole, as the mount does
                 return self.write(path, self._content(node) + data)
             hashes, new_chunks = self._appended(node, data)
-            event = self._submit(tree, Draft(events.WRITE, tree.path(parent.ino, name), {
-                "ino": node.ino, "size": node.size + len(data), "chunks": hashes,
-                "base": chunks.content_digest(node.size, node.chunks)}, self.actor), new_chunks)
+            event = self._submit(tree, events.write(
+                tree.path(parent.ino, name), node.ino, node.size + len(data), hashes,
+                base=chunks.content_digest(node.size, node.chunks), actor=self.actor), new_chunks)
             if event is not None:
                 return event
         raise errors.LighthouseError(f"{path}: not stored, the file was written by others "
                                      f"{APPEND_ROUNDS} times while this append was tried")
 
+    @_verb
     def edit(self, path: str, change: Callable[[bytes], bytes]) -> Event | None:
         """Replace a file's content by change(content), on the content it was made from:
         if another producer writes the file meanwhile, `change` runs again on its
@@ -158,21 +199,21 @@ class Files:
             node = self._lookup(tree, parent, name)
             if node is None:
                 raise errors.NotFound(f"{path}: no such file")
-            self._check_rewrite(parent, node, path)
+            self._check_rewrite(tree, node, path)
             old = self._content(node)
             data = change(old)
             if data == old:
                 return None
-            _check_content(self._policy.format_of_inode(node.ino), data)
             hashes, new_chunks = chunks.split(data)
-            event = self._submit(tree, Draft(events.WRITE, tree.path(parent.ino, name), {
-                "ino": node.ino, "size": len(data), "chunks": hashes,
-                "base": chunks.content_digest(node.size, node.chunks)}, self.actor), new_chunks)
+            event = self._submit(tree, events.write(
+                tree.path(parent.ino, name), node.ino, len(data), hashes,
+                base=chunks.content_digest(node.size, node.chunks), actor=self.actor), new_chunks, data)
             if event is not None:
                 return event
         raise errors.LighthouseError(f"{path}: not stored, the file was written by others "
                                      f"{APPEND_ROUNDS} times while this edit was tried")
 
+    @_verb
     def mkdir(self, path: str, mode: int = 0o755) -> Event:
         """One directory; its parent must exist (EEXIST if it is there already)."""
         tree = self.tree()
@@ -181,11 +222,13 @@ class Files:
             raise errors.Exists(f"{path} exists")
         return self._make_dir(tree, parent, name, mode)
 
+    @_verb
     def mkdirs(self, path: str) -> Node:
         """The directory at `path`, made with its parents where missing (mkdir -p)."""
         tree = self.tree()
         return self._mkdirs(tree, _names(path))
 
+    @_verb
     def delete(self, path: str) -> Event:
         """Remove a file, or an empty directory (as remove(3): unlink, else rmdir)."""
         tree = self.tree()
@@ -194,10 +237,10 @@ class Files:
         node = self._lookup(tree, parent, name)
         if node is None:
             raise errors.NotFound(f"{path}: no such file or directory")
-        self._policy.check_remove(parent.ino, name)
-        return self._submit(tree, Draft(events.UNLINK, tree.path(parent.ino, name),
-                                        {"parent": parent.ino, "name": name}, self.actor), conflict=errors.NotFound)
+        return self._submit(tree, events.unlink(tree.path(parent.ino, name), parent.ino, name, actor=self.actor),
+                            conflict=errors.NotFound)
 
+    @_verb
     def rename(self, old: str, new: str) -> Event | None:
         """Move `old` to `new`, replacing a file there (or an empty directory, by a
         directory), as rename(2). None when both name the same node (nothing to do)."""
@@ -221,12 +264,11 @@ class Files:
             raise errors.NotADirectory(f"{new} is not a directory")
         if target is not None and target.is_dir and not node.is_dir:
             raise errors.IsADirectory(f"{new} is a directory")
-        self._policy.check_remove(old_parent.ino, old_name)
-        self._policy.check_entry(new_parent.ino, new_name, node.is_dir)
-        self._check_fits(tree, new_parent.ino, new_name, node)
-        return self._submit(tree, Draft(events.RENAME, tree.path(old_parent.ino, old_name), {
-            "parent": old_parent.ino, "name": old_name, "new_parent": new_parent.ino, "new_name": new_name,
-            "to": tree.path(new_parent.ino, new_name)}, self.actor), conflict=errors.NotFound)
+        draft = events.rename(tree.path(old_parent.ino, old_name), old_parent.ino, old_name, new_parent.ino,
+                              new_name, to=tree.path(new_parent.ino, new_name), actor=self.actor)
+        tree.check(draft)   # rights, layout and areas (EXDEV) before any content is read
+        self._check_format(self._policy.format_of(new_parent.ino, new_name), node)
+        return self._submit(tree, draft, conflict=errors.NotFound)
 
     # ---- the walk ------------------------------------------------------------------------
 
@@ -277,24 +319,18 @@ class Files:
         if name == HISTORY_NAME and self._policy.is_project(parent.ino):
             raise errors.ReadOnly(".history is read-only")
 
-    def _check_rewrite(self, parent: Node, node: Node, path: str) -> None:
-        """May the actor open this file for writing? (As the mount's open(2) decides.)"""
+    def _check_rewrite(self, tree: Tree, node: Node, path: str) -> None:
+        """May the actor open this file for writing? (As the mount's open(2) decides:
+        by where the node is now.)"""
         if node.is_dir:
             raise errors.IsADirectory(f"{path} is a directory")
-        self._policy.check_writable(parent.ino)
+        rules.check_node_change(tree, self.actor, node)
         if not stat_.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{path} is not a regular file")
 
-    def _check_fits(self, tree: Tree, parent: int, name: bytes, node: Node) -> None:
-        """`node` may become parent/name: a state.json or status there must fit its
-        format, and so must those of a directory that becomes an agent's."""
-        self._check_format(self._policy.format_of(parent, name), node)
-        if parent == AGENTS_INO and node.is_dir:
-            for kind in (rules.STATE_FILE, rules.STATUS_FILE):
-                if kind in node.entries:
-                    self._check_format(kind, tree.nodes[node.entries[kind]])
-
     def _check_format(self, kind: bytes | None, node: Node) -> None:
+        """A file that becomes a state.json or status (by a rename) must fit the format.
+        (No directory becomes an agent's: area roots are never renamed.)"""
         if kind is None:
             return
         if not stat_.S_ISREG(node.mode):
@@ -305,28 +341,25 @@ class Files:
     # ---- changes -----------------------------------------------------------------------
 
     def _create(self, tree: Tree, parent: Node, name: bytes, data: bytes, mode: int) -> Event:
-        self._policy.check_entry(parent.ino, name, False)
-        _check_content(self._policy.format_of(parent.ino, name), data)
         hashes, new_chunks = chunks.split(data)
-        return self._submit(tree, Draft(events.MKNOD, tree.path(parent.ino, name), {
-            "parent": parent.ino, "name": name, "mode": stat_.S_IFREG | (mode & 0o7777),
-            "size": len(data), "chunks": hashes}, self.actor), new_chunks)
+        return self._submit(tree, events.mknod(tree.path(parent.ino, name), parent.ino, name,
+                                               stat_.S_IFREG | (mode & 0o7777), size=len(data), chunks=hashes,
+                                               actor=self.actor), new_chunks, data)
 
     def _make_dir(self, tree: Tree, parent: Node, name: bytes, mode: int) -> Event:
-        self._policy.check_entry(parent.ino, name, True)
-        kind = self._policy.format_of(parent.ino, name)
-        if kind is not None:
-            raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
-        return self._submit(tree, Draft(events.MKNOD, tree.path(parent.ino, name), {
-            "parent": parent.ino, "name": name, "mode": stat_.S_IFDIR | (mode & 0o7777)}, self.actor))
+        return self._submit(tree, events.mknod(tree.path(parent.ino, name), parent.ino, name,
+                                               stat_.S_IFDIR | (mode & 0o7777), actor=self.actor))
 
     def _submit(self, tree: Tree, draft: Draft, new_chunks: dict[bytes, bytes] | None = None,
-                conflict: type[errors.LighthouseError] = errors.Exists) -> Event | None:
-        """Check `draft` against `tree` (brought up to date by the caller), append it,
-        and apply it: the tree reads the log again only if another producer appended
-        before it. A conditional write (with a `base`) that another producer's write
-        made void gives None; any other change made void gives `conflict`."""
+                data: bytes | None = None, conflict: type[errors.LighthouseError] = errors.Exists) -> Event | None:
+        """Check `draft` (with the rules for its actor), and the content `data` it
+        stores, against `tree` (brought up to date by the caller); append it, and apply
+        it: the tree reads the log again only if another producer appended before it.
+        A conditional write (with a `base`) that another producer's write made void
+        gives None; any other change made void gives `conflict`."""
         tree.check(draft)
+        if data is not None:
+            rules.check_content(tree, draft, data)
         [event] = self.store.append([draft], new_chunks or {})
         replay(self.store, tree, event.seq - 1)
         if tree.apply(event) is None:
@@ -365,12 +398,6 @@ def _chunk(refs: dict, index: int, size: int, stored: dict[bytes, bytes]) -> byt
     if index not in refs:
         return bytes(chunks.chunk_length(index, size))   # a hole
     return b"".join(stored[h] for h in chunks.hashes_of(refs[index]))
-
-
-def _check_content(kind: bytes | None, data: bytes) -> None:
-    """What a state.json or status must be: checked whole, before anything is stored."""
-    rules.check_format_size(kind, len(data))
-    rules.validate_format(kind, data)
 
 
 def _names(path: str) -> list[bytes]:

@@ -129,25 +129,32 @@ def notify_systemd(message: str) -> None:
 
 
 async def _bootstrap(journal: Journal, config: MountConfig) -> None:
-    """An agent's own directories exist; --demo adds a project to an empty namespace."""
+    """An agent's own directories exist; --demo adds a project to an empty namespace.
+    Checked like any change, for the mount's actor."""
     tree = journal.tree
     if config.read_only:
         return
+
+    async def submit(draft: Draft, new_chunks: dict[bytes, bytes] | None = None):
+        tree.check(draft)
+        [(event, _)] = await journal.submit([draft], new_chunks)
+        return event
+
     if config.agent:
         for parent in (MEMORIES_INO, AGENTS_INO):
             name = config.agent.encode()
             if tree.find(parent, name) is None:
-                await journal.submit([Draft(events.MKNOD, tree.path(parent, name),
-                                            {"parent": parent, "name": name, "mode": stat.S_IFDIR | 0o755})])
+                await submit(Draft(events.MKNOD, tree.path(parent, name),
+                                   {"parent": parent, "name": name, "mode": stat.S_IFDIR | 0o755}, journal.actor))
     if config.demo and not tree.nodes[PROJECTS_INO].entries:
-        [(event, _)] = await journal.submit([Draft(events.MKNOD, "projects/demo", {
-            "parent": PROJECTS_INO, "name": b"demo", "mode": stat.S_IFDIR | 0o755})])
+        event = await submit(Draft(events.MKNOD, "projects/demo", {
+            "parent": PROJECTS_INO, "name": b"demo", "mode": stat.S_IFDIR | 0o755}, journal.actor))
         project = events.ino_for_seq(event.seq)
         for name, data in DEMO_FILES.items():
             hashes, new_chunks = chunks.split(data)
-            await journal.submit([Draft(events.MKNOD, f"projects/demo/{name.decode()}", {
+            await submit(Draft(events.MKNOD, f"projects/demo/{name.decode()}", {
                 "parent": project, "name": name, "mode": stat.S_IFREG | 0o644,
-                "size": len(data), "chunks": hashes})], new_chunks)
+                "size": len(data), "chunks": hashes}, journal.actor), new_chunks)
 
 
 async def _wait_answering(mountpoint: str) -> None:

@@ -50,6 +50,13 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 TREE_TYPES = frozenset({MKNOD, LINK, UNLINK, RENAME, SETATTR, WRITE, SETXATTR, REMOVEXATTR})
 
+# The encoding version encode() writes. Events of RULES_VERSION and later were checked
+# against the rights of their actor (domain/rules.py) when made, and every node checks
+# them again when it applies them; older events apply exactly as they always did
+# (docs/decisions.md), so a snapshot and a replay from the start agree.
+VERSION = 2
+RULES_VERSION = 2
+
 
 def ino_for_seq(seq: int) -> int:
     return INO_BASE + seq
@@ -76,6 +83,75 @@ class Draft:
     actor: str = ""
 
 
+# ---- typed constructors: one place that knows each tree event's payload ---------------
+# Optional fields are left out of the payload when they have their default, as the log
+# always had them: the stored bytes of an event do not change with this code.
+
+def mknod(path: str, parent: int, name: bytes, mode: int, *, uid: int | None = None, gid: int | None = None,
+          target: bytes = b"", rdev: int = 0, ino: int | None = None, size: int | None = None,
+          chunks: list[bytes] | None = None, times: dict[str, int] | None = None, actor: str = "") -> Draft:
+    """A new name: a directory, a symlink (`target`), a device (`rdev`) or a file, which
+    may come with its content (`size`, `chunks`), inode (`ino`, reserved) and times."""
+    payload: dict[str, Any] = {"parent": parent, "name": name, "mode": mode}
+    for key, value in (("uid", uid), ("gid", gid)):
+        if value is not None:
+            payload[key] = value
+    payload.update(_present(target=target, rdev=rdev))
+    for key, value in (("ino", ino), ("size", size), ("chunks", chunks)):
+        if value is not None:
+            payload[key] = value
+    payload.update(times or {})
+    return Draft(MKNOD, path, payload, actor)
+
+
+def write(path: str, ino: int, size: int, chunks: list[bytes], *, times: dict[str, int] | None = None,
+          base: bytes | None = None, actor: str = "") -> Draft:
+    """One close() of a written file; with `base` an append, applied only onto the
+    content with that digest."""
+    payload: dict[str, Any] = {"ino": ino, "size": size, "chunks": chunks, **(times or {})}
+    if base is not None:
+        payload["base"] = base
+    return Draft(WRITE, path, payload, actor)
+
+
+def link(path: str, ino: int, parent: int, name: bytes, *, actor: str = "") -> Draft:
+    return Draft(LINK, path, {"ino": ino, "parent": parent, "name": name}, actor)
+
+
+def unlink(path: str, parent: int, name: bytes, *, actor: str = "") -> Draft:
+    return Draft(UNLINK, path, {"parent": parent, "name": name}, actor)
+
+
+def rename(path: str, parent: int, name: bytes, new_parent: int, new_name: bytes, *, to: str,
+           exchange: bool = False, noreplace: bool = False, actor: str = "") -> Draft:
+    """`to` is the destination's path, so a reader can scope the event without a tree."""
+    payload = {"parent": parent, "name": name, "new_parent": new_parent, "new_name": new_name,
+               **_present(exchange=exchange, noreplace=noreplace)}
+    payload["to"] = to
+    return Draft(RENAME, path, payload, actor)
+
+
+def setattr(path: str, ino: int, changes: dict[str, int], *, actor: str = "") -> Draft:
+    """`changes`: any of mode, uid, gid, atime, mtime."""
+    return Draft(SETATTR, path, {**changes, "ino": ino}, actor)
+
+
+def setxattr(path: str, ino: int, name: bytes, value: bytes, *, actor: str = "") -> Draft:
+    return Draft(SETXATTR, path, {"ino": ino, "name": name, "value": value}, actor)
+
+
+def removexattr(path: str, ino: int, name: bytes, *, actor: str = "") -> Draft:
+    return Draft(REMOVEXATTR, path, {"ino": ino, "name": name}, actor)
+
+
+def reserve_inodes(*, actor: str = "") -> Draft:
+    return Draft(INODES, "", {"count": INO_RANGE}, actor)
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    return {key: value for key, value in fields.items() if value}
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
     seq: int
@@ -84,6 +160,7 @@ class Event:
     type: str
     path: str
     payload: dict[str, Any]
+    version: int = VERSION   # of the encoding it was stored with (decode tells)
 
     def to_json_line(self) -> bytes:
         """The line shown in the `events` file: readable, without chunk hashes."""
@@ -110,7 +187,7 @@ class Event:
 
 def encode(time_ns: int, draft: Draft) -> bytes:
     """The stored body of an event (the sequence number is the store's key)."""
-    return msgpack.packb([1, time_ns, draft.actor, draft.type, draft.path, draft.payload], use_bin_type=True,
+    return msgpack.packb([VERSION, time_ns, draft.actor, draft.type, draft.path, draft.payload], use_bin_type=True,
                          unicode_errors=PATH_ERRORS)
 
 
@@ -125,6 +202,6 @@ def check_encodable(draft: Draft) -> None:
 
 def decode(seq: int, body: bytes) -> Event:
     version, time_ns, actor, type_, path, payload = msgpack.unpackb(body, raw=False, unicode_errors=PATH_ERRORS)
-    if version != 1:
+    if version not in (1, 2):
         raise ValueError(f"event {seq}: unknown encoding version {version}")
-    return Event(seq, time_ns, actor, type_, path, payload)
+    return Event(seq, time_ns, actor, type_, path, payload, version)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import msgpack
 
 from .. import errors
-from . import events
+from . import events, rules
 from .chunks import content_digest, pack
 from .events import Event
 from .layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO  # noqa: F401 (re-exported)
@@ -47,7 +47,9 @@ class UncheckedSnapshot(ValueError):
 
 
 class Node:
-    """One inode. Directories have `entries` and a single `parent`; others do not."""
+    """One inode. Directories have `entries` and a single `parent`; for any other node,
+    `parent` is a directory it is linked in (one of them, if it has several: they are
+    all in one area), so the rules know where it is now (rules.area_of)."""
 
     __slots__ = ("ino", "mode", "uid", "gid", "rdev", "nlink", "size", "atime_ns", "mtime_ns",
                  "ctime_ns", "chunks", "target", "xattrs", "entries", "parent", "version", "lookups")
@@ -219,9 +221,13 @@ class Tree:
     # ---- events --------------------------------------------------------------------
 
     def check(self, draft: events.Draft) -> None:
-        """Raise the error the event would meet if it were applied now."""
+        """Raise the error the event would meet if it were applied now: the rules for its
+        actor (rules.py), then the tree's own. A draft without an actor is the journal's
+        to fill in at submit: its rights are checked when it is applied."""
+        if draft.actor:
+            rules.check_event(self, draft.actor, draft.type, draft.payload, draft.path)
         if draft.type not in events.TREE_TYPES:
-            return   # annotations always fit
+            return   # annotations fit any tree
         self._dispatch(draft.type, draft.payload, seq=0, time_ns=0, mutate=False)
 
     def apply(self, event: Event) -> Change | None:
@@ -236,6 +242,16 @@ class Tree:
                 node = self.nodes[ino]
                 node.atime_ns = node.mtime_ns = node.ctime_ns = event.time_ns
                 node.version += 1
+        if event.version >= events.RULES_VERSION:
+            # Made under the rules: one its actor could not have made (a producer that
+            # skipped the checks) is skipped by every node alike. Older events apply as
+            # they always did, so a snapshot and a replay from the start agree.
+            try:
+                rules.check_event(self, event.actor, event.type, event.payload, event.path)
+            except errors.LighthouseError as exc:
+                log.info("event %d (%s %s by %s) skipped: refused (%s)", event.seq, event.type, event.path,
+                         event.actor, exc)
+                return None
         if event.type not in events.TREE_TYPES:
             return Change()
         try:
@@ -273,8 +289,8 @@ class Tree:
         node.target = p.get("target", b"")
         node.size = p.get("size", len(node.target))
         node.chunks = pack(p.get("chunks", ()))  # a file created with its content: one event
+        node.parent = parent.ino
         if node.is_dir:
-            node.parent = parent.ino
             parent.nlink += 1
         self.nodes[node.ino] = node
         parent.entries[name] = node.ino
@@ -323,7 +339,19 @@ class Tree:
             node.nlink = 0
         else:
             node.nlink -= 1
+            if node.nlink and node.parent == parent.ino and node.ino not in parent.entries.values():
+                self._find_link(node, rules.area_root(self, parent.ino))
         self.release_orphan(node.ino)
+
+    def _find_link(self, node: Node, near: int | None) -> None:
+        """The directory `node.parent` names lost its link to `node`, which has others:
+        name one of those (searched in its area first, where links stay). Rare: only a
+        hard-linked file loses the link it was recorded by."""
+        for top in ((near,) if near is not None else ()) + (ROOT_INO,):
+            for directory in self.walk(top):
+                if directory.is_dir and node.ino in directory.entries.values():
+                    node.parent = directory.ino
+                    return
 
     def release_orphan(self, ino: int) -> None:
         """Forget an inode that has no names left, unless it is still pinned."""
@@ -353,8 +381,8 @@ class Tree:
             for moved, dest in ((node, new_parent), (target, old_parent)):
                 if moved.is_dir:
                     self.nodes[moved.parent].nlink -= 1
-                    moved.parent = dest.ino
                     dest.nlink += 1
+                moved.parent = dest.ino
                 moved.ctime_ns = time_ns
                 moved.version += 1
         else:
@@ -381,7 +409,7 @@ class Tree:
             if node.is_dir:
                 old_parent.nlink -= 1
                 new_parent.nlink += 1
-                node.parent = new_parent.ino
+            node.parent = new_parent.ino
             node.ctime_ns = time_ns
             node.version += 1
         self._touch_dir(old_parent, time_ns)
@@ -516,10 +544,13 @@ class Tree:
             # The loop of a start: 1M files take seconds. Inline (no call per node),
             # and the layout of Node.dump.
             new, unpack, shared = Node.__new__, unpacker.unpack, _SHARED_INTS.setdefault
+            parents: dict[int, int] = {}   # one int object per directory for the files in it
+            share_parent = parents.setdefault
             for _ in range(unpacker.read_array_header()):
                 node = new(Node)
                 (ino, mode, node.uid, node.gid, node.rdev, node.nlink, node.size, atime, mtime, ctime,
-                 chunks, node.target, node.xattrs, entries, node.parent) = unpack()
+                 chunks, node.target, node.xattrs, entries, parent) = unpack()
+                node.parent = share_parent(parent, parent)
                 node.ino = ino
                 node.mode = shared(mode, mode)
                 # One int object for equal times, not two or three (megabytes at 100k files).
@@ -536,6 +567,13 @@ class Tree:
             for node in dirs:   # refer to each inode number by one int object
                 node.parent = nodes[node.parent].ino
                 node.entries = dict(zip(node.entries, map(get_ino, map(nodes.__getitem__, node.entries.values()))))
+            if 0 in parents:
+                # A snapshot from before files had a parent (they hold 0): the directory
+                # of a link, found once (the next snapshot stores it).
+                for node in dirs:
+                    for child in map(nodes.__getitem__, node.entries.values()):
+                        if not child.parent:
+                            child.parent = node.ino
         except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError) as exc:
             raise ValueError(f"damaged snapshot: {exc}") from None
         return tree

@@ -29,11 +29,11 @@ import pyfuse3
 import trio
 
 from .. import errors
-from ..domain import events
+from ..domain import events, rules
 from ..domain.chunks import content_digest, seal_full
 from ..domain.events import Draft, Event
-from ..domain.rules import STATE_FILE, STATUS_FILE, FormatCheck, Policy, check_format_size, validate_format
-from ..domain.tree import AGENTS_INO, ROOT_INO, Change, Node
+from ..domain.rules import FormatCheck, Policy, check_format_size, validate_format
+from ..domain.tree import ROOT_INO, Change, Node
 from ..engine.journal import Journal
 from ..files.buffer import FileBuffer, Pending
 from ..files.chunk_cache import ChunkCache
@@ -197,6 +197,7 @@ class LighthouseOperations(pyfuse3.Operations):
         self.tree = journal.tree
         self.store = journal.store
         self.policy = policy
+        self.actor = journal.actor   # the agent (or the operator) every change is checked for
         self.control = control
         self.metrics = metrics
         self._op_timers = {name: metrics.op_seconds.labels(name).observe for name in _HANDLER_NAMES}
@@ -381,15 +382,16 @@ class LighthouseOperations(pyfuse3.Operations):
         return node
 
     def _check_writable_inode(self, ino: int) -> None:
-        """May this inode's content or attributes change? Decided by where it lives."""
-        node = self.tree.nodes.get(ino)
-        if node is not None and node.is_dir:
-            self.policy.check_writable(ino)
+        """May this inode's content or attributes change? Decided by where the node is
+        now (rules.area_of), never by the path the kernel reached it by."""
+        self.policy.check_mount_writable()
+        new = self._new_files.get(ino)
+        if new is not None:   # not in the tree yet: where its name was taken
+            rules.check_change(self.tree, self.actor, rules.area_root(self.tree, new.parent), self._name_of(ino))
             return
-        where = self._where.get(ino)
-        # A file's inode is known to the kernel only through a lookup, which recorded
-        # its parent; without one, only the mount-wide rules apply.
-        self.policy.check_writable(where[0] if where is not None else None)
+        node = self.tree.nodes.get(ino)
+        if node is not None:
+            rules.check_node_change(self.tree, self.actor, node)
 
     async def _submit_one(self, draft: Draft, chunks: dict[bytes, bytes] | None = None,
                           durable: bool = False) -> tuple[Event, Change | None]:
@@ -579,21 +581,17 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def _make(self, parent: int, name: bytes, mode: int, ctx, target: bytes = b"", rdev: int = 0) -> Node:
         self._require_tree_dir(parent)
-        self.policy.check_entry(parent, name, stat.S_ISDIR(mode))
-        kind = self.policy.format_of(parent, name)
-        if kind is not None:   # a state.json or status is a regular file, never an empty state.json
-            if not stat.S_ISREG(mode):
-                raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
-            validate_format(kind, b"")
+        self.policy.check_mount_writable()
         payload = {"parent": parent, "name": name, "mode": mode, "uid": ctx.uid, "gid": ctx.gid}
         if target:
             payload["target"] = target
         if rdev:
             payload["rdev"] = rdev
         async with self._ns_lock:
-            draft = Draft(events.MKNOD, self.tree.path(parent, name), payload)
+            draft = Draft(events.MKNOD, self.tree.path(parent, name), payload, self.actor)
             self._check_free(parent, name)
-            self.tree.check(draft)
+            self.tree.check(draft)   # the layout, the area's rights, a state.json that is not a file
+            rules.check_content(self.tree, draft, b"")   # never an empty state.json
             event, change = await self._submit_one(draft)
         if change is None:
             raise errors.Exists(f"{draft.path} was created by another producer first")
@@ -659,9 +657,10 @@ class LighthouseOperations(pyfuse3.Operations):
             # The checks run again after a reservation awaited the store; from the last
             # of them to add(), no await lets another change take the name.
             self._require_tree_dir(parent)
-            self.policy.check_entry(parent, name, False)
+            self.policy.check_mount_writable()
             self._check_free(parent, name)
-            self.tree.check(Draft(events.MKNOD, "", {"parent": parent, "name": name, "mode": mode}))
+            self.tree.check(Draft(events.MKNOD, self.tree.path(parent, name),
+                                  {"parent": parent, "name": name, "mode": mode}, self.actor))
             ino = self._new_files.take_ino()
             if ino is not None:
                 break
@@ -772,8 +771,8 @@ class LighthouseOperations(pyfuse3.Operations):
                 raise errors.NotADirectory(f"{self.tree.path(parent, name)} is not a directory")
             if not want_dir and node.is_dir:
                 raise errors.IsADirectory(f"{self.tree.path(parent, name)} is a directory")
-            self.policy.check_remove(parent, name)
-            draft = Draft(events.UNLINK, self.tree.path(parent, name), {"parent": parent, "name": name})
+            self.policy.check_mount_writable()
+            draft = Draft(events.UNLINK, self.tree.path(parent, name), {"parent": parent, "name": name}, self.actor)
             self.tree.check(draft)
             _, change = await self._submit_one(draft)
         if change is None:
@@ -795,15 +794,9 @@ class LighthouseOperations(pyfuse3.Operations):
             self.policy.check_see(parent, name)
             await self._settle_name(parent, name)
         async with self._ns_lock:
+            self.policy.check_mount_writable()
             node = self.tree.child(parent_inode_old, name_old)
-            self.policy.check_remove(parent_inode_old, name_old)
-            self.policy.check_entry(parent_inode_new, name_new, node.is_dir)
             exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
-            if exchange:
-                other = self.tree.child(parent_inode_new, name_new)
-                self.policy.check_entry(parent_inode_old, name_old, other.is_dir)
-                await self._check_fits(parent_inode_old, name_old, other)
-            await self._check_fits(parent_inode_new, name_new, node)
             payload = {"parent": parent_inode_old, "name": name_old,
                        "new_parent": parent_inode_new, "new_name": name_new}
             if exchange:
@@ -811,8 +804,12 @@ class LighthouseOperations(pyfuse3.Operations):
             if flags & pyfuse3.RENAME_NOREPLACE:
                 payload["noreplace"] = True
             draft = Draft(events.RENAME, self.tree.path(parent_inode_old, name_old),
-                          dict(payload, to=self.tree.path(parent_inode_new, name_new)))
-            self.tree.check(draft)
+                          dict(payload, to=self.tree.path(parent_inode_new, name_new)), self.actor)
+            self.tree.check(draft)   # rights, layout and areas (EXDEV) before any content is read
+            if exchange:
+                await self._check_fits(parent_inode_old, name_old, self.tree.child(parent_inode_new, name_new))
+            await self._check_fits(parent_inode_new, name_new, node)
+            self.tree.check(draft)   # again: the checks of content awaited
             _, change = await self._submit_one(draft)
         if change is None:
             raise errors.NotFound(f"{draft.path} was changed by another producer first")
@@ -821,12 +818,8 @@ class LighthouseOperations(pyfuse3.Operations):
 
     async def _check_fits(self, parent: int, name: bytes, node: Node) -> None:
         """`node` may become parent/name: a state.json or status there must fit its
-        format, and so must those of a directory that becomes an agent's."""
+        format. (No directory becomes an agent's: area roots are never renamed.)"""
         await self._check_format(self.policy.format_of(parent, name), node)
-        if parent == AGENTS_INO and node.is_dir:
-            for kind in (STATE_FILE, STATUS_FILE):
-                if kind in node.entries:
-                    await self._check_format(kind, self.tree.nodes[node.entries[kind]])
 
     async def _check_format(self, kind: bytes | None, node: Node) -> None:
         """A file that becomes agents/<a>/state.json or status must already fit the format."""
@@ -857,11 +850,12 @@ class LighthouseOperations(pyfuse3.Operations):
         await self._settle(inode)
         node = self._require_tree_node(inode)
         self._require_tree_dir(new_parent_inode)
-        self.policy.check_entry(new_parent_inode, new_name, node.is_dir)
+        self.policy.check_mount_writable()
+        draft = Draft(events.LINK, self.tree.path(new_parent_inode, new_name),
+                      {"ino": inode, "parent": new_parent_inode, "name": new_name}, self.actor)
+        self.tree.check(draft)   # rights, layout and areas (EXDEV) before any content is read
         await self._check_format(self.policy.format_of(new_parent_inode, new_name), node)
         async with self._ns_lock:
-            draft = Draft(events.LINK, self.tree.path(new_parent_inode, new_name),
-                          {"ino": inode, "parent": new_parent_inode, "name": new_name})
             self._check_free(new_parent_inode, new_name)
             self.tree.check(draft)
             _, change = await self._submit_one(draft)

@@ -17,7 +17,12 @@ DIR = stat.S_IFDIR | 0o755
 
 
 class Log:
-    """A tree plus the events that built it, as the journal would append them."""
+    """A tree plus the events that built it, as the journal would append them.
+
+    These tests are about the tree's structure, so their events are of the encoding
+    before the rules (version 1), which every node applies without them as it always
+    did: files may sit directly in projects/. The rules have their own tests
+    (test_rules.py)."""
 
     def __init__(self):
         self.tree = Tree()
@@ -26,7 +31,7 @@ class Log:
     def do(self, type_: str, **payload) -> int:
         draft = Draft(type_, "projects/x", payload)
         self.tree.check(draft)
-        event = Event(len(self.events) + 1, 1000 + len(self.events), "test", type_, draft.path, payload)
+        event = Event(len(self.events) + 1, 1000 + len(self.events), "test", type_, draft.path, payload, 1)
         self.events.append(event)
         assert self.tree.apply(event) is not None
         return events.ino_for_seq(event.seq)

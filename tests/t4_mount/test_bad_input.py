@@ -171,8 +171,10 @@ def test_times_the_store_cannot_hold_are_refused_and_leave_the_mount_up(mnt):
 
 def test_the_tree_refuses_times_out_of_range():
     tree = Tree()
-    tree.apply(Event(1, 1, "", events.MKNOD, "projects/f", {"parent": PROJECTS_INO, "name": b"f", "mode": 0o100644}))
-    ino = events.ino_for_seq(1)
+    tree.apply(Event(1, 1, "", events.MKNOD, "projects/p", {"parent": PROJECTS_INO, "name": b"p", "mode": 0o40755}))
+    tree.apply(Event(2, 2, "", events.MKNOD, "projects/p/f", {"parent": events.ino_for_seq(1), "name": b"f",
+                                                            "mode": 0o100644}))
+    ino = events.ino_for_seq(2)
     for bad in (2**63, -2**63 - 1, 10**20, "soon", 1.5):
         with pytest.raises(errors.InvalidArgument):
             tree.check(Draft(events.SETATTR, "projects/f", {"ino": ino, "mtime": bad}))
@@ -246,18 +248,20 @@ def test_xattrs_of_a_file_are_capped_in_total(mnt):
 
 def test_the_xattr_cap_is_checked_by_the_tree_so_replay_agrees():
     tree = Tree()
-    tree.apply(Event(1, 1, "", events.MKNOD, "projects/f", {"parent": PROJECTS_INO, "name": b"f", "mode": 0o100644}))
-    ino = events.ino_for_seq(1)
+    tree.apply(Event(1, 1, "", events.MKNOD, "projects/p", {"parent": PROJECTS_INO, "name": b"p", "mode": 0o40755}))
+    tree.apply(Event(2, 2, "", events.MKNOD, "projects/p/f", {"parent": events.ino_for_seq(1), "name": b"f",
+                                                            "mode": 0o100644}))
+    ino = events.ino_for_seq(2)
     big = b"v" * (XATTRS_TOTAL_MAX - len(b"user.a") - 1)   # each name counts with its NUL
     draft = Draft(events.SETXATTR, "projects/f", {"ino": ino, "name": b"user.a", "value": big})
     tree.check(draft)
-    assert tree.apply(Event(2, 2, "", draft.type, draft.path, draft.payload)) is not None
+    assert tree.apply(Event(3, 3, "", draft.type, draft.path, draft.payload)) is not None
     one_more = Draft(events.SETXATTR, "projects/f", {"ino": ino, "name": b"user.b", "value": b""})
     with pytest.raises(errors.LighthouseError) as err:
         tree.check(one_more)
     assert err.value.errno == errno.ENOSPC
     # An event past the cap that reached the log anyway is skipped on every replay alike.
-    assert tree.apply(Event(3, 3, "", one_more.type, one_more.path, one_more.payload)) is None
+    assert tree.apply(Event(4, 4, "", one_more.type, one_more.path, one_more.payload)) is None
     assert list(tree.nodes[ino].xattrs) == [b"user.a"]
 
 
