@@ -88,7 +88,8 @@ def mount_op(root, op, *args):
     path = os.path.join(root, args[0]) if args[0] else str(root)
     if op in ("write", "append"):
         # fsync: a close alone leaves some commits to the release that follows it (a file
-        # that nothing was written to), which the kernel sends after close() returns.
+        # that nothing was written to), which the kernel sends after close() returns; a
+        # refusal there is seen by no one (see the xfail test below).
         with open(path, "wb" if op == "write" else "ab", buffering=0) as f:
             f.write(args[1])
             os.fsync(f.fileno())
@@ -211,7 +212,9 @@ def test_api_and_mount_accept_refuse_and_change_alike(mounter, tmp_path):
                 if op not in ("read", "list", "stat"):
                     # (Also after a refusal: a new file the mount refused at its fsync is
                     # dropped at its RELEASE, which the kernel sends after close()
-                    # returns; an open of that name before then answers ENOENT.)
+                    # returns; an open(O_CREAT) of that name before then reaches the
+                    # dropped inode through the kernel's cached entry and answers ENOENT,
+                    # a race of the mount's own, not a difference from the API.)
                     settle(mounts)
             settle(mounts)
             assert api_tree(clients["operator"].files) == mount_tree(mounts["operator"].path)
@@ -220,3 +223,22 @@ def test_api_and_mount_accept_refuse_and_change_alike(mounter, tmp_path):
                 client.close()
 
     run()
+
+
+@pytest.mark.xfail(strict=True, reason="mount: the close() of a new, empty state.json answers 0 and stores "
+                   "nothing (its check refuses it at the RELEASE that follows, which no caller sees)")
+def test_a_new_empty_state_json_is_refused_where_the_caller_sees_it(mounter, tmp_path):
+    """The API refuses it (EINVAL); so should the mount's close, since a close that
+    answers 0 has stored what it was given."""
+    with Client(f"sqlite://{tmp_path}/api.db", actor="bob") as bob:
+        bob.files.mkdirs("agents/bob")
+        with pytest.raises(errors.InvalidArgument):
+            bob.files.write("agents/bob/state.json", b"")
+    m = mounter("bob", "--agent", "bob")
+    fd = os.open(m / "agents/bob/state.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with pytest.raises(OSError) as err:
+            os.close(fd)
+        assert err.value.errno == errno.EINVAL
+    finally:
+        eventually(lambda: not (m / "agents/bob/state.json").exists())   # dropped, whatever close said
