@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import stat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .. import errors
 from .events import LINK, MKNOD, PATH_ERRORS, RENAME, TREE_TYPES, UNLINK, WRITE
@@ -90,28 +90,31 @@ def _owner(tree: Tree, root: int) -> str | None:
     return name.decode("utf-8", PATH_ERRORS)
 
 
-def check_change(tree: Tree, actor: str, root: int | None, what: str) -> None:
-    """May `actor` change `what` (a path, for the message), which is in area `root`?
-    EACCES for another agent's area, EPERM for the layout or a directory outside it."""
+def check_change(tree: Tree, actor: str, root: int | None, what: Callable[[], str]) -> None:
+    """May `actor` change what is in area `root`? EACCES for another agent's area, EPERM
+    for the layout or a directory outside it. `what()` gives the path for the message,
+    only when refused (finding a path scans directories: not on every event applied)."""
     if actor == OPERATOR:
         return
     if root is None:
-        raise errors.NotPermitted(f"layout: {actor} may not change {what or '/'}: it is part of the fixed layout")
+        raise errors.NotPermitted(f"layout: {actor} may not change {what() or '/'}: it is part of the fixed layout")
     owner = _owner(tree, root)
     if owner is None or owner == actor:
         return
     top = tree.nodes[root].parent
     if top == MEMORIES_INO:
-        raise errors.PermissionDenied(f"privacy: {actor} may not write {what}: memories/{owner} is private to {owner}")
+        raise errors.PermissionDenied(f"privacy: {actor} may not write {what()}: memories/{owner} is private "
+                                      f"to {owner}")
     if top == AGENTS_INO:
-        raise errors.PermissionDenied(f"ownership: {actor} may not change {what}: agents/{owner} belongs to {owner}")
-    raise errors.NotPermitted(f"layout: {actor} may not change {what}: it is outside the fixed layout")
+        raise errors.PermissionDenied(f"ownership: {actor} may not change {what()}: agents/{owner} belongs "
+                                      f"to {owner}")
+    raise errors.NotPermitted(f"layout: {actor} may not change {what()}: it is outside the fixed layout")
 
 
 def check_node_change(tree: Tree, actor: str, node: Node) -> None:
     """May `actor` change this node's content or attributes? Decided by its area now."""
     if actor != OPERATOR:
-        check_change(tree, actor, area_of(tree, node), _node_path(tree, node))
+        check_change(tree, actor, area_of(tree, node), lambda: _node_path(tree, node))
 
 
 def _node_path(tree: Tree, node: Node) -> str:
@@ -147,10 +150,17 @@ def check_event(tree: Tree, actor: str, type_: str, p: dict, path: str) -> None:
         _check_rename(tree, actor, p)
     else:   # SETATTR, WRITE, SETXATTR, REMOVEXATTR: a change of one node
         node = tree.nodes.get(p["ino"])
-        if node is not None:
-            check_node_change(tree, actor, node)
-            if type_ == WRITE:
-                check_format_size(format_of_inode(tree, node.ino), p["size"])
+        if node is None:
+            return
+        root = area_of(tree, node)
+        if actor != OPERATOR:
+            check_change(tree, actor, root, lambda: _node_path(tree, node))
+        if type_ == WRITE and root is not None and tree.nodes[root].parent == AGENTS_INO:
+            # (Its names are all in its area: only this agent's directory can name it
+            # state.json or status. Cheaper than format_of_inode, on every write applied.)
+            entries = tree.nodes[root].entries
+            kind = next((k for k in (STATE_FILE, STATUS_FILE) if entries.get(k) == node.ino), None)
+            check_format_size(kind, p["size"])
 
 
 def check_annotation(actor: str, path: str) -> None:
@@ -180,7 +190,7 @@ def _check_entry(tree: Tree, actor: str, parent: int, name: bytes, mode: int) ->
                 raise errors.PermissionDenied(f"ownership: {actor} may only create its own {where}/{actor}, "
                                               f"not {where}/{name.decode('utf-8', PATH_ERRORS)}")
             return
-    check_change(tree, actor, area_root(tree, parent), tree.path(parent, name))
+    check_change(tree, actor, area_root(tree, parent), lambda: tree.path(parent, name))
     if name == b".history" and is_project(tree, parent):
         raise errors.Exists("a project's .history is reserved")
     kind = format_of(tree, parent, name)
@@ -193,7 +203,7 @@ def _check_remove(tree: Tree, actor: str, parent: int, name: bytes) -> None:
     if directory is None or not directory.is_dir:
         return
     if parent not in LAYOUT_DIRS:
-        check_change(tree, actor, area_root(tree, parent), tree.path(parent, name))
+        check_change(tree, actor, area_root(tree, parent), lambda: tree.path(parent, name))
     elif parent == ROOT_INO or (parent == MEMORIES_INO and name == b"shared"):
         raise errors.NotPermitted(f"layout: {tree.path(parent, name)} is part of the fixed layout")
     elif actor != OPERATOR and name != actor.encode():   # another agent's area root
@@ -215,7 +225,7 @@ def _check_rename(tree: Tree, actor: str, p: dict) -> None:
                                       "are never renamed")
     for parent, name in ends:
         if parent in tree.nodes and tree.nodes[parent].is_dir:
-            check_change(tree, actor, area_root(tree, parent), tree.path(parent, name))
+            check_change(tree, actor, area_root(tree, parent), lambda: tree.path(parent, name))
     (old_parent, old_name), (new_parent, new_name) = ends
     directory = tree.nodes.get(old_parent)
     node = None if directory is None or not directory.is_dir else tree.nodes.get(directory.entries.get(old_name))

@@ -387,7 +387,8 @@ class LighthouseOperations(pyfuse3.Operations):
         self.policy.check_mount_writable()
         new = self._new_files.get(ino)
         if new is not None:   # not in the tree yet: where its name was taken
-            rules.check_change(self.tree, self.actor, rules.area_root(self.tree, new.parent), self._name_of(ino))
+            rules.check_change(self.tree, self.actor, rules.area_root(self.tree, new.parent),
+                               lambda: self._name_of(ino))
             return
         node = self.tree.nodes.get(ino)
         if node is not None:

@@ -44,11 +44,19 @@ def test_an_agent_writes_only_where_its_rights_allow(url, caplog):
         assert str(exc).startswith("privacy: ")
         assert [r.getMessage() for r in caplog.records if "refused" in r.getMessage()] == [
             f"bob refused (EACCES): {exc}"]   # one line, naming the rule
-        refused(errno.EACCES, bob.write_file, "memories/alice/new.md", b"x")
-        refused(errno.EACCES, bob.write_file, "agents/alice/status", b"idle\n")
-        refused(errno.EACCES, bob.mkdirs, "agents/dave")
-        refused(errno.EPERM, bob.write_file, "projects/loose.md", b"x")                            # defect 4
-        refused(errno.EPERM, bob.mkdirs, "elsewhere")
+        problems = []   # each refusal is checked, so one run shows every one that is missing
+        for code, fn, *args in ((errno.EACCES, bob.write_file, "memories/alice/new.md", b"x"),
+                                (errno.EACCES, bob.write_file, "agents/alice/status", b"idle\n"),
+                                (errno.EACCES, bob.mkdirs, "agents/dave"),
+                                (errno.EPERM, bob.write_file, "projects/loose.md", b"x"),      # defect 4
+                                (errno.EPERM, bob.mkdirs, "elsewhere")):
+            try:
+                fn(*args)
+                problems.append(f"{fn.__name__}{tuple(args)}: no error")
+            except errors.LighthouseError as exc:
+                if exc.errno != code:
+                    problems.append(f"{fn.__name__}{tuple(args)}: {exc!r}")
+        assert not problems, problems
         assert stored(url) == before   # nothing of it was stored
         bob.write_file("memories/bob/notes.md", b"mine\n")
         bob.write_file("memories/shared/ours.md", b"ours\n")
@@ -61,10 +69,18 @@ def test_an_agent_writes_only_where_its_rights_allow(url, caplog):
 def test_formats_are_checked_before_anything_is_stored(url):
     with Client(url, actor="bob") as bob:
         before = stored(url)
-        refused(errno.EINVAL, bob.write_file, "agents/bob/state.json", b"{not json")             # defect 2
-        refused(errno.EINVAL, bob.write_file, "agents/bob/status", b"one\ntwo\nthree\n")          # defect 3
-        refused(errno.EINVAL, bob.write_file, "agents/bob/state.json", b"")
-        refused(errno.EFBIG, bob.write_file, "agents/bob/state.json", b" " * ((1 << 20) + 1))
+        problems = []
+        for code, data, path in ((errno.EINVAL, b"{not json", "agents/bob/state.json"),           # defect 2
+                                 (errno.EINVAL, b"one\ntwo\nthree\n", "agents/bob/status"),     # defect 3
+                                 (errno.EINVAL, b"", "agents/bob/state.json"),
+                                 (errno.EFBIG, b" " * ((1 << 20) + 1), "agents/bob/state.json")):
+            try:
+                bob.write_file(path, data)
+                problems.append(f"{path} {data[:20]!r}: no error")
+            except errors.LighthouseError as exc:
+                if exc.errno != code:
+                    problems.append(f"{path} {data[:20]!r}: {exc!r}")
+        assert not problems, problems
         assert stored(url) == before   # not even agents/bob was made
         bob.write_file("agents/bob/state.json", b'{"step": 1}')
         bob.write_file("agents/bob/status", b"one line\n")

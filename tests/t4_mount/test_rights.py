@@ -31,6 +31,17 @@ def url(request, store_url) -> str:
 
 
 def test_rights_follow_the_node(mounter, url):
+    problems = []   # each refusal is checked, so one run shows every one that is missing
+
+    def fails_with(code: int, fn, *args):
+        try:
+            fn(*args)
+        except OSError as exc:
+            if exc.errno != code:
+                problems.append(f"{fn.__name__}{tuple(map(str, args))}: {exc!r}, not {errno.errorcode[code]}")
+        else:
+            problems.append(f"{fn.__name__}{tuple(map(str, args))}: no error, not {errno.errorcode[code]}")
+
     alice = mounter("alice", "--agent", "alice", store=url)
     (alice / "agents" / "alice" / "status").write_text("busy\n")
     (alice / "agents" / "alice" / "state.json").write_text('{"step": 1}')
@@ -56,6 +67,8 @@ def test_rights_follow_the_node(mounter, url):
     fails_with(errno.EACCES, os.rmdir, bob / "agents" / "carol")
     fails_with(errno.EACCES, os.rmdir, bob / "memories" / "carol")
     fails_with(errno.EPERM, os.rename, bob / "agents" / "bob", bob / "agents" / "robert")
+
+    assert not problems, "\n".join(problems)
 
     # A rename across areas is EXDEV; mv then copies and deletes.
     (bob / "projects" / "p" / "notes.md").write_text("notes\n")
