@@ -273,16 +273,15 @@ class Files:
     # ---- the walk ------------------------------------------------------------------------
 
     def _lookup(self, tree: Tree, parent: Node, name: bytes) -> Node | None:
-        """What the mount's lookup of parent/name answers (None: no such entry)."""
-        if not parent.is_dir:
-            raise errors.NotADirectory(f"{tree.dir_path(parent.ino) or 'inode ' + str(parent.ino)} "
-                                       "is not a directory")
+        """What the mount's lookup of parent/name (a directory) answers (None: no such entry)."""
         self._policy.check_see(parent.ino, name)
         return tree.find(parent.ino, name)
 
     def _walk(self, tree: Tree, names: list[bytes]) -> Node:
         node = tree.nodes[ROOT_INO]
-        for name in names:
+        for i, name in enumerate(names):
+            if not node.is_dir:
+                raise errors.NotADirectory(f"{_str(b'/'.join(names[:i]))} is not a directory")
             child = self._lookup(tree, node, name)
             if child is None:
                 raise errors.NotFound(f"{tree.path(node.ino, name)}: no such file or directory")
@@ -296,7 +295,7 @@ class Files:
             raise errors.LighthouseError("the root cannot be changed", errno_=errno.EBUSY)
         parent = self._mkdirs(tree, names[:-1]) if make else self._walk(tree, names[:-1])
         if not parent.is_dir:
-            raise errors.NotADirectory(f"{path}: a name on the way is not a directory")
+            raise errors.NotADirectory(f"{_str(b'/'.join(names[:-1]))} is not a directory")
         return parent, names[-1]
 
     def _mkdirs(self, tree: Tree, names: list[bytes]) -> Node:
