@@ -660,8 +660,7 @@ class LighthouseOperations(pyfuse3.Operations):
             self._require_tree_dir(parent)
             self.policy.check_mount_writable()
             self._check_free(parent, name)
-            self.tree.check(Draft(events.MKNOD, self.tree.path(parent, name),
-                                  {"parent": parent, "name": name, "mode": mode}, self.actor))
+            self.tree.check(Draft(events.MKNOD, "", {"parent": parent, "name": name, "mode": mode}, self.actor))
             ino = self._new_files.take_ino()
             if ino is not None:
                 break
