@@ -27,7 +27,7 @@ from .domain.events import Draft, Event
 from .domain.layout import ROOT_INO
 from .domain.tree import NAME_MAX, Node, Tree
 from .engine.journal import Journal, replay
-from .store import Store
+from .store import Store, contents
 
 log = logging.getLogger("lighthousefs.api")
 
@@ -143,7 +143,7 @@ class Files:
             raise errors.IsADirectory(f"{path} is a directory")
         if not stat_.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{path} is not a regular file")
-        return self._content(node)
+        return contents.read(self.store, node.size, node.chunks)
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -168,50 +168,24 @@ class Files:
         """Add `data` at the end of the file, created if missing, as a write through an
         O_APPEND descriptor: it lands after what the file holds when its event is
         applied, whoever wrote last. None if there was nothing to append."""
-        for _ in range(APPEND_ROUNDS):
-            tree = self.tree()
-            parent, name = self._parent(tree, path)
-            node = self._lookup(tree, parent, name)
-            if node is None:
-                return self._create(tree, parent, name, data, mode)
-            self._check_rewrite(tree, node, path)
+        def appended(node: Node):
             if not data:
                 return None
-            if self._policy.format_of_inode(node.ino) is not None:   # checked and stored whole, as the mount does
-                return self.write(path, self._content(node) + data)
-            hashes, new_chunks = self._appended(node, data)
-            event = self._submit(tree, events.write(
-                tree.path(parent.ino, name), node.ino, node.size + len(data), hashes,
-                base=chunks.content_digest(node.size, node.chunks), actor=self.actor), new_chunks)
-            if event is not None:
-                return event
-        raise errors.LighthouseError(f"{path}: not stored, the file was written by others "
-                                     f"{APPEND_ROUNDS} times while this append was tried")
+            if self._policy.format_of_inode(node.ino) is not None:   # checked whole, as the mount does
+                return self._whole(contents.read(self.store, node.size, node.chunks) + data)
+            return (node.size + len(data), *contents.appended(self.store, node.size, node.chunks, data), None)
+        return self._rewrite(path, appended, created=(data, mode))
 
     @_verb
     def edit(self, path: str, change: Callable[[bytes], bytes]) -> Event | None:
         """Replace a file's content by change(content), on the content it was made from:
         if another producer writes the file meanwhile, `change` runs again on its
         content. Errors that `change` raises are the caller's. None if nothing changed."""
-        for _ in range(APPEND_ROUNDS):
-            tree = self.tree()
-            parent, name = self._parent(tree, path)
-            node = self._lookup(tree, parent, name)
-            if node is None:
-                raise errors.NotFound(f"{path}: no such file")
-            self._check_rewrite(tree, node, path)
-            old = self._content(node)
-            data = change(old)
-            if data == old:
-                return None
-            hashes, new_chunks = chunks.split(data)
-            event = self._submit(tree, events.write(
-                tree.path(parent.ino, name), node.ino, len(data), hashes,
-                base=chunks.content_digest(node.size, node.chunks), actor=self.actor), new_chunks, data)
-            if event is not None:
-                return event
-        raise errors.LighthouseError(f"{path}: not stored, the file was written by others "
-                                     f"{APPEND_ROUNDS} times while this edit was tried")
+        def edited(node: Node):
+            old = contents.read(self.store, node.size, node.chunks)
+            new = change(old)
+            return None if new == old else self._whole(new)
+        return self._rewrite(path, edited)
 
     @_verb
     def mkdir(self, path: str, mode: int = 0o755) -> Event:
@@ -335,9 +309,41 @@ class Files:
         if not stat_.S_ISREG(node.mode):
             raise errors.InvalidArgument(f"{kind.decode()} must be a regular file")
         rules.check_format_size(kind, node.size)
-        rules.validate_format(kind, self._content(node))
+        rules.validate_format(kind, contents.read(self.store, node.size, node.chunks))
 
     # ---- changes -----------------------------------------------------------------------
+
+    def _rewrite(self, path: str, content: Callable[[Node], tuple | None],
+                 created: tuple[bytes, int] | None = None) -> Event | None:
+        """Write the content that content(node) gives (size, hashes, new chunks, and the
+        bytes when they must be checked; None: nothing to write) on the content it was
+        made from: every node skips the write if another producer's write landed first,
+        and it is made again on what is there then. A missing file is made with
+        `created` (data, mode), or is ENOENT."""
+        for _ in range(APPEND_ROUNDS):
+            tree = self.tree()
+            parent, name = self._parent(tree, path)
+            node = self._lookup(tree, parent, name)
+            if node is None:
+                if created is None:
+                    raise errors.NotFound(f"{path}: no such file")
+                return self._create(tree, parent, name, *created)
+            self._check_rewrite(tree, node, path)
+            new = content(node)
+            if new is None:
+                return None
+            size, hashes, new_chunks, data = new
+            event = self._submit(tree, events.write(tree.path(parent.ino, name), node.ino, size, hashes,
+                                                    base=chunks.content_digest(node.size, node.chunks),
+                                                    actor=self.actor), new_chunks, data)
+            if event is not None:
+                return event
+        raise errors.LighthouseError(f"{path}: not stored, the file was written by others "
+                                     f"{APPEND_ROUNDS} times while this change was tried")
+
+    @staticmethod
+    def _whole(data: bytes) -> tuple:
+        return (len(data), *chunks.split(data), data)
 
     def _create(self, tree: Tree, parent: Node, name: bytes, data: bytes, mode: int) -> Event:
         hashes, new_chunks = chunks.split(data)
@@ -366,37 +372,6 @@ class Files:
                 return None
             raise conflict(f"{draft.path}: changed by another producer at the same time")
         return event
-
-    # ---- contents ------------------------------------------------------------------------
-
-    def _content(self, node: Node) -> bytes:
-        refs = chunks.refs_of(node.chunks, node.size)   # holes are absent
-        digests = [h for ref in refs.values() for h in chunks.hashes_of(ref)]
-        stored = dict(zip(digests, self.store.get_chunks(digests)))
-        return b"".join(_chunk(refs, i, node.size, stored) for i in range(chunks.chunk_count(node.size)))
-
-    def _appended(self, node: Node, data: bytes) -> tuple[list[bytes], dict[bytes, bytes]]:
-        """The chunk list of the file's content followed by `data`, and its new chunks:
-        the full chunks stay as they are, only a partial last one is read."""
-        refs = chunks.refs_of(node.chunks, node.size)
-        full = node.size // chunks.CHUNK_SIZE
-        kept = {i: ref for i, ref in refs.items() if i < full}
-        tail = b""
-        if node.size % chunks.CHUNK_SIZE:
-            digests = list(chunks.hashes_of(refs[full])) if full in refs else []
-            tail = _chunk(refs, full, node.size, dict(zip(digests, self.store.get_chunks(digests))))
-        rest, new_chunks = tail + data, {}
-        for k, start in enumerate(range(0, len(rest), chunks.CHUNK_SIZE)):
-            piece = rest[start:start + chunks.CHUNK_SIZE]
-            if not chunks.is_zeros(piece):
-                kept[full + k] = chunks.seal_chunk(piece, new_chunks)
-        return chunks.flat_list(kept, node.size + len(data)), new_chunks
-
-
-def _chunk(refs: dict, index: int, size: int, stored: dict[bytes, bytes]) -> bytes:
-    if index not in refs:
-        return bytes(chunks.chunk_length(index, size))   # a hole
-    return b"".join(stored[h] for h in chunks.hashes_of(refs[index]))
 
 
 def _names(path: str) -> list[bytes]:
