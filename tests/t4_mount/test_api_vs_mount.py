@@ -26,11 +26,12 @@ AGENTS = ["alice", "bob", "operator"]
 PATHS = [
     "projects/p", "projects/p/a.md", "projects/p/d", "projects/p/d/b.md", "projects/q", "projects/x.md",
     "memories/shared/n.md", "memories/alice", "memories/alice/n.md", "memories/bob", "memories/bob/n.md",
-    "memories/carol", "agents/alice", "agents/alice/state.json", "agents/alice/status", "agents/bob",
+    "memories/carol", "memories/carol/n.md", "agents/alice", "agents/alice/state.json", "agents/alice/status", "agents/bob",
     "agents/bob/state.json", "agents/bob/status", "agents/bob/notes.md", "agents/carol", "top.md", "projects",
     "memories/shared",
 ]
-DIRS = ["", "projects", "projects/p", "memories", "memories/alice", "memories/bob", "agents", "agents/bob"]
+DIRS = ["", "projects", "projects/p", "memories", "memories/alice", "memories/bob", "memories/shared", "agents",
+        "agents/alice", "agents/bob"]
 DATA = [b"", b"text\n", b'{"a": 1}', b"{not json", b'{"a": ', b"idle\n", b"two\nlines\n", b"[1]"]
 # What every example starts from: the agents' directories (their mounts made them), a
 # project, and a file in each area (None: a directory).
