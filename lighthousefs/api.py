@@ -1,9 +1,10 @@
 """A Python API for producers that are not on a mount: append events, read them back,
-and write or read whole files by path.
+and work with files by path (`client.files`: api_files.py), as the actor's mount would.
 
     with Client("sqlite:///var/lib/lighthouse.db", actor="planner") as client:
         client.append("task.started", "projects/demo", {"task": 42})
-        client.write_file("projects/demo/result.md", b"done\\n")
+        client.files.write("projects/demo/result.md", b"done\\n")
+        print(client.files.list("projects/demo"), client.files.read("projects/demo/result.md"))
         for event in client.read(after_seq=0):
             print(event.to_json_line())
 
@@ -17,32 +18,15 @@ and is logged in one line.
 """
 from __future__ import annotations
 
-import contextlib
-import errno
-import logging
-import stat
 from typing import Any, Iterator
 
 from . import errors
-from .domain import chunks, events, rules
+from .api_files import Files, logged_refusal
+from .domain import events, rules
 from .domain.events import Draft, Event
-from .domain.tree import Tree
+from .domain.tree import Node, Tree
 from .domain.visibility import view_of
-from .engine.projection import load_tree, replay
 from .store import Store, default_url, open_store
-
-log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _logged_refusal(actor: str):
-    """One log line for a refusal, naming its errno and its rule (in the message)."""
-    try:
-        yield
-    except errors.LighthouseError as exc:
-        if not isinstance(exc, errors.StoreUnavailable):
-            log.info("%s refused (%s): %s", actor, errno.errorcode.get(exc.errno, exc.errno), exc)
-        raise
 
 
 class Client:
@@ -52,7 +36,7 @@ class Client:
         rules.check_actor(actor)
         self.store: Store = open_store(store_url or default_url(), create=create)
         self.actor = actor
-        self._tree: Tree | None = None
+        self.files = Files(self.store, actor)
 
     def __enter__(self) -> "Client":
         return self
@@ -76,7 +60,7 @@ class Client:
             if not type_ or type_ in events.TREE_TYPES:
                 raise errors.InvalidArgument(f"event type {type_!r} is reserved or empty; "
                                              "change files with write_file or through a mount")
-            with _logged_refusal(self.actor):
+            with logged_refusal(self.actor):
                 rules.check_annotation(self.actor, path)   # (what Tree.check would say, without a tree)
             drafts.append(Draft(type_, path, dict(data or {}), self.actor))
         return self.store.append(drafts, {})
@@ -112,76 +96,19 @@ class Client:
             if batch:
                 after_seq = batch[-1].seq
 
-    # ---- files -------------------------------------------------------------------------
+    # ---- files (api_files.py) ------------------------------------------------------------
 
     def tree(self) -> Tree:
         """The current namespace (loaded once, then brought up to date)."""
-        if self._tree is None:
-            self._tree = load_tree(self.store)
-        else:
-            replay(self.store, self._tree, float("inf"))
-        return self._tree
-
-    def _submit(self, tree: Tree, draft: Draft, chunks: dict[bytes, bytes] | None = None,
-                data: bytes | None = None) -> Event:
-        """Check `draft` (and the content `data` it stores) against `tree` (brought up to
-        date by the caller), append it, and apply it: the tree reads the log again only
-        if another producer appended before it."""
-        with _logged_refusal(self.actor):
-            tree.check(draft)
-            if data is not None:
-                rules.check_content(tree, draft, data)
-        [event] = self.store.append([draft], chunks or {})
-        replay(self.store, tree, event.seq - 1)
-        if tree.apply(event) is None:
-            raise errors.Exists(f"{draft.path}: changed by another producer at the same time")
-        return event
+        return self.files.tree()
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> Event:
-        """Create or replace the file at `path` (parents are created): one event."""
-        parts = [p for p in path.strip("/").split("/") if p]
-        if len(parts) < 2:
-            raise errors.InvalidArgument(f"{path}: not a file path below a top-level directory")
-        with _logged_refusal(self.actor):   # by the path first: before a directory on the way is made
-            rules.check_format(rules.format_of_path(path), data, path)
-        tree = self.tree()   # once per call: the helpers below share it
-        parent = self._mkdirs(tree, "/".join(parts[:-1]))
-        name = parts[-1].encode("utf-8", events.PATH_ERRORS)
-        hashes, new_chunks = chunks.split(data)
-        existing = tree.find(parent.ino, name)
-        if existing is None:
-            return self._submit(tree, Draft(events.MKNOD, "/".join(parts), {
-                "parent": parent.ino, "name": name, "mode": stat.S_IFREG | mode,
-                "size": len(data), "chunks": hashes}, self.actor), new_chunks, data)
-        return self._submit(tree, Draft(events.WRITE, "/".join(parts), {
-            "ino": existing.ino, "size": len(data), "chunks": hashes}, self.actor), new_chunks, data)
+        """Create or replace the file at `path`, its parents made where missing: one event."""
+        return self.files.write(path, data, parents=True, mode=mode)
 
-    def mkdirs(self, path: str):
+    def mkdirs(self, path: str) -> Node:
         """The directory at `path`, created with its parents where missing."""
-        return self._mkdirs(self.tree(), path)
-
-    def _mkdirs(self, tree: Tree, path: str):
-        node = tree.resolve("")
-        walked = []
-        for part in [p for p in path.strip("/").split("/") if p]:
-            walked.append(part)
-            child = tree.find(node.ino, part.encode("utf-8", events.PATH_ERRORS))
-            if child is None:
-                event = self._submit(tree, Draft(events.MKNOD, "/".join(walked), {
-                    "parent": node.ino, "name": part.encode("utf-8", events.PATH_ERRORS),
-                    "mode": stat.S_IFDIR | 0o755}, self.actor))
-                child = tree.get(events.ino_for_seq(event.seq))
-            elif not child.is_dir:
-                raise errors.NotADirectory(f"{'/'.join(walked)} is not a directory")
-            node = child
-        return node
+        return self.files.mkdirs(path)
 
     def read_file(self, path: str) -> bytes:
-        node = self.tree().resolve(path)
-        if not stat.S_ISREG(node.mode):
-            raise errors.InvalidArgument(f"{path} is not a regular file")
-        refs = chunks.refs_of(chunks.unpack(node.chunks), node.size)   # holes are absent
-        digests = [h for ref in refs.values() for h in chunks.hashes_of(ref)]
-        stored = dict(zip(digests, self.store.get_chunks(digests)))
-        return b"".join(b"".join(stored[h] for h in chunks.hashes_of(refs[i])) if i in refs
-                        else bytes(chunks.chunk_length(i, node.size)) for i in range(chunks.chunk_count(node.size)))
+        return self.files.read(path)

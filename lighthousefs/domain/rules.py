@@ -334,7 +334,8 @@ class Policy:
 
     def check_see(self, parent: int, name: bytes) -> None:
         if not self.can_see(parent, name):
-            raise errors.PermissionDenied(f"memories/{name.decode(errors='replace')} belongs to another agent")
+            owner = name.decode("utf-8", PATH_ERRORS)
+            raise errors.PermissionDenied(f"privacy: memories/{owner} is private to {owner}")
 
     # ---- writing: the mount's own rule (the rest are the domain's, above) ------------------
 
