@@ -1,6 +1,6 @@
 """The pyfuse3 Operations: FUSE requests in, tree queries and journal submissions out.
 
-Errors are translated at one boundary (`_guarded`): domain errors become their errno,
+Errors are translated at one boundary (boundary.py): domain errors become their errno,
 anything unexpected is logged with its traceback and answered with EIO. Handlers do no
 blocking I/O on the trio thread: the store is reached through the journal, the
 history and the events file, which use worker threads.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import inspect
 import itertools
 import logging
 import os
@@ -42,6 +41,7 @@ from ..metrics import Metrics
 from ..store import report_corrupt
 from ..views.events_file import EventsFile
 from ..views.history import History
+from .boundary import guard
 
 log = logging.getLogger(__name__)
 
@@ -68,40 +68,9 @@ READAHEAD_MIN_CACHE_BYTES = 8 << 20
 XATTR_VALUE_MAX = 64 * 1024
 # What a state.json or status may not hold: the content is refused, the old one stays.
 CONTENT_REFUSALS = (errors.InvalidArgument, errors.FileTooLarge)
-EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
 # An append is tried again after each write of the file by another producer that landed
 # first; past this many, its close fails (nothing of it stored).
 APPEND_ROUNDS = 100
-
-
-def _guarded(fn):
-    """The error boundary of one handler (see the module docstring), and its timing."""
-    name = fn.__name__
-
-    @functools.wraps(fn)
-    async def wrapper(self, *args):
-        started = time.perf_counter()
-        try:
-            return await fn(self, *args)
-        except pyfuse3.FUSEError as exc:
-            self.metrics.op_errors.labels(name, errno.errorcode.get(exc.errno, exc.errno)).inc()
-            raise
-        except errors.LighthouseError as exc:
-            code = errno.errorcode.get(exc.errno, str(exc.errno))
-            self.metrics.op_errors.labels(name, code).inc()
-            if exc.errno in EXPECTED_ERRNOS:
-                log.debug("%s: %s", name, exc)
-            else:
-                log.info("%s refused (%s): %s", name, code, exc)
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except Exception:
-            self.metrics.op_errors.labels(name, "EIO").inc()
-            log.exception("%s%r failed unexpectedly; answering EIO", name, args[:-1] if args else ())
-            raise pyfuse3.FUSEError(errno.EIO) from None
-        finally:
-            self._op_timers[name](time.perf_counter() - started)
-
-    return wrapper
 
 
 UNKNOWN = b"?"   # an open file's format, not looked up yet
@@ -1461,12 +1430,4 @@ class LighthouseOperations(pyfuse3.Operations):
         return [(name, ("N", seq, child)) for name, child in directory.entries.items()]
 
 
-def _handlers(cls) -> list[str]:
-    return [name for name, member in vars(cls).items()
-            if not name.startswith("_") and name != "forget"
-            and inspect.iscoroutinefunction(member) and hasattr(pyfuse3.Operations, name)]
-
-
-_HANDLER_NAMES = _handlers(LighthouseOperations)
-for _name in _HANDLER_NAMES:
-    setattr(LighthouseOperations, _name, _guarded(getattr(LighthouseOperations, _name)))
+_HANDLER_NAMES = guard(LighthouseOperations)
