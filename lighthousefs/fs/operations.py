@@ -41,13 +41,10 @@ from ..metrics import Metrics
 from ..store import report_corrupt
 from ..views.events_file import EventsFile
 from ..views.history import History
+from .attrs import CACHE_TIMEOUT, Attrs
 from .boundary import guard
 
 log = logging.getLogger(__name__)
-
-# The kernel may keep names and attributes this long: every change made elsewhere is
-# pushed to it by explicit invalidation, so a long timeout costs no staleness.
-CACHE_TIMEOUT = 300.0
 
 EVENTS_INO = 6
 CONTROL_INO = 7
@@ -55,8 +52,6 @@ CONTROL_FILES = {b"stats": 8, b"health": 9, b"version": 10}
 CONTROL_INOS = {ino: name for name, ino in CONTROL_FILES.items()}
 HISTORY_NAME = b".history"
 FIRST_HISTORY_INO = events.RESERVED_INO_END   # .history entries: numbered per mount
-# Attribute objects kept for reuse (about 0.3 KiB each).
-ATTR_CACHE_ENTRIES = 8192
 LARGE_COMMIT = 1 << 20
 # A format check of more bytes than this runs in a worker thread (about 4 MB/s in Python
 # on a loaded 2-core VM: 16 KiB is 4 ms).
@@ -181,9 +176,12 @@ class LighthouseOperations(pyfuse3.Operations):
         self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()
         self.kernel_inodes = 0   # tree inodes the kernel holds references to
-        self._attrs: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
         self._where: dict[int, tuple[int, bytes]] = {}
         self._open_files: dict[int, OpenFile] = {}
+        self.attrs = Attrs(self.tree, self._open_files, self._pending_times)
+        self._attrs = self.attrs.cache
+        self._attr, self._build_attr, self._virtual_attr = self.attrs.attr, self.attrs.build_attr, \
+            self.attrs.virtual_attr
         self._new_files = NewFiles()   # created here, not yet in the log (newfiles.py)
         metrics.new_files.set_function(lambda: len(self._new_files))
         self._reserve_lock = trio.Lock()
@@ -265,58 +263,6 @@ class LighthouseOperations(pyfuse3.Operations):
         # Patient, as appends are: a slow store makes the write wait, never fail while
         # the chunks are still being stored (content-addressed: harmless either way).
         return await self.journal.call_store(put, write=True, patient=True)
-
-    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
-        """A tree node's attributes, reused while the node is unchanged: a listing of
-        1000 entries would otherwise build 1000 objects of 15 fields each time. Every
-        change to a node bumps its version (tree.py); pyfuse3 copies the attributes
-        into its reply, so sharing one object is safe."""
-        if node.ino in self._open_files:
-            return self._build_attr(node)   # the size comes from the open buffer
-        cached = self._attrs.get(node.ino)
-        if cached is not None and cached[0] == node.version:
-            return cached[1]
-        attr = self._build_attr(node)
-        if len(self._attrs) >= ATTR_CACHE_ENTRIES:
-            self._attrs.clear()   # O(1) amortized; a walk past the bound just rebuilds
-        self._attrs[node.ino] = (node.version, attr)
-        return attr
-
-    def _build_attr(self, node: Node, ino: int | None = None, read_only: bool = False) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = ino or node.ino
-        attr.entry_timeout = CACHE_TIMEOUT
-        attr.attr_timeout = CACHE_TIMEOUT
-        attr.st_mode = node.mode & ~0o222 if read_only else node.mode
-        attr.st_nlink = node.nlink
-        attr.st_uid = node.uid
-        attr.st_gid = node.gid
-        attr.st_rdev = node.rdev
-        open_file = self._open_files.get(node.ino) if ino is None else None
-        size = open_file.buffer.size if open_file is not None else node.size
-        attr.st_size = size
-        attr.st_blksize = 4096
-        attr.st_blocks = -(-size // 512)
-        attr.st_atime_ns = node.atime_ns
-        attr.st_mtime_ns = node.mtime_ns
-        attr.st_ctime_ns = node.ctime_ns
-        if open_file is not None and open_file.times is not None:
-            times = self._pending_times(open_file, node)
-            attr.st_mtime_ns, attr.st_ctime_ns = times["mtime"], times["ctime"]
-        return attr
-
-    def _virtual_attr(self, ino: int, mode: int, size: int = 0, volatile: bool = False) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = ino
-        attr.entry_timeout = CACHE_TIMEOUT
-        attr.attr_timeout = 0 if volatile else CACHE_TIMEOUT
-        attr.st_mode = mode
-        attr.st_nlink = 2 if stat.S_ISDIR(mode) else 1
-        attr.st_size = size
-        attr.st_blksize = 4096
-        root = self.tree.nodes[ROOT_INO]
-        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = root.mtime_ns
-        return attr
 
     def _path_of(self, ino: int) -> str:
         node = self.tree.nodes.get(ino)
