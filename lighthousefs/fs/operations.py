@@ -43,6 +43,7 @@ from ..views.events_file import EventsFile
 from ..views.history import History
 from .attrs import CACHE_TIMEOUT, Attrs
 from .boundary import guard
+from .kernel import Kernel
 
 log = logging.getLogger(__name__)
 
@@ -173,15 +174,16 @@ class LighthouseOperations(pyfuse3.Operations):
         metrics.history_inodes.set_function(lambda: len(self._hist_keys))
         self.events_file = EventsFile(self.store, journal.call_store, self._event_visible,
                                       lambda: self.tree.applied_seq)
-        self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()
-        self.kernel_inodes = 0   # tree inodes the kernel holds references to
-        self._where: dict[int, tuple[int, bytes]] = {}
         self._open_files: dict[int, OpenFile] = {}
         self.attrs = Attrs(self.tree, self._open_files, self._pending_times)
         self._attrs = self.attrs.cache
         self._attr, self._build_attr, self._virtual_attr = self.attrs.attr, self.attrs.build_attr, \
             self.attrs.virtual_attr
+        self.kernel = Kernel(self.tree, self._open_files.__contains__)
+        self._remember, self._path_of, self._invalidate_later = \
+            self.kernel.remember, self.kernel.path_of, self.kernel.invalidate_later
+        self._where = self.kernel.where
         self._new_files = NewFiles()   # created here, not yet in the log (newfiles.py)
         metrics.new_files.set_function(lambda: len(self._new_files))
         self._reserve_lock = trio.Lock()
@@ -194,23 +196,13 @@ class LighthouseOperations(pyfuse3.Operations):
         self._hist_inos: dict[tuple, int] = {}
         self._hist_lookups: dict[int, int] = {}
         self._next_hist_ino = itertools.count(FIRST_HISTORY_INO)
-        self._invalidate_send, self._invalidate_recv = trio.open_memory_channel(10_000)
-        self.tree.is_pinned = self._is_pinned
         journal.listeners.append(self._on_applied)
 
+    @property
+    def kernel_inodes(self) -> int:
+        return self.kernel.inodes
+
     # ---- helpers ---------------------------------------------------------------------
-
-    def _is_pinned(self, ino: int) -> bool:
-        node = self.tree.nodes.get(ino)
-        return (node is not None and node.lookups > 0) or ino in self._open_files
-
-    def _remember(self, node: Node, parent: int | None = None, name: bytes | None = None) -> None:
-        """The kernel took a reference to `node` (a lookup, a create, readdirplus)."""
-        if not node.lookups:
-            self.kernel_inodes += 1
-        node.lookups += 1
-        if parent is not None:
-            self._where[node.ino] = (parent, name)
 
     def _live_node(self, ino: int) -> Node | None:
         """A live inode: in the tree, or created here and not yet in the log."""
@@ -263,23 +255,6 @@ class LighthouseOperations(pyfuse3.Operations):
         # Patient, as appends are: a slow store makes the write wait, never fail while
         # the chunks are still being stored (content-addressed: harmless either way).
         return await self.journal.call_store(put, write=True, patient=True)
-
-    def _path_of(self, ino: int) -> str:
-        node = self.tree.nodes.get(ino)
-        if node is not None and node.is_dir:
-            return self.tree.dir_path(ino)
-        where = self._where.get(ino)
-        if where is not None:
-            parent, name = where
-            if self.tree.find(parent, name) is node:
-                return self.tree.path(parent, name)
-        for candidate in self.tree.walk():
-            if candidate.is_dir:
-                for name, child in candidate.entries.items():
-                    if child == ino:
-                        self._where[ino] = (candidate.ino, name)
-                        return self.tree.path(candidate.ino, name)
-        return f"inode/{ino}"
 
     def _require_tree_node(self, ino: int) -> Node:
         """The inode `ino` of the live tree, or the errno a change to it gets."""
@@ -335,43 +310,7 @@ class LighthouseOperations(pyfuse3.Operations):
             if open_file is not None and node is not None and not open_file.buffer.changed \
                     and not node.is_dir:
                 open_file.buffer = self._committed_buffer(node)
-        if not self.kernel_attached:
-            return
-        for parent, name in change.entries:
-            try:
-                pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
-            except OSError as exc:
-                log.debug("invalidate_entry(%d, %r): %s", parent, name, exc)
-        for ino in change.inodes:
-            node = self.tree.nodes.get(ino)
-            if (node is not None and node.lookups) or ino < events.INO_BASE:
-                try:
-                    self._invalidate_send.send_nowait(ino)
-                except trio.WouldBlock:
-                    log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout", ino)
-
-    async def run_invalidator(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """invalidate_inode can block on page locks, so it runs in a worker thread: one
-        hop for everything queued meanwhile, each inode once (a burst of remote events
-        touches the same directory again and again)."""
-        task_status.started()
-        async for ino in self._invalidate_recv:
-            inos = {ino: None}
-            while True:
-                try:
-                    inos[self._invalidate_recv.receive_nowait()] = None
-                except trio.WouldBlock:
-                    break
-            await trio.to_thread.run_sync(self._invalidate_inodes, list(inos))
-
-    @staticmethod
-    def _invalidate_inodes(inos: list[int]) -> None:
-        for ino in inos:
-            try:
-                pyfuse3.invalidate_inode(ino, False)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    log.warning("invalidate_inode(%d): %s", ino, exc)
+        self.kernel.on_change(change)
 
     # ---- lookups and attributes ----------------------------------------------------------
 
@@ -408,21 +347,11 @@ class LighthouseOperations(pyfuse3.Operations):
         return self._attr(node)
 
     async def forget(self, inode_list):
-        nodes = self.tree.nodes
         for ino, count in inode_list:
             if ino >= FIRST_HISTORY_INO:
                 self._hist_forget(ino, count)
-                continue
-            node = nodes.get(ino) or self._new_files.node(ino)
-            if node is not None and node.lookups > count:
-                node.lookups -= count
-                continue
-            if node is not None and node.lookups:
-                node.lookups = 0
-                self.kernel_inodes -= 1
-            if ino not in self._open_files:
-                self._where.pop(ino, None)
-                self.tree.release_orphan(ino)
+            elif self.kernel.forget(ino, count):
+                self.tree.release_orphan(ino)   # dropped if unlinked
 
     async def getattr(self, inode, ctx=None):
         return await self._attr_of(inode)
@@ -641,12 +570,7 @@ class LighthouseOperations(pyfuse3.Operations):
     def _adopt(self, ino: int) -> None:
         """A new file's MKNOD was applied (by its close, or by the follower after an
         append that had been reported failed): from now on it is a tree node."""
-        node = self._new_files.remove(ino).node
-        logged = self.tree.nodes[ino]
-        if node.lookups:   # the kernel's references move to the logged node
-            if logged.lookups:
-                self.kernel_inodes -= 1   # looked up again while it was being logged
-            logged.lookups += node.lookups
+        self._new_files.remove(ino)   # (the kernel's references are to the inode: kernel.py)
 
     def _abandon(self, new: NewFile, reason: str) -> None:
         """A file created here that cannot be logged disappears (the error went to close)."""
@@ -659,14 +583,8 @@ class LighthouseOperations(pyfuse3.Operations):
             open_file.lost = errors.LighthouseError(
                 f"{self.tree.path(new.parent, new.name)} was dropped before it was stored: {reason}",
                 errno_=errno.ESTALE)
-        if new.node.lookups:
-            new.node.lookups = 0
-            self.kernel_inodes -= 1
-        if self.kernel_attached:
-            try:
-                pyfuse3.invalidate_entry_async(new.parent, new.name, ignore_enoent=True)
-            except OSError as exc:
-                log.debug("invalidate_entry(%d, %r): %s", new.parent, new.name, exc)
+        self.kernel.drop(new.node.ino)
+        self.kernel.invalidate_entry(new.parent, new.name)
 
     @staticmethod
     def _check_not_fixed(parent: int, name: bytes) -> None:
@@ -1071,9 +989,9 @@ class LighthouseOperations(pyfuse3.Operations):
         file that the store does not hold (appends it placed at its own offset, refused
         bytes), so a reader that opens next reads what is stored. Only from FLUSH and
         FSYNC: no kernel lock this waits for is held across them (a WRITE holds its pages)."""
-        if open_file.kernel_stale and self.kernel_attached:
+        if open_file.kernel_stale:
             open_file.kernel_stale = False
-            await trio.to_thread.run_sync(self._invalidate_inodes, [open_file.ino])
+            await self.kernel.drop_pages(open_file.ino)
 
     async def _check_content(self, ino: int, kind: bytes | None, buffer: FileBuffer,
                              open_file: OpenFile | None) -> None:
@@ -1158,15 +1076,6 @@ class LighthouseOperations(pyfuse3.Operations):
             open_file.kernel_stale = True   # its pages hold the appends where they were
         return True
 
-    def _invalidate_later(self, ino: int) -> None:
-        """Have the kernel drop an inode's attributes and pages (in a worker thread:
-        invalidate_inode can wait for page locks that the kernel holds during a request)."""
-        if self.kernel_attached:
-            try:
-                self._invalidate_send.send_nowait(ino)
-            except trio.WouldBlock:
-                log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout", ino)
-
     # ---- directories ---------------------------------------------------------------------
 
     async def opendir(self, inode, ctx):
@@ -1189,7 +1098,7 @@ class LighthouseOperations(pyfuse3.Operations):
         entries = self._handles[fh]
         if isinstance(entries, HistoryListing):
             return await self._history_readdir(entries, start_id, token)
-        nodes, attrs = self.tree.nodes, self._attrs
+        nodes, attrs, lookups = self.tree.nodes, self._attrs, self.kernel.lookups
         # The hot loop of ls, find and git status: tree entries take the direct path
         # (no await, and the reused attributes without a call); only virtual inodes
         # take _attr_of.
@@ -1213,9 +1122,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 return
             # readdirplus hands the kernel a reference, as a lookup does (_remember, inline).
             if node is not None and ino >= events.INO_BASE:
-                if not node.lookups:
-                    self.kernel_inodes += 1
-                node.lookups += 1
+                lookups[ino] = lookups.get(ino, 0) + 1
 
     async def releasedir(self, fh):
         self._handles.pop(fh, None)
