@@ -18,6 +18,14 @@ from .buffer import FileBuffer
 UNKNOWN = b"?"   # an open file's format, not looked up yet
 
 
+class Repeated(errors.LighthouseError):
+    """A handle's refusal answered again (its errno, to a later write, close or fsync):
+    logged once, when it happened, and not again (fs/boundary.py)."""
+
+    def __init__(self, refused: errors.LighthouseError):
+        super().__init__(str(refused), errno_=refused.errno)
+
+
 class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 

@@ -2,7 +2,8 @@
 
 pyfuse3 lets only FUSEError out of a request handler (anything else ends the mount).
 Every handler is wrapped: a domain error (errors.py) becomes its errno, logged once
-(at debug for the expected ENOENT, EEXIST and ENODATA); anything unexpected is logged
+(at debug for the expected ENOENT, EEXIST and ENODATA; a refusal repeated to a
+later call on the same handle is not logged again); anything unexpected is logged
 with its traceback and answered with EIO. `forget` answers nothing (it may not even
 raise FUSEError): an unexpected error there is logged with its traceback and dropped.
 Every handler is timed here too.
@@ -18,6 +19,7 @@ import time
 import pyfuse3
 
 from .. import errors
+from ..files.handles import Repeated
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ def guarded(fn):
         except errors.LighthouseError as exc:
             code = errno.errorcode.get(exc.errno, str(exc.errno))
             self.metrics.op_errors.labels(name, code).inc()
-            if exc.errno in EXPECTED_ERRNOS:
+            if isinstance(exc, Repeated):
+                pass   # logged once, when it was refused
+            elif exc.errno in EXPECTED_ERRNOS:
                 log.debug("%s: %s", name, exc)
             else:
                 log.info("%s refused (%s): %s", name, code, exc)
