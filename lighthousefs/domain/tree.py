@@ -264,7 +264,7 @@ class Tree:
         node = Node(ino or events.ino_for_seq(seq), shared_int(p["mode"]), p.get("uid", 0), p.get("gid", 0),
                     time_ns)
         node.rdev = p.get("rdev", 0)
-        # A file created with its content has the times of its last write (fs.py).
+        # A file created with its content has the times of its last write (files/writer.py).
         node.mtime_ns = p.get("mtime", time_ns)
         node.ctime_ns = p.get("ctime", time_ns)
         node.target = p.get("target", b"")
@@ -424,7 +424,7 @@ class Tree:
         node.size = p["size"]
         node.chunks = pack(p["chunks"])
         node.mtime_ns = p.get("mtime", time_ns)
-        node.ctime_ns = p.get("ctime", time_ns)   # when the write or truncate was made (fs.py)
+        node.ctime_ns = p.get("ctime", time_ns)   # when the write or truncate was made (files/writer.py)
         node.version += 1
         return Change(inodes=[node.ino])
 

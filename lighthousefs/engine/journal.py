@@ -146,7 +146,7 @@ class Journal:
         """Is the store known to take a change now? Not if the circuit is not closed or
         the store lost data; for a remote store, only if it answered within
         REACHABLE_WITHIN_S and has not failed since. A create waits for its close, and
-        a write() is accepted, only then: else they fail where a shell sees it (fs.py)."""
+        a write() is accepted, only then: else they fail where a shell sees it (files/writer.py)."""
         if self.failsafe or (self.breaker is not None and self.breaker.state != "closed"):
             return False
         if not self.store.remote:
