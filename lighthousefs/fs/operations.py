@@ -1,9 +1,11 @@
 """The pyfuse3 Operations: FUSE requests in, tree queries and journal submissions out.
 
-Errors are translated at one boundary (boundary.py): domain errors become their errno,
-anything unexpected is logged with its traceback and answered with EIO. Handlers do no
-blocking I/O on the trio thread: the store is reached through the journal, the
-history and the events file, which use worker threads.
+The handlers delegate: open and new files and their commits to files/writer.py, the
+kernel's references and invalidation to kernel.py, attributes to attrs.py, `.history`
+to views/history_dir.py. Errors are translated at one boundary (boundary.py): domain
+errors become their errno, anything unexpected is logged with its traceback and
+answered with EIO. Handlers do no blocking I/O on the trio thread: the store is reached
+through the journal, the history and the events file, which use worker threads.
 
 Concurrency: namespace changes hold `_ns_lock` from their check to the applied event,
 so no other local change can slip between "the name is free" and "the name is taken".
