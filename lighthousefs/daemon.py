@@ -297,11 +297,11 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
             pyfuse3.init(ops, config.mountpoint, options)
         except RuntimeError as exc:   # libfuse printed its reason on stderr just before
             raise errors.StoreOpenError(f"the kernel refused the FUSE mount of {config.mountpoint} ({exc})") from None
-        ops.kernel_attached = True
+        ops.kernel.attached = True
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(journal.run_committer)
-                await nursery.start(ops.run_invalidator)
+                await nursery.start(ops.kernel.run_invalidator)
 
                 async def fuse_loop():
                     await pyfuse3.main()

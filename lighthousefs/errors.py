@@ -1,4 +1,4 @@
-"""Domain errors. Storage and projection code raise these; only fs.py turns them into errno.
+"""Domain errors. Storage and projection code raise these; only fs/boundary.py turns them into errno.
 
 Each error carries the errno it maps to, so the FUSE boundary needs no table.
 """

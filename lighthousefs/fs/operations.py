@@ -1,9 +1,11 @@
 """The pyfuse3 Operations: FUSE requests in, tree queries and journal submissions out.
 
-Errors are translated at one boundary (`_guarded`): domain errors become their errno,
-anything unexpected is logged with its traceback and answered with EIO. Handlers do no
-blocking I/O on the trio thread: the store is reached through the journal, the
-history and the events file, which use worker threads.
+The handlers delegate: open and new files and their commits to files/writer.py, the
+kernel's references and invalidation to kernel.py, attributes to attrs.py, `.history`
+to views/history_dir.py. Errors are translated at one boundary (boundary.py): domain
+errors become their errno, anything unexpected is logged with its traceback and
+answered with EIO. Handlers do no blocking I/O on the trio thread: the store is reached
+through the journal, the history and the events file, which use worker threads.
 
 Concurrency: namespace changes hold `_ns_lock` from their check to the applied event,
 so no other local change can slip between "the name is free" and "the name is taken".
@@ -16,13 +18,9 @@ name meanwhile, and then the close reports it.
 from __future__ import annotations
 
 import errno
-import functools
-import inspect
-import itertools
 import logging
 import os
 import stat
-import time
 from typing import Callable
 
 import pyfuse3
@@ -30,161 +28,31 @@ import trio
 
 from .. import errors
 from ..domain import events, rules
-from ..domain.chunks import content_digest, seal_full
 from ..domain.events import Draft, Event
-from ..domain.rules import FormatCheck, Policy, check_format_size, validate_format
+from ..domain.rules import FormatCheck, Policy, check_format_size
 from ..domain.tree import ROOT_INO, Change, Node
-from ..domain.visibility import can_see_path, view_of
+from ..domain.visibility import view_of
 from ..engine.journal import Journal
-from ..files.buffer import FileBuffer, Pending
-from ..files.chunk_cache import ChunkCache
-from ..files.newfiles import NewFile, NewFiles
+from ..files.chunk_cache import ChunkCache, Chunks
+from ..files.commits import pending_times
+from ..files.handles import UNKNOWN, BytesHandle, EventsHandle, FileHandle, Handles, OpenFile, ReadOnlyFile
+from ..files.writer import CONTENT_REFUSALS, LARGE_CHECK, Writer, validate
 from ..metrics import Metrics
-from ..store import report_corrupt
 from ..views.events_file import EventsFile
 from ..views.history import History
+from ..views.history_dir import FIRST_HISTORY_INO, HISTORY_NAME, HistoryListing, HistoryView
+from .attrs import CACHE_TIMEOUT, Attrs
+from .boundary import guard
+from .kernel import Kernel
 
 log = logging.getLogger(__name__)
-
-# The kernel may keep names and attributes this long: every change made elsewhere is
-# pushed to it by explicit invalidation, so a long timeout costs no staleness.
-CACHE_TIMEOUT = 300.0
 
 EVENTS_INO = 6
 CONTROL_INO = 7
 CONTROL_FILES = {b"stats": 8, b"health": 9, b"version": 10}
 CONTROL_INOS = {ino: name for name, ino in CONTROL_FILES.items()}
-HISTORY_NAME = b".history"
-FIRST_HISTORY_INO = events.RESERVED_INO_END   # .history entries: numbered per mount
-# Attribute objects kept for reuse (about 0.3 KiB each).
-ATTR_CACHE_ENTRIES = 8192
-LARGE_COMMIT = 1 << 20
-# A format check of more bytes than this runs in a worker thread (about 4 MB/s in Python
-# on a loaded 2-core VM: 16 KiB is 4 ms).
-LARGE_CHECK = 16 << 10
-LARGE_CHUNK_LIST = 1024   # a commit of a file of more chunks builds its list in a worker thread too
 CHUNK_CACHE_BYTES = 64 << 20
-# Readahead only where L1 keeps what it brings until it is read (--cache-mb 0: never).
-READAHEAD_MIN_CACHE_BYTES = 8 << 20
 XATTR_VALUE_MAX = 64 * 1024
-# What a state.json or status may not hold: the content is refused, the old one stays.
-CONTENT_REFUSALS = (errors.InvalidArgument, errors.FileTooLarge)
-EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
-# An append is tried again after each write of the file by another producer that landed
-# first; past this many, its close fails (nothing of it stored).
-APPEND_ROUNDS = 100
-
-
-def _guarded(fn):
-    """The error boundary of one handler (see the module docstring), and its timing."""
-    name = fn.__name__
-
-    @functools.wraps(fn)
-    async def wrapper(self, *args):
-        started = time.perf_counter()
-        try:
-            return await fn(self, *args)
-        except pyfuse3.FUSEError as exc:
-            self.metrics.op_errors.labels(name, errno.errorcode.get(exc.errno, exc.errno)).inc()
-            raise
-        except errors.LighthouseError as exc:
-            code = errno.errorcode.get(exc.errno, str(exc.errno))
-            self.metrics.op_errors.labels(name, code).inc()
-            if exc.errno in EXPECTED_ERRNOS:
-                log.debug("%s: %s", name, exc)
-            else:
-                log.info("%s refused (%s): %s", name, code, exc)
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except Exception:
-            self.metrics.op_errors.labels(name, "EIO").inc()
-            log.exception("%s%r failed unexpectedly; answering EIO", name, args[:-1] if args else ())
-            raise pyfuse3.FUSEError(errno.EIO) from None
-        finally:
-            self._op_timers[name](time.perf_counter() - started)
-
-    return wrapper
-
-
-UNKNOWN = b"?"   # an open file's format, not looked up yet
-
-
-class OpenFile:
-    """The one buffer shared by every handle open on an inode."""
-
-    __slots__ = ("ino", "buffer", "refs", "lost", "times", "kernel_stale", "kind", "check", "check_mark",
-                 "committing")
-
-    def __init__(self, ino: int, buffer: FileBuffer):
-        self.ino = ino
-        self.buffer = buffer
-        self.refs = 0
-        # The kernel's pages or size of this file may be wrong (an append it placed at
-        # its own offset, or moved after another node's content): dropped before close
-        # returns, so a reader that opens next sees the stored content.
-        self.kernel_stale = False
-        # Set when a new file could not be logged and was dropped: every handle still
-        # open on it fails from then on, instead of writing into nothing.
-        self.lost: errors.LighthouseError | None = None
-        # (mtime, ctime) of the changes made through handles and not yet committed: a
-        # write or truncate moves them when it happens, as on ext4, not at close. stat
-        # shows them and the commit stores them.
-        self.times: tuple[int, int] | None = None
-        # STATE_FILE or STATUS_FILE for a file whose format is checked (looked up at its
-        # first write), and the check of what was written so far: valid while the
-        # buffer is the one in `check_mark`, at the generation there.
-        self.kind: bytes | None = UNKNOWN
-        self.check: FormatCheck | None = None
-        self.check_mark: tuple[FileBuffer, int] | None = None
-        self.committing = trio.Lock()   # held by the commit of this file's buffer (_commit)
-
-    def touched(self) -> None:
-        now = time.time_ns()
-        self.times = (now, now)
-
-
-class FileHandle:
-    __slots__ = ("open_file", "writable", "flush_failed", "append", "wrote", "truncated", "refused")
-
-    def __init__(self, open_file: OpenFile, writable: bool, append: bool = False):
-        self.open_file = open_file
-        self.writable = writable
-        self.append = append   # O_APPEND: every write goes to the end of the file
-        # close() already reported this commit's failure: release does not retry it.
-        self.flush_failed = False
-        # A write or ftruncate through this handle since its last commit (see flush).
-        self.wrote = False
-        self.truncated = False   # opened with O_TRUNC: committed at its release (see release)
-        # A write or close through this handle was refused as bad content (EINVAL): the
-        # stored content stays, and every later write and close of the handle fails.
-        self.refused: errors.LighthouseError | None = None
-
-
-class BytesHandle:
-    """A read-only file whose whole content was fixed at open (control files)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes):
-        self.data = data
-
-
-class ReadOnlyFile:
-    """A past version of a file, read through a buffer that is never written."""
-
-    __slots__ = ("buffer",)
-
-    def __init__(self, buffer: FileBuffer):
-        self.buffer = buffer
-
-
-class EventsHandle:
-    __slots__ = ()
-
-
-class HistoryListing(list):
-    """A .history directory's entries, (name, key): numbered only as they are listed."""
-
-    __slots__ = ()
 
 
 class LighthouseOperations(pyfuse3.Operations):
@@ -202,171 +70,52 @@ class LighthouseOperations(pyfuse3.Operations):
         self.control = control
         self.metrics = metrics
         self._op_timers = {name: metrics.op_seconds.labels(name).observe for name in _HANDLER_NAMES}
-        self._chunks = ChunkCache(cache_bytes, on_hit=metrics.cache.labels("l1", "hit").inc,
-                                  on_miss=metrics.cache.labels("l1", "miss").inc)
-        metrics.cache_bytes.set_function(lambda: self._chunks.bytes)
+        cache = ChunkCache(cache_bytes, on_hit=metrics.cache.labels("l1", "hit").inc,
+                           on_miss=metrics.cache.labels("l1", "miss").inc)
+        metrics.cache_bytes.set_function(lambda: cache.bytes)
         self.history = History(journal.guarded)
         metrics.history_trees.set_function(lambda: self.history.trees_kept)
         metrics.history_tree_inodes.set_function(lambda: self.history.inodes_kept)
         metrics.history_inodes.set_function(lambda: len(self._hist_keys))
         self.events_file = EventsFile(journal.guarded, self._event_view,
                                       lambda: self.tree.applied_seq)
-        self.kernel_attached = False   # True once mounted: invalidations go to the kernel
         self._ns_lock = trio.Lock()
-        self.kernel_inodes = 0   # tree inodes the kernel holds references to
-        self._attrs: dict[int, tuple[int, pyfuse3.EntryAttributes]] = {}
-        self._where: dict[int, tuple[int, bytes]] = {}
-        self._open_files: dict[int, OpenFile] = {}
-        self._new_files = NewFiles()   # created here, not yet in the log (newfiles.py)
-        metrics.new_files.set_function(lambda: len(self._new_files))
-        self._reserve_lock = trio.Lock()
-        self._handles: dict[int, object] = {}
-        self._next_fh = itertools.count(1)
-        # .history inodes: numbered as the kernel is told of them, and dropped when it
-        # forgets them (its references counted in _hist_lookups), so a walk of many
-        # versions leaves nothing behind.
-        self._hist_keys: dict[int, tuple] = {}
-        self._hist_inos: dict[tuple, int] = {}
-        self._hist_lookups: dict[int, int] = {}
-        self._next_hist_ino = itertools.count(FIRST_HISTORY_INO)
-        self._invalidate_send, self._invalidate_recv = trio.open_memory_channel(10_000)
-        self.tree.is_pinned = self._is_pinned
+        self.kernel = Kernel(self.tree, lambda ino: ino in self.writer.open_files)
+        self._handles = Handles()
+        chunks = Chunks(cache, self.store, journal.call_store, self.kernel.path_of)
+        self.writer = Writer(journal, chunks, self.kernel, self._handles, self._format_of, self.kernel.path_of)
+        metrics.new_files.set_function(lambda: len(self.writer.new_files))
+        self.attrs = Attrs(self.tree, self.writer.open_files, pending_times)
+        # The names the handlers use, bound to their owners above (the namespace handlers
+        # are being reworked in parallel: their bodies stay as they were).
+        writer, kernel, attrs = self.writer, self.kernel, self.attrs
+        self._open_files, self._new_files, self._new_fh = writer.open_files, writer.new_files, self._handles.add
+        self._live_node, self._committed_buffer, self._submit_one = \
+            writer.live_node, writer.committed_buffer, writer.commits.submit_one
+        self._settle, self._settle_name, self._check_free = writer.settle, writer.settle_name, writer.check_free
+        self._may_defer, self._check_reachable = writer.may_defer, writer.check_reachable
+        self._forget_formats, self._name_of, self._revert = writer.forget_formats, writer.name_of, writer.revert
+        self._remember, self._where, self._path_of = kernel.remember, kernel.where, kernel.path_of
+        self._attr, self._attrs, self._virtual_attr = attrs.attr, attrs.cache, attrs.virtual_attr
+        self._build_attr, self._truncate_now = attrs.build_attr, writer.truncate_now
+        hist = self.history_view = HistoryView(self.history, self.tree, attrs, self._viewer)
+        self._hist_keys, self._hist_ref, self._hist_forget = hist._hist_keys, hist._hist_ref, hist._hist_forget
+        self._history_lookup, self._history_attr, self._history_node = \
+            hist._history_lookup, hist._history_attr, hist._history_node
+        self._history_listing, self._history_readdir = hist._history_listing, hist._history_readdir
         journal.listeners.append(self._on_applied)
 
+    @property
+    def kernel_inodes(self) -> int:
+        return self.kernel.inodes
+
     # ---- helpers ---------------------------------------------------------------------
-
-    def _is_pinned(self, ino: int) -> bool:
-        node = self.tree.nodes.get(ino)
-        return (node is not None and node.lookups > 0) or ino in self._open_files
-
-    def _remember(self, node: Node, parent: int | None = None, name: bytes | None = None) -> None:
-        """The kernel took a reference to `node` (a lookup, a create, readdirplus)."""
-        if not node.lookups:
-            self.kernel_inodes += 1
-        node.lookups += 1
-        if parent is not None:
-            self._where[node.ino] = (parent, name)
-
-    def _live_node(self, ino: int) -> Node | None:
-        """A live inode: in the tree, or created here and not yet in the log."""
-        return self.tree.nodes.get(ino) or self._new_files.node(ino)
 
     def _node(self, ino: int) -> Node:
         node = self._live_node(ino)
         if node is None:
             raise errors.NotFound(f"no inode {ino}")
         return node
-
-    async def _fetch_chunks(self, digests: list[bytes], ahead: list[bytes] = (), *, ino: int = 0) -> list[bytes]:
-        """Chunks from L1, and what L1 lacks from the store in one call. If that call is
-        made, the `ahead` chunks L1 lacks come with it (readahead; see content.py), when
-        L1 is large enough to keep them until they are read. A damaged chunk is logged
-        naming the file `ino`; one met only ahead does not fail this read."""
-        found = [self._chunks.get(digest) for digest in digests]
-        missing = [digest for digest, data in zip(digests, found) if data is None]
-        if missing:
-            needed = len(missing)
-            if ahead and self._chunks.max_bytes >= READAHEAD_MIN_CACHE_BYTES:
-                wanted = set(missing)
-                missing += [d for d in dict.fromkeys(ahead) if d not in wanted and not self._chunks.holds(d)]
-            try:
-                fetched = dict(zip(missing, await self.journal.call_store(self.store.get_chunks, missing)))
-            except (errors.ChunkCorrupt, errors.ChunkMissing) as exc:
-                if isinstance(exc, errors.ChunkCorrupt):
-                    report_corrupt(exc, lambda: self._path_of(ino) if ino else "a file")
-                if not set(exc.digests) & set(missing[:needed]):
-                    return await self._fetch_chunks(digests, ino=ino)   # only ahead: read without
-                raise
-            for digest, data in fetched.items():
-                self._chunks.put(digest, data)
-            found = [fetched[digest] if data is None else data for digest, data in zip(digests, found)]
-        return found
-
-    def _committed_buffer(self, node: Node) -> FileBuffer:
-        """A buffer of the file's stored content (what a new open sees)."""
-        return FileBuffer(node.chunks, node.size, functools.partial(self._fetch_chunks, ino=node.ino),
-                          self._put_chunks)
-
-    async def _put_chunks(self, datas: list) -> list[bytes | None]:
-        """Full chunks of an open file, hashed and stored in a worker thread before the
-        event that names them (see content.py): their hashes (None for zeros)."""
-        def put():
-            hashes, chunks = seal_full(datas)
-            self.store.append([], chunks, False)   # durable with the event at close
-            return hashes
-        # Not kept in L1: a large file streams past, and would push out what is read.
-        # Patient, as appends are: a slow store makes the write wait, never fail while
-        # the chunks are still being stored (content-addressed: harmless either way).
-        return await self.journal.call_store(put, write=True, patient=True)
-
-    def _attr(self, node: Node) -> pyfuse3.EntryAttributes:
-        """A tree node's attributes, reused while the node is unchanged: a listing of
-        1000 entries would otherwise build 1000 objects of 15 fields each time. Every
-        change to a node bumps its version (tree.py); pyfuse3 copies the attributes
-        into its reply, so sharing one object is safe."""
-        if node.ino in self._open_files:
-            return self._build_attr(node)   # the size comes from the open buffer
-        cached = self._attrs.get(node.ino)
-        if cached is not None and cached[0] == node.version:
-            return cached[1]
-        attr = self._build_attr(node)
-        if len(self._attrs) >= ATTR_CACHE_ENTRIES:
-            self._attrs.clear()   # O(1) amortized; a walk past the bound just rebuilds
-        self._attrs[node.ino] = (node.version, attr)
-        return attr
-
-    def _build_attr(self, node: Node, ino: int | None = None, read_only: bool = False) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = ino or node.ino
-        attr.entry_timeout = CACHE_TIMEOUT
-        attr.attr_timeout = CACHE_TIMEOUT
-        attr.st_mode = node.mode & ~0o222 if read_only else node.mode
-        attr.st_nlink = node.nlink
-        attr.st_uid = node.uid
-        attr.st_gid = node.gid
-        attr.st_rdev = node.rdev
-        open_file = self._open_files.get(node.ino) if ino is None else None
-        size = open_file.buffer.size if open_file is not None else node.size
-        attr.st_size = size
-        attr.st_blksize = 4096
-        attr.st_blocks = -(-size // 512)
-        attr.st_atime_ns = node.atime_ns
-        attr.st_mtime_ns = node.mtime_ns
-        attr.st_ctime_ns = node.ctime_ns
-        if open_file is not None and open_file.times is not None:
-            times = self._pending_times(open_file, node)
-            attr.st_mtime_ns, attr.st_ctime_ns = times["mtime"], times["ctime"]
-        return attr
-
-    def _virtual_attr(self, ino: int, mode: int, size: int = 0, volatile: bool = False) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = ino
-        attr.entry_timeout = CACHE_TIMEOUT
-        attr.attr_timeout = 0 if volatile else CACHE_TIMEOUT
-        attr.st_mode = mode
-        attr.st_nlink = 2 if stat.S_ISDIR(mode) else 1
-        attr.st_size = size
-        attr.st_blksize = 4096
-        root = self.tree.nodes[ROOT_INO]
-        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = root.mtime_ns
-        return attr
-
-    def _path_of(self, ino: int) -> str:
-        node = self.tree.nodes.get(ino)
-        if node is not None and node.is_dir:
-            return self.tree.dir_path(ino)
-        where = self._where.get(ino)
-        if where is not None:
-            parent, name = where
-            if self.tree.find(parent, name) is node:
-                return self.tree.path(parent, name)
-        for candidate in self.tree.walk():
-            if candidate.is_dir:
-                for name, child in candidate.entries.items():
-                    if child == ino:
-                        self._where[ino] = (candidate.ino, name)
-                        return self.tree.path(candidate.ino, name)
-        return f"inode/{ino}"
 
     def _require_tree_node(self, ino: int) -> Node:
         """The inode `ino` of the live tree, or the errno a change to it gets."""
@@ -395,14 +144,6 @@ class LighthouseOperations(pyfuse3.Operations):
         if node is not None:
             rules.check_node_change(self.tree, self.actor, node)
 
-    async def _submit_one(self, draft: Draft, chunks: dict[bytes, bytes] | None = None,
-                          durable: bool = False) -> tuple[Event, Change | None]:
-        """Namespace changes are safe from a crash once they return, and durable against
-        power loss at the next fsync or close of a written file (like rename on ext4);
-        contents are durable at close()."""
-        [result] = await self.journal.submit([draft], chunks, durable)
-        return result
-
     def _event_view(self, event: Event) -> Event | None:
         """What this mount's agent may see of an event (visibility.py)."""
         return view_of(event, self._viewer)
@@ -415,53 +156,9 @@ class LighthouseOperations(pyfuse3.Operations):
 
     def _on_applied(self, event: Event, change: Change | None, local: bool) -> None:
         self.events_file.on_applied(event)
-        if change is not None and event.type == events.MKNOD and event.payload.get("ino") in self._new_files:
-            self._adopt(event.payload["ino"])
-        if local or change is None:
-            return
-        for ino in change.inodes:
-            open_file = self._open_files.get(ino)
-            node = self.tree.nodes.get(ino)
-            if open_file is not None and node is not None and not open_file.buffer.changed \
-                    and not node.is_dir:
-                open_file.buffer = self._committed_buffer(node)
-        if not self.kernel_attached:
-            return
-        for parent, name in change.entries:
-            try:
-                pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
-            except OSError as exc:
-                log.debug("invalidate_entry(%d, %r): %s", parent, name, exc)
-        for ino in change.inodes:
-            node = self.tree.nodes.get(ino)
-            if (node is not None and node.lookups) or ino < events.INO_BASE:
-                try:
-                    self._invalidate_send.send_nowait(ino)
-                except trio.WouldBlock:
-                    log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout", ino)
-
-    async def run_invalidator(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """invalidate_inode can block on page locks, so it runs in a worker thread: one
-        hop for everything queued meanwhile, each inode once (a burst of remote events
-        touches the same directory again and again)."""
-        task_status.started()
-        async for ino in self._invalidate_recv:
-            inos = {ino: None}
-            while True:
-                try:
-                    inos[self._invalidate_recv.receive_nowait()] = None
-                except trio.WouldBlock:
-                    break
-            await trio.to_thread.run_sync(self._invalidate_inodes, list(inos))
-
-    @staticmethod
-    def _invalidate_inodes(inos: list[int]) -> None:
-        for ino in inos:
-            try:
-                pyfuse3.invalidate_inode(ino, False)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    log.warning("invalidate_inode(%d): %s", ino, exc)
+        self.writer.on_applied(event, change, local)
+        if not local and change is not None:
+            self.kernel.on_change(change)
 
     # ---- lookups and attributes ----------------------------------------------------------
 
@@ -498,21 +195,11 @@ class LighthouseOperations(pyfuse3.Operations):
         return self._attr(node)
 
     async def forget(self, inode_list):
-        nodes = self.tree.nodes
         for ino, count in inode_list:
             if ino >= FIRST_HISTORY_INO:
                 self._hist_forget(ino, count)
-                continue
-            node = nodes.get(ino) or self._new_files.node(ino)
-            if node is not None and node.lookups > count:
-                node.lookups -= count
-                continue
-            if node is not None and node.lookups:
-                node.lookups = 0
-                self.kernel_inodes -= 1
-            if ino not in self._open_files:
-                self._where.pop(ino, None)
-                self.tree.release_orphan(ino)
+            elif self.kernel.forget(ino, count):
+                self.tree.release_orphan(ino)   # dropped if unlinked
 
     async def getattr(self, inode, ctx=None):
         return await self._attr_of(inode)
@@ -572,13 +259,6 @@ class LighthouseOperations(pyfuse3.Operations):
                 # futimens before close (cp -p, rsync): the close commits this mtime.
                 open_file.times = (payload["mtime"], self.tree.get(inode).ctime_ns)
         return self._attr(self.tree.get(inode))
-
-    async def _truncate_now(self, node: Node, size: int) -> None:
-        """truncate(2) by path: one write event now (the file may not be open at all)."""
-        open_file = self._open_files.get(node.ino)
-        buffer = open_file.buffer if open_file else self._committed_buffer(node)
-        await buffer.truncate(size)
-        await self._commit(node.ino, buffer, open_file)
 
     # ---- namespace changes -------------------------------------------------------------
 
@@ -640,119 +320,16 @@ class LighthouseOperations(pyfuse3.Operations):
 
     # ---- files created here, not yet in the log (newfiles.py) ----------------------------
 
-    def _may_defer(self, parent: int, name: bytes) -> bool:
-        """May this create wait for the file's first close to be logged? Only while the
-        store is known to be reachable: else the create itself is logged, and fails where
-        a shell sees it (bash ignores the errors of close)."""
-        return self.journal.store_reachable() and not self.store.full
-
-    def _check_reachable(self) -> None:
-        """Content is accepted (write(), O_TRUNC) only while the store is known to be
-        reachable: a shell that ignores close() sees the failure here instead."""
-        if not self.journal.store_reachable():
-            raise errors.StoreUnavailable("the store is not known to be reachable; refusing new content")
-        full = self.store.full
-        if full:
-            raise errors.StoreFull(full)
-
     async def _make_new_file(self, parent: int, name: bytes, mode: int, ctx) -> Node:
-        while True:
-            # The checks run again after a reservation awaited the store; from the last
-            # of them to add(), no await lets another change take the name.
+        def check() -> None:
+            # Run again after a reservation awaited the store (see Writer.make_new_file).
             self._require_tree_dir(parent)
             self.policy.check_mount_writable()
             self._check_free(parent, name)
             self.tree.check(Draft(events.MKNOD, "", {"parent": parent, "name": name, "mode": mode}, self.actor))
-            ino = self._new_files.take_ino()
-            if ino is not None:
-                break
-            await self._reserve_inodes()
-        node = self._new_files.add(ino, parent, name, mode, ctx.uid, ctx.gid)
-        self._remember(node, parent, name)
+        node = await self.writer.make_new_file(parent, name, mode, ctx.uid, ctx.gid, check)
+        self._remember(node, parent, name)   # (no await since the name was taken)
         return node
-
-    async def _reserve_inodes(self) -> None:
-        async with self._reserve_lock:
-            if not self._new_files.used_up:
-                return   # another create reserved while this one waited
-            event, _ = await self._submit_one(Draft(events.INODES, "", {"count": events.INO_RANGE}))
-            self._new_files.add_range(events.inode_range(event.seq))
-
-    def _check_free(self, parent: int, name: bytes) -> None:
-        """The tree's checks do not see files created here that are not logged yet."""
-        if self._new_files.find(parent, name) is not None:
-            raise errors.Exists(f"{self.tree.path(parent, name)} exists")
-
-    async def _settle(self, ino: int) -> None:
-        """Log a file created here now, before a change that the tree must check."""
-        if ino in self._new_files:
-            open_file = self._open_files[ino]
-            await self._commit(ino, open_file.buffer, open_file)
-
-    async def _settle_name(self, parent: int, name: bytes) -> None:
-        """Log the new file of that name, or the new files in the directory of that
-        name, before the name is removed or replaced (the tree would not see them)."""
-        logged = self.tree.find(parent, name)
-        new = self._new_files.find(parent, name)
-        if new is not None and logged is None:
-            # (If another node logged that name first, the change is about its file:
-            # this one's conflict is for its own close to report.)
-            await self._settle(new.node.ino)
-        if logged is not None and logged.is_dir:
-            for new in self._new_files.in_dir(logged.ino):
-                await self._settle(new.node.ino)
-
-    async def _log_new_file(self, new: NewFile, pending: Pending, times: dict[str, int]) -> None:
-        """One MKNOD with the file's name, attributes, inode and content."""
-        node = new.node
-        draft = Draft(events.MKNOD, self.tree.path(new.parent, new.name),
-                      {"parent": new.parent, "name": new.name, "mode": node.mode, "uid": node.uid,
-                       "gid": node.gid, "ino": node.ino, "size": pending.size, "chunks": pending.hashes, **times})
-        try:
-            self.tree.check(draft)
-        except (errors.Exists, errors.NotFound, errors.NotADirectory) as exc:
-            self._abandon(new, str(exc))
-            raise
-        _, change = await self._submit_one(draft, pending.chunks, durable=True)
-        if change is not None:
-            return   # applied: _on_applied adopted the file
-        if node.ino not in self._new_files:
-            # An earlier append of this file, reported failed but stored, was applied
-            # first (the outcome of a failed append is unknown): store this content on it.
-            await self._submit_one(self._write_draft(node.ino, pending, times), pending.chunks, durable=True)
-            return
-        self._abandon(new, "another producer took the name first")
-        raise errors.Exists(f"{draft.path} was created by another producer first")
-
-    def _adopt(self, ino: int) -> None:
-        """A new file's MKNOD was applied (by its close, or by the follower after an
-        append that had been reported failed): from now on it is a tree node."""
-        node = self._new_files.remove(ino).node
-        logged = self.tree.nodes[ino]
-        if node.lookups:   # the kernel's references move to the logged node
-            if logged.lookups:
-                self.kernel_inodes -= 1   # looked up again while it was being logged
-            logged.lookups += node.lookups
-
-    def _abandon(self, new: NewFile, reason: str) -> None:
-        """A file created here that cannot be logged disappears (the error went to close)."""
-        log.warning("%s: the new file is dropped, its content was not stored: %s",
-                    self.tree.path(new.parent, new.name), reason)
-        self._new_files.remove(new.node.ino)
-        new.node.nlink = 0
-        open_file = self._open_files.get(new.node.ino)
-        if open_file is not None:
-            open_file.lost = errors.LighthouseError(
-                f"{self.tree.path(new.parent, new.name)} was dropped before it was stored: {reason}",
-                errno_=errno.ESTALE)
-        if new.node.lookups:
-            new.node.lookups = 0
-            self.kernel_inodes -= 1
-        if self.kernel_attached:
-            try:
-                pyfuse3.invalidate_entry_async(new.parent, new.name, ignore_enoent=True)
-            except OSError as exc:
-                log.debug("invalidate_entry(%d, %r): %s", new.parent, new.name, exc)
 
     @staticmethod
     def _check_not_fixed(parent: int, name: bytes) -> None:
@@ -823,6 +400,8 @@ class LighthouseOperations(pyfuse3.Operations):
         format. (No directory becomes an agent's: area roots are never renamed.)"""
         await self._check_format(self.policy.format_of(parent, name), node)
 
+    _validate = staticmethod(validate)
+
     async def _check_format(self, kind: bytes | None, node: Node) -> None:
         """A file that becomes agents/<a>/state.json or status must already fit the format."""
         if kind is None:
@@ -833,20 +412,6 @@ class LighthouseOperations(pyfuse3.Operations):
         buffer = open_file.buffer if open_file else self._committed_buffer(node)
         check_format_size(kind, buffer.size)
         await self._validate(kind, await buffer.read(0, buffer.size))
-
-    @staticmethod
-    async def _validate(kind: bytes, data: bytes) -> None:
-        if len(data) > LARGE_CHECK:
-            await trio.to_thread.run_sync(validate_format, kind, data)
-        else:
-            validate_format(kind, data)
-
-    def _forget_formats(self, change: Change | None) -> None:
-        """Open files renamed or linked: their format is looked up again at their next write."""
-        for ino in change.inodes if change is not None else ():
-            open_file = self._open_files.get(ino)
-            if open_file is not None:
-                open_file.kind, open_file.check = UNKNOWN, None
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
         await self._settle(inode)
@@ -869,11 +434,6 @@ class LighthouseOperations(pyfuse3.Operations):
         return self._attr(node)
 
     # ---- file contents -------------------------------------------------------------------
-
-    def _new_fh(self, handle: object) -> int:
-        fh = next(self._next_fh)
-        self._handles[fh] = handle
-        return fh
 
     def _open_tree_file(self, node: Node, flags: int) -> pyfuse3.FileInfo:
         open_file = self._open_files.get(node.ino)
@@ -945,38 +505,13 @@ class LighthouseOperations(pyfuse3.Operations):
             open_file.kind = self._format_of(open_file.ino)
         if open_file.kind is not None:
             await self._check_write(handle, open_file.buffer.size if handle.append else off, buf)
-        while True:
-            buffer = open_file.buffer
-            if handle.append:
-                # The kernel's offset is its cached size, stale if another node appended:
-                # the end is where this daemon's buffer ends, and the kernel must forget
-                # the size and the pages it wrote at its own offset.
-                if off != buffer.size:
-                    open_file.kernel_stale = True
-                    self._invalidate_later(open_file.ino)
-                written = await buffer.append(buf)
-            else:
-                written = await buffer.write(off, buf)
-            if open_file.buffer is buffer:
-                break
-            # Another node's change replaced the unchanged buffer while this write
-            # awaited a chunk (_on_applied): the write goes to the new one.
-        if open_file.check is not None:
-            open_file.check_mark = (open_file.buffer, open_file.buffer.generation)
-        if written:
-            open_file.touched()
-        handle.wrote = True
-        return written   # (short only at the largest file, as on ext4)
+        return await self.writer.write(handle, off, buf)
 
     def _format_of(self, ino: int) -> bytes | None:
         new = self._new_files.get(ino)
         if new is not None:
             return self.policy.format_of(new.parent, new.name)
         return self.policy.format_of_inode(ino)
-
-    def _name_of(self, ino: int) -> str:
-        new = self._new_files.get(ino)
-        return self.tree.path(new.parent, new.name) if new is not None else self._path_of(ino)
 
     async def _check_write(self, handle: FileHandle, off: int, buf: bytes) -> None:
         """Refuse (EINVAL) a write to a state.json or status as soon as the file's bytes
@@ -1006,247 +541,14 @@ class LighthouseOperations(pyfuse3.Operations):
             raise handle.refused from None
         open_file.check = check
 
-    def _revert(self, open_file: OpenFile, failed: errors.LighthouseError | None = None) -> None:
-        """Refused content (or content whose commit `failed`: an error from close() means
-        "not stored", so no later commit may store it) leaves the stored content, for
-        every handle: the open buffer goes back to it (a new file's is empty), and the
-        kernel drops what it cached of the discarded bytes."""
-        node = self._live_node(open_file.ino)
-        if node is not None:
-            open_file.buffer = self._committed_buffer(node)
-        open_file.check = None
-        open_file.times = None
-        open_file.kernel_stale = True   # dropped at once, and for sure before the close answers
-        self._invalidate_later(open_file.ino)
-        # Every other handle's unstored writes went with it: their writes, closes and
-        # fsyncs say so from now on, instead of a close that answers 0 for lost bytes.
-        why = "a write through another one was refused" if failed is None else f"its commit failed ({failed})"
-        lost = (errors.InvalidArgument if failed is None else errors.LighthouseError)(
-            f"{self._name_of(open_file.ino)}: what this descriptor wrote was discarded: {why}")
-        for other in self._handles.values():
-            if isinstance(other, FileHandle) and other.open_file is open_file and other.refused is None \
-                    and (other.wrote or other.truncated):
-                other.refused = lost
-
     async def flush(self, fh):
-        handle = self._handles.get(fh)
-        if not isinstance(handle, FileHandle):
-            return
-        open_file = handle.open_file
-        if handle.refused is not None:
-            await self._drop_stale_pages(open_file)
-            raise pyfuse3.FUSEError(handle.refused.errno)   # what it wrote was not stored
-        # Only a handle that wrote (or ftruncated) since its last commit commits here: a
-        # reader's close does not log another handle's unfinished writes, and bash closes
-        # the descriptor it dup'd before it writes. An O_TRUNC or a new file that nothing
-        # was written to is committed by the release.
-        if handle.writable and handle.wrote and (open_file.buffer.changed or open_file.ino in self._new_files):
-            handle.wrote = handle.truncated = False
-            try:
-                await self._commit(open_file.ino, open_file.buffer, open_file)
-            except CONTENT_REFUSALS as exc:
-                handle.refused = exc   # _commit put the stored content back
-                await self._drop_stale_pages(open_file)
-                raise
-            except errors.LighthouseError as exc:
-                handle.flush_failed = True
-                if open_file.buffer.changed and open_file.lost is None:
-                    # Not stored, so never stored later by another handle's close.
-                    self._revert(open_file, exc)
-                    await self._drop_stale_pages(open_file)
-                raise
-            handle.flush_failed = False
+        await self.writer.flush(self._handles.get(fh))
 
     async def fsync(self, fh, datasync):
-        handle = self._handles.get(fh)
-        if isinstance(handle, FileHandle) and handle.open_file.lost is not None:
-            raise handle.open_file.lost
-        if isinstance(handle, FileHandle) and handle.refused is not None:
-            await self._drop_stale_pages(handle.open_file)
-            raise pyfuse3.FUSEError(handle.refused.errno)
-        if isinstance(handle, FileHandle) and self._commits_for(handle) and (
-                handle.open_file.buffer.changed or handle.open_file.ino in self._new_files):
-            try:
-                await self._commit(handle.open_file.ino, handle.open_file.buffer, handle.open_file)
-            except CONTENT_REFUSALS as exc:
-                handle.refused = exc
-                await self._drop_stale_pages(handle.open_file)
-                raise
-        else:
-            await self.journal.sync()   # the file's creation and renames, made durable
-
-    def _commits_for(self, handle: FileHandle) -> bool:
-        """May a release or fsync of `handle` commit the file's shared buffer, with what
-        other handles wrote into it? Not a state.json or status that this handle did not
-        change while another is open: its unfinished document would be checked, refused
-        and thrown away."""
-        open_file = handle.open_file
-        if handle.wrote or handle.truncated or open_file.refs == 1:
-            return True
-        if open_file.kind is UNKNOWN:
-            open_file.kind = self._format_of(open_file.ino)
-        return open_file.kind is None
+        await self.writer.fsync(self._handles.get(fh))
 
     async def release(self, fh):
-        handle = self._handles.pop(fh, None)
-        if not isinstance(handle, FileHandle):
-            return
-        open_file = handle.open_file
-        try:
-            # A new file opened without write access (O_RDONLY|O_CREAT) is logged when
-            # its last handle closes; one a writer closed is logged by then.
-            if handle.refused is None and not handle.flush_failed and (
-                    (open_file.buffer.changed and handle.writable and self._commits_for(handle))
-                    or (open_file.ino in self._new_files and open_file.refs == 1)):
-                await self._commit(open_file.ino, open_file.buffer, open_file)
-        finally:
-            open_file.refs -= 1
-            if open_file.refs == 0:
-                new = self._new_files.get(open_file.ino)
-                if new is not None:
-                    async with new.lock:   # after a rename or fsync logging it right now
-                        if open_file.ino in self._new_files:
-                            self._abandon(new, "it was closed without being stored (see the error of its close)")
-                del self._open_files[open_file.ino]
-                self.tree.release_orphan(open_file.ino)   # dropped if unlinked and not looked up
-
-    async def _commit(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
-        """One close() of a written file: one event, durable when this returns. The
-        commits of an open file take turns, and one that finds everything stored by the
-        one before has nothing to do (a close racing a rename that logs the new file
-        first would otherwise find it logged but not yet marked stored, and store it twice)."""
-        if open_file is None:
-            await self._commit_now(ino, buffer, None)
-            return
-        async with open_file.committing:
-            if buffer.changed or ino in self._new_files or open_file.lost is not None:
-                await self._commit_now(ino, buffer, open_file)
-
-    async def _commit_now(self, ino: int, buffer: FileBuffer, open_file: OpenFile | None) -> None:
-        new = self._new_files.get(ino)
-        if new is not None:
-            async with new.lock:
-                if ino in self._new_files:
-                    await self._check_content(ino, self.policy.format_of(new.parent, new.name), buffer, open_file)
-                    await self._store_content(buffer, new, open_file)
-                    return
-        if open_file is not None and open_file.lost is not None:
-            raise open_file.lost   # e.g. the close that held the lock dropped the file
-        if new is not None and not buffer.changed:
-            return   # the close that logged the file stored all of it
-        node = self.tree.nodes.get(ino)
-        if node is None or node.nlink == 0:
-            return  # unlinked while open: nothing visible changes, nothing to store
-        kind = self.policy.format_of_inode(ino)
-        await self._check_content(ino, kind, buffer, open_file)
-        if kind is None and open_file is not None and buffer.appends_only:
-            # (Under open_file.committing, held by _commit: one commit of appends at a
-            # time, each knowing the content it appends to.)
-            await self._store_appends(buffer, open_file)
-            await self._drop_stale_pages(open_file)
-            return
-        await self._store_content(buffer, ino, open_file)
-
-    async def _drop_stale_pages(self, open_file: OpenFile) -> None:
-        """Before a close or fsync answers: the kernel forgets pages and a size of this
-        file that the store does not hold (appends it placed at its own offset, refused
-        bytes), so a reader that opens next reads what is stored. Only from FLUSH and
-        FSYNC: no kernel lock this waits for is held across them (a WRITE holds its pages)."""
-        if open_file.kernel_stale and self.kernel_attached:
-            open_file.kernel_stale = False
-            await trio.to_thread.run_sync(self._invalidate_inodes, [open_file.ino])
-
-    async def _check_content(self, ino: int, kind: bytes | None, buffer: FileBuffer,
-                             open_file: OpenFile | None) -> None:
-        """The content that will stand must fit its format; refused, the stored content
-        stays, for every handle."""
-        if kind is None:
-            return
-        try:
-            check_format_size(kind, buffer.size)
-            await self._validate(kind, await buffer.read(0, buffer.size))
-        except CONTENT_REFUSALS as exc:
-            if open_file is not None:
-                self._revert(open_file)
-            raise type(exc)(f"{self._name_of(ino)}: {exc}") from None
-
-    def _pending_times(self, open_file: OpenFile | None, node: Node | None) -> dict[str, int]:
-        """The times an open file's uncommitted changes gave it, for stat and its commit
-        ({} if none: the commit's event time stands)."""
-        if open_file is None or open_file.times is None:
-            return {}
-        mtime, ctime = open_file.times
-        # A chmod since then moved ctime on; it never goes back.
-        return {"mtime": mtime, "ctime": max(ctime, node.ctime_ns) if node is not None else ctime}
-
-    def _write_draft(self, ino: int, pending: Pending, times: dict[str, int] | None = None,
-                     base: bytes | None = None) -> Draft:
-        payload = {"ino": ino, "size": pending.size, "chunks": pending.hashes, **(times or {})}
-        if base is not None:
-            payload["base"] = base
-        return Draft(events.WRITE, self._path_of(ino), payload)
-
-    async def _store_content(self, buffer: FileBuffer, target: int | NewFile,
-                             open_file: OpenFile | None = None, append: bool = False) -> bool:
-        """Store the buffer: a write event on inode `target`, or the MKNOD of a new file,
-        with the times its changes gave it. With `append`, the event of an append is
-        conditional (see _store_appends) and False means it was skipped: nothing was stored."""
-        stamped = open_file.times if open_file is not None else None
-        node = target.node if isinstance(target, NewFile) else self.tree.nodes.get(target)
-        times = self._pending_times(open_file, node)
-        pending = buffer.snapshot()
-        if buffer.dirty_bytes() > LARGE_COMMIT or len(buffer.chunks) > LARGE_CHUNK_LIST:
-            await trio.to_thread.run_sync(pending.seal)
-        else:
-            pending.seal()
-        if isinstance(target, NewFile):
-            await self._log_new_file(target, pending, times)
-        else:
-            base = pending.base if append else None
-            _, change = await self._submit_one(self._write_draft(target, pending, times, base), pending.chunks,
-                                               durable=True)
-            if change is None and base is not None:
-                return False
-        buffer.mark_committed(pending)
-        if open_file is not None and open_file.times is stamped:
-            open_file.times = None   # stored; (a change made meanwhile stays for the next commit)
-        self._chunks.put_fresh(pending.chunks)
-        return True
-
-    async def _store_appends(self, buffer: FileBuffer, open_file: OpenFile) -> None:
-        """Store what only O_APPEND handles changed since the buffer's base: its event
-        names the content it was made on, and every node skips it if the file's content
-        has changed meanwhile. The appended bytes then go after the file's content as it
-        is now, and the event is tried again; each round skipped is one in which another
-        producer's write of the file landed."""
-        ino = open_file.ino
-        for _ in range(APPEND_ROUNDS):
-            if not await self._rebase_appends(buffer, open_file):
-                return   # unlinked on every node meanwhile: nothing visible changes
-            if await self._store_content(buffer, ino, open_file, append=True):
-                return
-        raise errors.LighthouseError(f"{self._path_of(ino)}: not stored, the file was written by others "
-                                     f"{APPEND_ROUNDS} times while this append was tried")
-
-    async def _rebase_appends(self, buffer: FileBuffer, open_file: OpenFile) -> bool:
-        """Appends made on content that has been replaced since go after the file's
-        content as it is now (see _store_appends). False if the file is gone."""
-        node = self.tree.nodes.get(open_file.ino)
-        if node is None or node.nlink == 0:
-            return False
-        if buffer.appends_only and buffer.base != content_digest(node.size, node.chunks):
-            await buffer.rebase(node.chunks, node.size)
-            open_file.kernel_stale = True   # its pages hold the appends where they were
-        return True
-
-    def _invalidate_later(self, ino: int) -> None:
-        """Have the kernel drop an inode's attributes and pages (in a worker thread:
-        invalidate_inode can wait for page locks that the kernel holds during a request)."""
-        if self.kernel_attached:
-            try:
-                self._invalidate_send.send_nowait(ino)
-            except trio.WouldBlock:
-                log.warning("kernel invalidation queue full; inode %d may stay stale until its timeout", ino)
+        await self.writer.release(self._handles.pop(fh, None))
 
     # ---- directories ---------------------------------------------------------------------
 
@@ -1270,7 +572,7 @@ class LighthouseOperations(pyfuse3.Operations):
         entries = self._handles[fh]
         if isinstance(entries, HistoryListing):
             return await self._history_readdir(entries, start_id, token)
-        nodes, attrs = self.tree.nodes, self._attrs
+        nodes, attrs, lookups = self.tree.nodes, self._attrs, self.kernel.lookups
         # The hot loop of ls, find and git status: tree entries take the direct path
         # (no await, and the reused attributes without a call); only virtual inodes
         # take _attr_of.
@@ -1294,9 +596,7 @@ class LighthouseOperations(pyfuse3.Operations):
                 return
             # readdirplus hands the kernel a reference, as a lookup does (_remember, inline).
             if node is not None and ino >= events.INO_BASE:
-                if not node.lookups:
-                    self.kernel_inodes += 1
-                node.lookups += 1
+                lookups[ino] = lookups.get(ino, 0) + 1
 
     async def releasedir(self, fh):
         self._handles.pop(fh, None)
@@ -1357,114 +657,5 @@ class LighthouseOperations(pyfuse3.Operations):
         self.tree.check(draft)
         await self._submit_one(draft)
 
-    # ---- history -------------------------------------------------------------------------
 
-    def _hist_ref(self, key: tuple) -> int:
-        """The inode number of a .history entry, counting the reference the kernel takes
-        with it: call it only for an entry the kernel is about to be given."""
-        ino = self._hist_inos.get(key)
-        if ino is None:
-            ino = next(self._next_hist_ino)
-            self._hist_inos[key] = ino
-            self._hist_keys[ino] = key
-        self._hist_lookups[ino] = self._hist_lookups.get(ino, 0) + 1
-        return ino
-
-    def _hist_forget(self, ino: int, count: int) -> None:
-        left = self._hist_lookups.get(ino, 0) - count
-        if left > 0:
-            self._hist_lookups[ino] = left
-            return
-        self._hist_lookups.pop(ino, None)
-        key = self._hist_keys.pop(ino, None)
-        if key is not None:
-            del self._hist_inos[key]
-
-    async def _history_readdir(self, entries: HistoryListing, start_id: int, token) -> None:
-        for index in range(start_id, len(entries)):
-            name, key = entries[index]
-            try:
-                attr = await self._history_attr(None, key)
-            except errors.NotFound:
-                continue
-            attr.st_ino = ino = self._hist_ref(key)
-            if not pyfuse3.readdir_reply(token, name, attr, index + 1):
-                self._hist_forget(ino, 1)   # not given to the kernel after all
-                return
-
-    def _project_path(self, project_ino: int) -> str:
-        return self.tree.dir_path(project_ino)
-
-    async def _history_version_root(self, project_ino: int, seq: int) -> Node | None:
-        """The project directory as it was just after event `seq`."""
-        tree = await self.history.tree_at(seq)
-        node = tree.nodes.get(project_ino)
-        # The project's inode may have been elsewhere then (in its owner's private
-        # memories, before a rename that is refused now): what was at its path is shown.
-        if node is None or not node.is_dir or not can_see_path(tree.dir_path(node.ino), self._viewer):
-            try:
-                node = tree.resolve(self._project_path(project_ino))
-            except errors.LighthouseError:
-                return None
-        return node
-
-    async def _history_node(self, ino: int) -> Node | None:
-        """The past node a .history inode names (None for the version directories)."""
-        key = self._hist_keys.get(ino)
-        if key is None or key[0] != "N":
-            return None
-        return (await self.history.tree_at(key[1])).nodes.get(key[2])
-
-    async def _history_attr(self, ino: int | None, key: tuple | None = None):
-        """Attributes of a .history inode (`ino` None: of the entry `key`, not numbered yet)."""
-        key = key or self._hist_keys[ino]
-        if key[0] in ("H", "V"):
-            return self._virtual_attr(ino or 0, stat.S_IFDIR | 0o555)
-        tree = await self.history.tree_at(key[1])
-        node = tree.nodes.get(key[2])
-        if node is None:
-            raise errors.NotFound(f".history: inode {key[2]} at {key[1]}")
-        return self._build_attr(node, ino=ino or 0, read_only=True)
-
-    async def _history_lookup(self, parent: int, name: bytes):
-        key = self._hist_keys[parent]
-        if key[0] == "H":
-            if not name.isdigit():
-                raise errors.NotFound(f".history/{name!r}: versions are event numbers")
-            seq = int(name)
-            if seq not in await self.history.versions(self._project_path(key[1])):
-                raise errors.NotFound(f".history/{seq}: no event of this project has that number")
-            return self._virtual_attr(self._hist_ref(("V", key[1], seq)), stat.S_IFDIR | 0o555)
-        seq, directory = await self._history_directory(key)
-        child_ino = directory.entries.get(name) if directory is not None and directory.is_dir else None
-        if child_ino is None:
-            raise errors.NotFound(f".history/{seq}: no entry {name!r}")
-        tree = await self.history.tree_at(seq)
-        return self._build_attr(tree.nodes[child_ino], ino=self._hist_ref(("N", seq, child_ino)), read_only=True)
-
-    async def _history_directory(self, key: tuple) -> tuple[int, Node | None]:
-        """(version, directory node) of a version root ("V") or a past directory ("N")."""
-        if key[0] == "V":
-            return key[2], await self._history_version_root(key[1], key[2])
-        return key[1], (await self.history.tree_at(key[1])).nodes.get(key[2])
-
-    async def _history_listing(self, ino: int) -> list[tuple[bytes, tuple]]:
-        key = self._hist_keys[ino]
-        if key[0] == "H":
-            seqs = await self.history.versions(self._project_path(key[1]))
-            return [(str(seq).encode(), ("V", key[1], seq)) for seq in seqs]
-        seq, directory = await self._history_directory(key)
-        if directory is None or not directory.is_dir:
-            return []
-        return [(name, ("N", seq, child)) for name, child in directory.entries.items()]
-
-
-def _handlers(cls) -> list[str]:
-    return [name for name, member in vars(cls).items()
-            if not name.startswith("_") and name != "forget"
-            and inspect.iscoroutinefunction(member) and hasattr(pyfuse3.Operations, name)]
-
-
-_HANDLER_NAMES = _handlers(LighthouseOperations)
-for _name in _HANDLER_NAMES:
-    setattr(LighthouseOperations, _name, _guarded(getattr(LighthouseOperations, _name)))
+_HANDLER_NAMES = guard(LighthouseOperations)

@@ -302,7 +302,7 @@ def test_an_explicit_inode_may_replace_an_unlinked_node_kept_for_the_kernel():
 
 def test_an_append_applies_only_onto_the_content_it_was_made_on():
     """A WRITE with a base is skipped, on every node alike, once the file's content is
-    another: its writer then appends again onto that (fs.py)."""
+    another: its writer then appends again onto that (files/commits.py)."""
     from lighthousefs.domain.chunks import content_digest
     log = Log()
     f = log.mk(log.mk(PROJECTS_INO, b"p", DIR), b"log")

@@ -194,7 +194,7 @@ def test_touch_and_an_empty_close_make_empty_files(mnt):
     project = mnt / "projects" / "p"
     project.mkdir()
     os.close(os.open(project / "empty", CREATE))
-    # A close that wrote nothing commits nothing (fs.py, flush): the release logs the file.
+    # A close that wrote nothing commits nothing (files/writer.py, flush): the release logs the file.
     eventually(lambda: "projects/p/empty" in logged_paths(mnt, "mknod"))
     os.utime(project / "empty", ns=(10**18, 10**18))
     assert os.stat(project / "empty").st_mtime_ns == 10**18
