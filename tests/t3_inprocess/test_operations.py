@@ -13,6 +13,7 @@ import trio
 from lighthousefs.domain.layout import PROJECTS_INO
 from lighthousefs.domain.rules import Policy
 from lighthousefs.engine.journal import Journal
+from lighthousefs.engine.projection import load_tree
 from lighthousefs.fs.operations import LighthouseOperations
 from lighthousefs.metrics import Metrics
 from lighthousefs.store.breaker import Breaker
@@ -26,9 +27,8 @@ def run(tmp_path, body):
     store = SQLiteStore(str(tmp_path / "s.db"))
 
     async def main():
-        journal = Journal(store, Journal.load_tree(store), actor="operator", metrics=Metrics(),
-                          breaker=Breaker("store", call_timeout=30.0))
-        ops = LighthouseOperations(journal, Policy(journal.tree, None, False), lambda name: b"", journal.metrics)
+        journal = Journal(store, load_tree(store), actor="operator", breaker=Breaker("store", call_timeout=30.0))
+        ops = LighthouseOperations(journal, Policy(journal.tree, None, False), lambda name: b"", Metrics())
         async with trio.open_nursery() as nursery:
             await nursery.start(journal.run_committer)
             try:
