@@ -10,23 +10,19 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 import uuid
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-
-from redis_server import REDIS_SERVER, RedisServer  # noqa: E402
-
-from lighthousefs import errors  # noqa: E402
-from lighthousefs.domain.chunks import chunk_hash as h  # noqa: E402
-from lighthousefs.domain.events import Draft  # noqa: E402
-from lighthousefs.store import open_store  # noqa: E402
-from lighthousefs.store.redis import RedisStore, StoreDataLost  # noqa: E402
-from lighthousefs.store.sqlite import SQLiteStore  # noqa: E402
+from lighthousefs import errors
+from lighthousefs.domain.chunks import chunk_hash as h
+from lighthousefs.domain.events import Draft
+from lighthousefs.store import open_store
+from lighthousefs.store.redis import RedisStore, StoreDataLost
+from lighthousefs.store.sqlite import SQLiteStore
+from tests.harness.redis_servers import REDIS_SERVER, RedisServer
 
 
 def chunks_of(*datas: bytes) -> dict[bytes, bytes]:
@@ -445,7 +441,7 @@ def test_wipe_before_anything_was_seen_is_adopted(own_server):
 
 @pytest.mark.mount
 def test_two_mounts_share_one_redis(mounter, server):
-    from mounting import eventually
+    from tests.harness.mounts import eventually
 
     url = with_ns(server.url)
     a, b = mounter("a", store=url), mounter("b", store=url)
@@ -458,7 +454,7 @@ def test_two_mounts_share_one_redis(mounter, server):
 
 @pytest.mark.mount
 def test_mount_refuses_an_unreachable_redis(tmp_path):
-    from mounting import mount
+    from tests.harness.mounts import mount
 
     srv = RedisServer()  # never started
     try:
@@ -472,7 +468,7 @@ def test_mount_of_a_silent_redis_gives_up_instead_of_hanging(tmp_path, monkeypat
     """A Redis that accepts and never answers (frozen): `lighthouse mount` stops waiting
     for the daemon after its ready timeout, stops the daemon, and says so."""
     import psutil
-    from mounting import is_mounted, unmount_quietly
+    from tests.harness.mounts import is_mounted, unmount_quietly
 
     from lighthousefs import cli
 

@@ -11,8 +11,8 @@ import time
 import uuid
 
 import pytest
-from mounting import eventually
-from redis_server import RedisServer
+from tests.harness.mounts import eventually
+from tests.harness.redis_servers import RedisServer
 
 pytestmark = pytest.mark.mount
 

@@ -21,8 +21,9 @@ import uuid
 
 import pytest
 import trio
-from mounting import assert_eio_and_the_store_still_trusted, eventually, is_mounted, lighthouse, unmount_quietly
-from redis_server import REDIS_CLI
+from tests.harness.mounts import eventually, is_mounted, lighthouse, unmount_quietly
+from tests.harness.scenarios import assert_eio_and_the_store_still_trusted
+from tests.harness.redis_servers import REDIS_CLI
 
 from lighthousefs import errors
 from lighthousefs.domain import chunks as content

@@ -9,7 +9,7 @@ import os
 import sqlite3
 
 import pytest
-from mounting import assert_eio_and_the_store_still_trusted
+from tests.harness.scenarios import assert_eio_and_the_store_still_trusted
 
 from lighthousefs.domain import chunks as content
 

@@ -15,7 +15,7 @@ import re
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from mounting import eventually, lighthouse
+from tests.harness.mounts import eventually, lighthouse
 
 pytestmark = pytest.mark.mount
 

@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from mounting import busy_node_still_sees_the_other, eventually, is_mounted, lighthouse, unmount_quietly
+from tests.harness.mounts import eventually, is_mounted, lighthouse, unmount_quietly
+from tests.harness.scenarios import busy_node_still_sees_the_other
 
 from lighthousefs.api import Client
 from lighthousefs.store.sqlite import SQLiteStore

@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
-from mounting import busy_node_still_sees_the_other, eventually, lighthouse
-from redis_server import RedisServer
+from tests.harness.mounts import eventually, lighthouse
+from tests.harness.scenarios import busy_node_still_sees_the_other
+from tests.harness.redis_servers import RedisServer
 
 pytestmark = [pytest.mark.mount, pytest.mark.redis]
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from mounting import eventually, lighthouse
+from tests.harness.mounts import eventually, lighthouse
 
 pytestmark = pytest.mark.mount
 

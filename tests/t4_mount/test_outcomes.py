@@ -19,7 +19,7 @@ import uuid
 import pytest
 import trio
 import trio.testing
-from mounting import eventually
+from tests.harness.mounts import eventually
 
 from lighthousefs import errors
 from lighthousefs.domain.events import Draft

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from mounting import lighthouse
-from redis_server import RedisServer
+from tests.harness.mounts import lighthouse
+from tests.harness.redis_servers import RedisServer
 
 pytestmark = pytest.mark.mount
 
