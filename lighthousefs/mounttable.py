@@ -29,12 +29,12 @@ def unescape(field: str) -> str:
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
-def read(path: str = MOUNTINFO) -> list[MountEntry]:
+def read(path: str | None = None) -> list[MountEntry]:
     """Every mount, in the order they were made (a later mount on a path hides an
     earlier one). A name that is not UTF-8 comes back with surrogates, as os.fsdecode
     gives it."""
     entries = []
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+    with open(path or MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             # "<id> <parent> <dev> <root> <point> <options> [optional...] - <type> <source> <super options>"
             left, _, right = line.partition(" - ")

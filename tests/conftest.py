@@ -14,7 +14,7 @@ import pytest
 from tests.harness.mounts import Mount, mount, unmount_quietly
 from tests.harness.redis_servers import RedisCluster3, RedisServer
 
-pytest_plugins = ["tests.checklogs"]
+pytest_plugins = ["tests.checklogs", "pytester"]
 
 
 def pytest_collection_modifyitems(config, items):
