@@ -19,11 +19,10 @@ from pathlib import Path
 
 import psutil
 
-from tests.harness import REPO
+# The mount table, unmounting, Redis and running `lighthouse` are the tests' harness's.
+from tests.harness import REPO  # noqa: F401 (re-exported)
 from tests.harness.mounts import is_mounted, lighthouse_cmd, lighthouse_env, mounts_under, unmount_all
-from tests.harness.redis_servers import RedisServer, free_port
-
-__all__ = ["REPO", "is_mounted", "lighthouse_cmd", "lighthouse_env", "free_port"]   # from the harness
+from tests.harness.redis_servers import RedisServer
 
 MODES = ("sqlite", "redis-warm", "redis-cold", "redis-2node")
 
