@@ -22,6 +22,7 @@ class MountEntry:
     point: str    # the mount point, unescaped
     fstype: str   # e.g. "fuse.lighthouse", "tmpfs"
     source: str   # e.g. "lighthouse", a device, "tmpfs"
+    options: frozenset = frozenset()   # the mount's and the superblock's, as /proc/mounts joins them
 
 
 def unescape(field: str) -> str:
@@ -38,8 +39,9 @@ def read(path: str | None = None) -> list[MountEntry]:
         for line in f:
             # "<id> <parent> <dev> <root> <point> <options> [optional...] - <type> <source> <super options>"
             left, _, right = line.partition(" - ")
-            fstype, source = (right.split() + ["", ""])[:2]
-            entries.append(MountEntry(unescape(left.split()[4]), fstype, unescape(source)))
+            fields, (fstype, source, super_options) = left.split(), (right.split() + ["", "", ""])[:3]
+            options = frozenset(fields[5].split(",")) | frozenset(filter(None, super_options.split(",")))
+            entries.append(MountEntry(unescape(fields[4]), fstype, unescape(source), options))
     return entries
 
 

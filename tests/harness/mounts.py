@@ -120,6 +120,14 @@ def unmount_quietly(path, pid: int | None = None) -> None:
             pass
 
 
+def unmount_those_on(address: str) -> None:
+    """Unmount every mount of the running test (`started`) whose store URL names
+    `address` ("host:port"): before that server stops for good."""
+    for m in started:
+        if re.search(re.escape(address) + r"(?![0-9])", m.store.split("?")[0]) and is_mounted(m.path):
+            unmount_quietly(m.path, m.pid)
+
+
 def eventually(check, timeout: float = 10.0, interval: float = 0.01):
     """Poll `check` until it returns a truthy value or raises nothing; for propagation
     between mounts, which follow the shared store asynchronously. Not a timing assertion:

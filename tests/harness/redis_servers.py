@@ -22,6 +22,8 @@ import time
 
 import redis
 
+from . import mounts
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 START_TIMEOUT_S = 20.0
@@ -168,6 +170,9 @@ class RedisServer:
         self.start()
 
     def stop(self) -> None:
+        """The end of this server: the mounts on it are unmounted first (else their daemons
+        would log the store gone at unmount, and a test's fixtures stop in either order)."""
+        mounts.unmount_those_on(f"127.0.0.1:{self.port}")
         self.shutdown()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -217,6 +222,8 @@ class RedisCluster3:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        for n in self.nodes:
+            mounts.unmount_those_on(f"127.0.0.1:{n.port}")
         for n in self.nodes:
             n.stop()
         self.nodes = []

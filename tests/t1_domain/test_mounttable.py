@@ -17,7 +17,8 @@ def test_escapes_are_decoded(tmp_path, monkeypatch):
     entries = mounttable.read()
     assert [e.point for e in entries] == [
         "/proc", "/tmp/with space", "/tmp/with space/tab\tnew\nline\\back", "/tmp/with", "/tmp/with space"]
-    assert entries[1] == mounttable.MountEntry("/tmp/with space", "fuse.lighthouse", "lighthouse")
+    assert entries[1] == mounttable.MountEntry("/tmp/with space", "fuse.lighthouse", "lighthouse",
+                                               frozenset({"rw", "nosuid", "user_id=0"}))
     assert entries[2].source == "my tmpfs"
     # the topmost mount on a path is the one seen
     assert mounttable.mount_type("/tmp/with space") == "tmpfs"
