@@ -48,6 +48,7 @@ def test_restart_shows_the_same_tree_and_inodes(mounter, tmp_path, store_url):
     assert snapshot_of_tree(again.path) == before
 
 
+@pytest.mark.expect_log("a dead mount was left by a killed daemon; detaching it")
 def test_kill_9_loses_no_acknowledged_write(mounter, tmp_path):
     m = mounter("a")
     (m / "projects" / "p").mkdir()
