@@ -337,7 +337,8 @@ def small_disk(tmp_path):
 
 @pytest.mark.expect_log("the disk of the store .* is full",
                         "the new file is dropped, its content was not stored",
-                        "the disk has room again")
+                        "the disk has room again",
+                        "gave the disk the reserve of")
 @pytest.mark.slow
 def test_a_full_disk_answers_enospc_and_files_can_still_be_removed(small_disk, mounter, tmp_path):
     m = mounter("m", store=f"sqlite://{small_disk}/store.db")

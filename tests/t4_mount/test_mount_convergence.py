@@ -54,7 +54,9 @@ def applied(m) -> int:
     return json.loads((m / ".lighthouse" / "health").read_text())["applied_seq"]
 
 
-@pytest.mark.expect_log("the new file is dropped, its content was not stored: another producer took the name first")
+# Both daemons race on the same names: a new file loses to the other's create or rmdir.
+@pytest.mark.expect_log("the new file is dropped, its content was not stored: (another producer took the "
+                        "name first|.* exists|directory \\d+ has been removed)")
 def test_two_daemons_converge_and_replay_alike(mounter):
     a, b = mounter("a"), mounter("b")
     runs = itertools.count()
