@@ -176,6 +176,7 @@ def test_shell_redirects_fail_visibly_while_redis_is_down(mounter, own_server):
     assert (second / "projects" / "p" / "existing").read_text() == "old\n"
 
 
+@pytest.mark.expect_log("store housekeeping failed, retrying later: store: no answer within")
 @pytest.mark.mount
 def test_a_sqlite_commit_slower_than_the_call_timeout_is_stored_and_answered_so(mounter, monkeypatch):
     """The breaker's call_timeout (here 0.1 s) must not turn a slow commit into EIO while
