@@ -9,10 +9,8 @@ import atexit
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,11 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+# The mount table, unmounting, Redis and running `lighthouse` are the tests' harness's.
+from tests.harness import REPO  # noqa: F401 (re-exported)
+from tests.harness.mounts import is_mounted, lighthouse_cmd, lighthouse_env, mounts_under, unmount_all
+from tests.harness.redis_servers import RedisServer
+
 MODES = ("sqlite", "redis-warm", "redis-cold", "redis-2node")
 
 _cleanups = {}  # token -> (description, callable); run newest first
@@ -101,11 +103,6 @@ def wait_for(predicate, timeout, interval=0.02):
     return predicate()
 
 
-def is_mounted(path):
-    """From /proc/mounts: a dead FUSE mount fails os.path.ismount's stat, yet is there."""
-    return any(point in _roots(path) for point, _ in mounts_under(path))
-
-
 def unmount(path, fuse=True):
     """Unmount path; lazy unmount if a normal one keeps failing (busy)."""
     path = str(path)
@@ -141,30 +138,12 @@ def remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _unescape(field):
-    """A path as /proc/mounts writes it (space, tab, newline, backslash as octal)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
 def _roots(root):
     return {os.path.abspath(root), os.path.realpath(root)}
 
 
 def _below(path, roots):
     return any(path == r or path.startswith(r + "/") for r in roots)
-
-
-def mounts_under(root):
-    """(mount point, file system type) of every mount at or below root, deepest first."""
-    roots = _roots(root)
-    found = []
-    with open("/proc/mounts", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            point = _unescape(fields[1])
-            if _below(point, roots):
-                found.append((point, fields[2]))
-    return sorted(found, key=lambda m: m[0].count("/"), reverse=True)
 
 
 def processes_under(root):
@@ -183,16 +162,6 @@ def processes_under(root):
     return found
 
 
-def _force_unmount(point, fstype):
-    """Unmount what /proc/mounts lists, whether or not its daemon still answers (a dead
-    FUSE mount does not look mounted to os.path.ismount); lazily if it stays busy."""
-    fuse = fstype == "fuse" or fstype.startswith("fuse.")
-    cmd, lazy = (["fusermount3", "-u", point], ["fusermount3", "-uz", point]) if fuse else (
-        ["umount", point], ["umount", "-l", point])
-    if not attempt(cmd):
-        attempt(lazy)
-
-
 def sweep(root, timeout=10):
     """Leave nothing of a run under root, whatever state it stopped in: unmount every
     mount there (deepest first; their daemons then exit), stop the processes still
@@ -201,9 +170,8 @@ def sweep(root, timeout=10):
     empty when the run had cleaned up after itself."""
     found = []
     try:
-        for point, fstype in mounts_under(root):
-            found.append(f"mount {point} ({fstype})")
-            _force_unmount(point, fstype)
+        found += [f"mount {point}" for point in mounts_under(root)]
+        unmount_all(root)   # whether or not their daemons still answer
         procs = processes_under(root)
         for p in procs:
             try:
@@ -218,8 +186,7 @@ def sweep(root, timeout=10):
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
         psutil.wait_procs(alive, timeout=timeout)
-        for point, fstype in mounts_under(root):   # left by a daemon that had to be killed
-            _force_unmount(point, fstype)
+        unmount_all(root)   # what a daemon that had to be killed left
         remove_tree(root)
     except Exception as e:  # noqa: BLE001 - cleanup must go on
         print(f"sweep of {root} failed: {e}", file=sys.stderr)
@@ -244,12 +211,6 @@ def fuse_pids(mountpoint, name=None):
         if mp in cmd and p.info["pid"] != os.getpid() and (name is None or p.info["name"] == name):
             pids.append(p.info["pid"])
     return pids
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def mount_tmpfs(path):
@@ -334,43 +295,16 @@ class Bindfs(Target):
         return self._mount(self.dir / "mnt2")
 
 
-class Redis:
-    """A private redis-server on a free loopback port, data in dir."""
-
-    def __init__(self, dir, cpu=None):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
-        with open(dir / "redis.log", "w") as log:
-            self.proc = subprocess.Popen(
-                prefix + ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                          "--dir", str(dir), "--save", "", "--appendonly", "yes"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        cleanup(f"stop redis-server :{self.port}", self.stop)
-        if not wait_for(self.ping, 10):
-            raise Skip(f"redis-server did not answer on port {self.port}")
-
-    def ping(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), 0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self):
-        kill(self.proc.pid)
-        self.proc.wait()
-
-
-def lighthouse_cmd():
-    return [sys.executable, "-m", "lighthousefs.cli"]
-
-
-def lighthouse_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+def start_redis(dir, cpu=None):
+    """A private redis-server (the harness's) on a free loopback port, data in dir, with
+    Redis's default fsync policy; stopped at cleanup."""
+    server = RedisServer(dir=str(dir), appendfsync="everysec", own_session=True,
+                         argv_prefix=("taskset", "-c", str(cpu)) if cpu is not None else ())
+    cleanup("stop redis-server", server.stop)
+    try:
+        return server.start()
+    except RuntimeError as e:
+        raise Skip(str(e)) from None
 
 
 class Lighthouse(Target):
@@ -395,7 +329,7 @@ class Lighthouse(Target):
         if self.mode == "sqlite":
             self.store = f"sqlite:///{self.dir}/store.db"
         else:
-            self.store = Redis(self.dir, self.cpu).url
+            self.store = start_redis(self.dir, self.cpu).url
         self.mnt = self._mount(self.dir / "a", "bench-a")
         self.root = self.read_root = self.mnt / "projects" / "bench"
         self.root.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import psutil
 
-from .mounts import Redis, install_handlers, kill, lighthouse_cmd, lighthouse_env, run_cleanups, sweep, unmount
+from tests.harness.redis_servers import RedisServer
+
+from .mounts import install_handlers, kill, lighthouse_cmd, lighthouse_env, run_cleanups, sweep, unmount
 from .stats import summarize
 
 
@@ -92,7 +94,8 @@ def _stop_daemon(pid: int | None, timeout: float = 30) -> None:
 
 
 def _measure(work: Path, mnt: Path, resources: dict, iterations: int) -> dict:
-    redis = resources["redis"] = Redis(work)
+    redis = resources["redis"] = RedisServer(dir=str(work), appendfsync="everysec", own_session=True)
+    redis.start()
     mnt.mkdir()
     mounted = subprocess.run(lighthouse_cmd() + ["mount", str(mnt), "--store", redis.url, "--log", str(work / "d.log")],
                              check=True, env=lighthouse_env(), capture_output=True, text=True, timeout=60)
@@ -113,10 +116,7 @@ def _measure(work: Path, mnt: Path, resources: dict, iterations: int) -> dict:
     out["stat_while_down"], _ = _timed(lambda i: os.stat(project / "kept"), iterations)
     # Back on the same data (AOF): time until a write succeeds again.
     restarted = time.monotonic()
-    redis.proc = subprocess.Popen(
-        ["redis-server", "--port", str(redis.port), "--bind", "127.0.0.1", "--dir", str(work),
-         "--save", "", "--appendonly", "yes"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True)
+    redis.restart(keep_data=True)   # returns once it answers PING
     while True:
         try:
             write("back")

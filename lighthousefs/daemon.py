@@ -13,7 +13,6 @@ import errno
 import gc
 import logging
 import os
-import re
 import signal
 import socket
 import stat
@@ -24,7 +23,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
-from . import errors
+from . import errors, mounttable
 from .domain import chunks, events
 from .domain.events import Draft
 from .domain.layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO
@@ -69,18 +68,6 @@ LIGHTHOUSE_FSTYPE = "fuse.lighthouse"
 FUSE_DEVICE = "/dev/fuse"
 
 
-def mount_type(mountpoint: str) -> str | None:
-    """The type of what is mounted at `mountpoint` (the topmost mount), or None."""
-    found = None
-    with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as mounts:
-        for line in mounts:
-            fields = line.split()
-            # Spaces, tabs, newlines and backslashes in the path are written as \ooo.
-            if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1]) == mountpoint:
-                found = fields[2]
-    return found
-
-
 def recover_mountpoint(mountpoint: str) -> None:
     """Detach a lighthousefs mount left dead by a killed daemon; refuse a live mount, or
     a dead one of another file system (its owner may want it; we say how to detach it).
@@ -88,7 +75,7 @@ def recover_mountpoint(mountpoint: str) -> None:
     statfs always reaches the daemon (stat may be answered from the kernel's cache even
     on a dead connection), so it tells a dead mount from a live one.
     """
-    fstype = mount_type(mountpoint)
+    fstype = mounttable.mount_type(mountpoint)
     if fstype is not None:
         try:
             os.statvfs(mountpoint)

@@ -1,19 +1,20 @@
 """Fixtures: real lighthousefs mounts in temporary directories, always unmounted.
 
-A mount's daemon log is read at teardown: a traceback or an "unexpectedly" in it fails
-the test that caused it, even when every assertion passed.
+The log checker (tests/checklogs.py, loaded here) fails a test that logs a WARNING or
+ERROR it did not declare with @pytest.mark.expect_log, in this process or in the log of
+a daemon it mounted, and any test whose daemon logged a traceback or "unexpectedly",
+even when every assertion passed.
 """
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+from tests.harness.mounts import Mount, mount, unmount_quietly
+from tests.harness.redis_servers import RedisCluster3, RedisServer
 
-from mounting import Mount, mount, unmount_quietly  # noqa: E402
-from redis_server import RedisCluster3, RedisServer  # noqa: E402
+pytest_plugins = ["tests.checklogs", "pytester"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -59,11 +60,7 @@ def mounter(tmp_path, store_url):
     yield _mount
     pids = {m.path: m.pid for m in mounts}   # the latest mount of each path
     for path in attempted:
-        unmount_quietly(path, pids.get(path))
-    problems = []
-    for m in mounts:
-        problems += m.log_problems()
-    assert not problems, "daemon logged unexpected errors:\n" + "\n".join(problems)
+        unmount_quietly(path, pids.get(path))   # their logs are read after this (checklogs.py)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from .. import __version__
+from .._version import __version__
 from ..store.url import redacted
 
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from mounting import mounts_under, unmount_all
+from tests.harness.mounts import mounts_under, unmount_all
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")

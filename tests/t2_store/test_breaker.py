@@ -132,7 +132,7 @@ class BreakerMachine(RuleBasedStateMachine):
             assert stats.opened_at == self.model.opened_at
 
 
-TestBreakerMachine = BreakerMachine.TestCase
+TestBreakerMachine = pytest.mark.expect_log("circuit opens after")(BreakerMachine.TestCase)
 TestBreakerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,
                                        suppress_health_check=[HealthCheck.too_slow])
 
@@ -143,6 +143,7 @@ def run(fn, clock=None):
     return trio.run(fn, clock=clock or trio.testing.MockClock())
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_opens_after_threshold_and_rejects_without_calling():
     calls = []
 
@@ -164,6 +165,7 @@ def test_opens_after_threshold_and_rejects_without_calling():
     run(main)
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_half_open_lets_exactly_one_probe_through():
     release = threading.Event()
     started = []
@@ -197,6 +199,7 @@ def test_half_open_lets_exactly_one_probe_through():
     run(main)
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_failed_probe_reopens_for_another_reset_timeout():
     async def main():
         clock = trio.lowlevel.current_clock()
@@ -217,6 +220,7 @@ def test_failed_probe_reopens_for_another_reset_timeout():
     run(main)
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_timeout_abandons_the_thread_and_counts_as_failure():
     release = threading.Event()
 
@@ -257,6 +261,7 @@ def test_a_patient_call_is_waited_for_past_the_call_timeout():
     run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_cancelled_probe_frees_the_probe_slot():
     release = threading.Event()
 
@@ -279,6 +284,7 @@ def test_cancelled_probe_frees_the_probe_slot():
     run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_late_success_from_an_older_state_does_not_close():
     release = threading.Event()
 
@@ -311,6 +317,7 @@ def test_domain_errors_are_not_failures():
     run(main)
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_bugs_and_bad_input_are_not_store_failures():
     """An exception that is not the store's own (a value the codec cannot encode, a bug)
     passes through, but neither opens the circuit nor resets the count of failures."""
@@ -330,6 +337,7 @@ def test_bugs_and_bad_input_are_not_store_failures():
     run(main)
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_a_probe_that_hits_a_bug_leaves_the_probe_to_the_next_call():
     clock = trio.testing.MockClock()
 
@@ -361,6 +369,7 @@ def test_a_missing_chunk_is_an_answer_not_a_failure():
     run(main)
 
 
+@pytest.mark.expect_log("circuit opens after", "state listener .* failed")
 def test_listener_errors_are_logged_not_raised(caplog):
     async def main():
         b = Breaker("store", failure_threshold=1)
@@ -392,6 +401,7 @@ def test_statistics_is_a_frozen_snapshot():
     run(main)
 
 
+@pytest.mark.expect_log("circuit opens after")
 def test_reset_closes():
     async def main():
         b = Breaker("store", failure_threshold=1, reset_timeout=100)

@@ -10,23 +10,19 @@ import logging
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 import uuid
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-
-from redis_server import REDIS_SERVER, RedisServer  # noqa: E402
-
-from lighthousefs import errors  # noqa: E402
-from lighthousefs.domain.chunks import chunk_hash as h  # noqa: E402
-from lighthousefs.domain.events import Draft  # noqa: E402
-from lighthousefs.store import open_store  # noqa: E402
-from lighthousefs.store.redis import RedisStore, StoreDataLost  # noqa: E402
-from lighthousefs.store.sqlite import SQLiteStore  # noqa: E402
+from lighthousefs import errors
+from lighthousefs.domain.chunks import chunk_hash as h
+from lighthousefs.domain.events import Draft
+from lighthousefs.store import open_store
+from lighthousefs.store.redis import RedisStore, StoreDataLost
+from lighthousefs.store.sqlite import SQLiteStore
+from tests.harness.redis_servers import REDIS_SERVER, RedisServer
 
 
 def chunks_of(*datas: bytes) -> dict[bytes, bytes]:
@@ -76,6 +72,7 @@ def opener(request, tmp_path):
 
 # ---- the Store contract, on every backend --------------------------------------------------
 
+@pytest.mark.expect_log("DATA LOST: .* has no chunk")
 def test_empty_log(opener):
     store = opener()
     assert store.last_seq() == 0
@@ -349,6 +346,7 @@ def test_killed_redis_raises_store_unavailable_then_recovers(own_server):
     assert store.get_chunk(h(b"kept")) == b"kept"
 
 
+@pytest.mark.expect_log("append on .*: no answer")
 def test_frozen_redis_times_out_instead_of_hanging(own_server):
     store = RedisStore(with_ns(own_server.url) + "&timeout=0.3")
     store.append([draft()], {})
@@ -362,6 +360,7 @@ def test_frozen_redis_times_out_instead_of_hanging(own_server):
         os.kill(own_server.proc.pid, signal.SIGCONT)
 
 
+@pytest.mark.expect_log("Redis lost its data")
 def test_redis_restarted_empty_is_detected_loudly(own_server, caplog):
     store = RedisStore(with_ns(own_server.url))
     store.append([draft(), draft()], {})
@@ -376,6 +375,7 @@ def test_redis_restarted_empty_is_detected_loudly(own_server, caplog):
     assert RedisStore(store.url).last_seq() == 0
 
 
+@pytest.mark.expect_log("Redis lost its data")
 def test_following_a_redis_that_lost_its_data_is_refused(own_server):
     """Redis comes back empty and another daemon starts a new log that grows past what
     this one saw: the follower's read must not hand over the new log's events."""
@@ -387,6 +387,7 @@ def test_following_a_redis_that_lost_its_data_is_refused(own_server):
         store.wait_and_read(2, 0.5)
 
 
+@pytest.mark.expect_log("Redis lost its data")
 def test_marker_replaced_by_another_daemon_is_detected(own_server):
     url = with_ns(own_server.url)
     old = RedisStore(url)
@@ -398,6 +399,7 @@ def test_marker_replaced_by_another_daemon_is_detected(own_server):
         old.read(0)
 
 
+@pytest.mark.expect_log("Redis lost its data")
 def test_older_aof_is_detected(own_server):
     """Redis comes back from an older copy of its data: the seq went backwards."""
     store = RedisStore(with_ns(own_server.url))
@@ -445,7 +447,7 @@ def test_wipe_before_anything_was_seen_is_adopted(own_server):
 
 @pytest.mark.mount
 def test_two_mounts_share_one_redis(mounter, server):
-    from mounting import eventually
+    from tests.harness.mounts import eventually
 
     url = with_ns(server.url)
     a, b = mounter("a", store=url), mounter("b", store=url)
@@ -458,7 +460,7 @@ def test_two_mounts_share_one_redis(mounter, server):
 
 @pytest.mark.mount
 def test_mount_refuses_an_unreachable_redis(tmp_path):
-    from mounting import mount
+    from tests.harness.mounts import mount
 
     srv = RedisServer()  # never started
     try:
@@ -472,7 +474,7 @@ def test_mount_of_a_silent_redis_gives_up_instead_of_hanging(tmp_path, monkeypat
     """A Redis that accepts and never answers (frozen): `lighthouse mount` stops waiting
     for the daemon after its ready timeout, stops the daemon, and says so."""
     import psutil
-    from mounting import is_mounted, unmount_quietly
+    from tests.harness.mounts import is_mounted, unmount_quietly
 
     from lighthousefs import cli
 
@@ -499,6 +501,7 @@ def test_wait_for_events_names_a_newer_event_or_times_out(opener):
     assert store.wait_for_events(3, 0.05) == 0
 
 
+@pytest.mark.expect_log("DATA LOST: .* has no chunk")
 def test_get_chunks_returns_them_in_order_or_names_the_missing(opener):
     store = opener()
     chunks = chunks_of(*(b"piece %d" % i for i in range(5)))
@@ -513,6 +516,7 @@ def test_get_chunks_returns_them_in_order_or_names_the_missing(opener):
     assert store.get_chunks(list(many)) == list(many.values())
 
 
+@pytest.mark.expect_log("DATA LOST: .* has no chunk")
 def test_a_missing_chunk_is_data_loss_eio_logged_once(opener, caplog):
     """An event names the chunk but the store has not got it: the file exists and its
     content is gone. EIO (not ENOENT: that would say the file is not there), not a
@@ -637,6 +641,7 @@ def _answer_lost_after(run):
     return lose
 
 
+@pytest.mark.expect_log("no answer .*Redis had stored it")
 def test_an_append_whose_answer_was_lost_after_it_ran_is_reported_stored(server, caplog):
     store = RedisStore(with_ns(server.url))
     real = store._run_append
@@ -647,6 +652,7 @@ def test_an_append_whose_answer_was_lost_after_it_ran_is_reported_stored(server,
     store.close()
 
 
+@pytest.mark.expect_log("no answer .*Redis had not run it")
 def test_an_append_whose_answer_was_lost_before_it_ran_never_runs(server, caplog):
     store = RedisStore(with_ns(server.url))
     sent = []
@@ -661,6 +667,7 @@ def test_an_append_whose_answer_was_lost_before_it_ran_never_runs(server, caplog
     store.close()
 
 
+@pytest.mark.expect_log("append on .*: no answer")
 def test_an_append_refused_by_a_frozen_redis_is_never_stored_later(own_server, caplog):
     """Redis is frozen through the whole append and its deadline: the append fails, and
     when Redis resumes and runs the script at last, it refuses it."""
@@ -678,6 +685,7 @@ def test_an_append_refused_by_a_frozen_redis_is_never_stored_later(own_server, c
     store.close()
 
 
+@pytest.mark.expect_log("append on .*: no answer")
 def test_appends_through_a_short_freeze_are_stored_exactly_when_reported(own_server):
     """Redis freezes for 1.5 s while appends are in flight: each append either returns
     its events, which are in the log, or raises, and its event is not in the log."""

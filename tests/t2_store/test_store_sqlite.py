@@ -52,6 +52,7 @@ def test_an_append_by_another_process_wakes_the_waiter(tmp_path, monkeypatch, du
         store.close()
 
 
+@pytest.mark.expect_log("no inotify .* polling the log")
 def test_without_inotify_the_waiter_polls(tmp_path, monkeypatch, caplog):
     def no_inotify():
         raise OSError(24, "Too many open files")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 
-from mounting import next_line
+from tests.harness.mounts import next_line
 
 from lighthousefs import api
 from lighthousefs.api import Client

@@ -12,7 +12,7 @@ import sys
 import uuid
 
 import pytest
-from mounting import eventually, lighthouse
+from tests.harness.mounts import eventually, lighthouse
 
 from lighthousefs.domain.tree import Tree
 from lighthousefs.engine.projection import load_tree, replay

@@ -15,7 +15,7 @@ import uuid
 import msgpack
 import pytest
 import trio
-from mounting import eventually, lighthouse
+from tests.harness.mounts import eventually, lighthouse
 
 from lighthousefs import errors
 from lighthousefs.domain import events

@@ -11,8 +11,8 @@ import time
 import uuid
 
 import pytest
-from mounting import eventually
-from redis_server import RedisServer
+from tests.harness.mounts import eventually
+from tests.harness.redis_servers import RedisServer
 
 pytestmark = pytest.mark.mount
 
@@ -92,6 +92,7 @@ def test_a_redirect_to_a_new_file_is_one_mknod_with_its_content(two_nodes):
                for v in versions if (b / "projects" / "p" / ".history" / v / "new.txt").exists())
 
 
+@pytest.mark.expect_log("the new file is dropped, its content was not stored: it was closed without being stored")
 def test_a_refused_write_is_seen_by_the_shell_and_keeps_the_old_content(two_nodes):
     """Item 3: the refusal comes at write(), and what was there stays, for everyone."""
     a, b = two_nodes
@@ -175,6 +176,7 @@ def test_state_json_holds_a_json_object(mnt):
     assert json.loads(state.read_text()) == {"key": [92, 3]}
 
 
+@pytest.mark.expect_log("the new file is dropped, its content was not stored: it was closed without being stored")
 def test_an_empty_state_json_is_never_stored(mnt):
     agent = mnt / "agents" / "a"
     agent.mkdir()

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from mounting import is_mounted, lighthouse, next_line, unmount_all, unmount_quietly
+from tests.harness import REPO
+from tests.harness.mounts import is_mounted, lighthouse, next_line, unmount_all, unmount_quietly
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # A FUSE daemon that mounts and is then killed: the dead mount a kill -9 leaves, with
 # no attributes in the kernel's cache (as a lighthousefs mount is once its 300 s pass).

@@ -21,8 +21,9 @@ import uuid
 
 import pytest
 import trio
-from mounting import assert_eio_and_the_store_still_trusted, eventually, is_mounted, lighthouse, unmount_quietly
-from redis_server import REDIS_CLI
+from tests.harness.mounts import eventually, is_mounted, lighthouse, unmount_quietly
+from tests.harness.scenarios import assert_eio_and_the_store_still_trusted
+from tests.harness.redis_servers import REDIS_CLI
 
 from lighthousefs import errors
 from lighthousefs.domain import chunks as content
@@ -105,6 +106,7 @@ def error_lines(log_path) -> list[str]:
 # ---- item 15: chunks -----------------------------------------------------------------
 
 
+@pytest.mark.expect_log("DATA CORRUPT: .* do not match its hash")
 def test_a_damaged_chunk_reads_as_eio_logged_once_and_the_store_stays_trusted(mounter, files):
     writer = mounter("a", store=files.url)
     project = writer / "projects" / "p"
@@ -127,6 +129,7 @@ def test_a_damaged_chunk_reads_as_eio_logged_once_and_the_store_stays_trusted(mo
     assert damaged.read_bytes() == good
 
 
+@pytest.mark.expect_log("DATA CORRUPT: .* do not match its hash")
 def test_a_damaged_chunk_met_only_by_readahead_does_not_fail_the_read(mounter, store_url):
     files = SQLiteFiles(store_url)
     writer = mounter("a")
@@ -169,6 +172,7 @@ def test_the_api_refuses_a_damaged_chunk(tmp_path):
 # ---- item 15: snapshots ----------------------------------------------------------------
 
 
+@pytest.mark.expect_log("is not used: damaged snapshot")
 def test_a_damaged_snapshot_is_not_loaded(mounter, files):
     first = mounter("a", store=files.url)
     (first / "projects" / "p").mkdir()
@@ -184,6 +188,7 @@ def test_a_damaged_snapshot_is_not_loaded(mounter, files):
     assert len(logged) == 1 and f"snapshot at seq {seq}" in logged[0], logged
 
 
+@pytest.mark.expect_log("is not used: damaged snapshot")
 def test_an_older_snapshot_is_used_when_the_newest_is_damaged(tmp_path, caplog):
     store = SQLiteStore(str(tmp_path / "store.db"))
     try:
@@ -219,6 +224,8 @@ def test_a_snapshot_with_one_byte_changed_is_refused():
 # ---- item 15: a store that lost what it had -----------------------------------------------
 
 
+@pytest.mark.expect_log("cannot mount: .* lost its content",
+                        "cannot mount: .* lost data or was replaced")
 def test_a_sqlite_store_truncated_or_deleted_is_refused(mounter, store_url, tmp_path):
     files = SQLiteFiles(store_url)
     first = mounter("a")
@@ -244,6 +251,7 @@ def test_a_sqlite_store_truncated_or_deleted_is_refused(mounter, store_url, tmp_
     assert "a new, empty store" in again.log.read_text()
 
 
+@pytest.mark.expect_log("cannot mount: .* lost data or was replaced")
 def test_a_sqlite_store_put_back_to_an_older_copy_is_refused(mounter, store_url, tmp_path):
     files = SQLiteFiles(store_url)
     first = mounter("a")
@@ -260,6 +268,7 @@ def test_a_sqlite_store_put_back_to_an_older_copy_is_refused(mounter, store_url,
     assert not is_mounted(tmp_path / "a")
 
 
+@pytest.mark.expect_log("cannot mount: .* lost data or was replaced")
 @pytest.mark.redis
 def test_a_redis_that_came_back_empty_is_refused(mounter, own_server, tmp_path):
     url = RedisKeys(own_server).url
@@ -327,6 +336,10 @@ def small_disk(tmp_path):
             subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
+@pytest.mark.expect_log("the disk of the store .* is full",
+                        "the new file is dropped, its content was not stored",
+                        "the disk has room again",
+                        "gave the disk the reserve of")
 @pytest.mark.slow
 def test_a_full_disk_answers_enospc_and_files_can_still_be_removed(small_disk, mounter, tmp_path):
     m = mounter("m", store=f"sqlite://{small_disk}/store.db")

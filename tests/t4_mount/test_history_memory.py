@@ -10,7 +10,7 @@ import re
 import stat
 
 import pytest
-from mounting import eventually
+from tests.harness.mounts import eventually
 
 from lighthousefs.api import Client
 from lighthousefs.domain import chunks as content

@@ -9,13 +9,14 @@ import os
 import sqlite3
 
 import pytest
-from mounting import assert_eio_and_the_store_still_trusted
+from tests.harness.scenarios import assert_eio_and_the_store_still_trusted
 
 from lighthousefs.domain import chunks as content
 
 pytestmark = pytest.mark.mount
 
 
+@pytest.mark.expect_log("DATA LOST: .* has no chunk")
 def test_a_missing_chunk_reads_as_eio_logged_once_and_the_store_stays_trusted(mounter, store_url):
     writer = mounter("a")
     project = writer / "projects" / "p"

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mounting import eventually
+from tests.harness.mounts import eventually
 
 pytestmark = pytest.mark.mount
 

@@ -10,7 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from mounting import busy_node_still_sees_the_other, eventually, is_mounted, lighthouse, unmount_quietly
+from tests.harness.mounts import eventually, is_mounted, lighthouse, unmount_quietly
+from tests.harness.scenarios import busy_node_still_sees_the_other
 
 from lighthousefs.api import Client
 from lighthousefs.store.sqlite import SQLiteStore
@@ -47,6 +48,7 @@ def test_restart_shows_the_same_tree_and_inodes(mounter, tmp_path, store_url):
     assert snapshot_of_tree(again.path) == before
 
 
+@pytest.mark.expect_log("a dead mount was left by a killed daemon; detaching it")
 def test_kill_9_loses_no_acknowledged_write(mounter, tmp_path):
     m = mounter("a")
     (m / "projects" / "p").mkdir()

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from mounting import lighthouse
+from tests.harness.mounts import lighthouse
 
 pytestmark = pytest.mark.mount
 

@@ -9,8 +9,9 @@ import uuid
 
 import pytest
 
-from mounting import busy_node_still_sees_the_other, eventually, lighthouse
-from redis_server import RedisServer
+from tests.harness.mounts import eventually, lighthouse
+from tests.harness.scenarios import busy_node_still_sees_the_other
+from tests.harness.redis_servers import RedisServer
 
 pytestmark = [pytest.mark.mount, pytest.mark.redis]
 
@@ -106,6 +107,9 @@ def test_a_busy_node_still_sees_another_node(mounter, own_server):
     busy_node_still_sees_the_other(mounter("a", store=url), mounter("b", store=url))
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "circuit opens after",
+                        "store circuit ", "store housekeeping failed, retrying later",
+                        "following the store again", "snapshot at \\d+ not stored")
 def test_redis_down_fails_fast_then_recovers(mounter, own_server):
     url = namespaced(own_server.url)
     m = mounter("a", store=url)
@@ -128,6 +132,8 @@ def test_redis_down_fails_fast_then_recovers(mounter, own_server):
     assert "store circuit closed -> open" in m.log.read_text()
 
 
+@pytest.mark.expect_log("Redis lost its data", "THE STORE LOST DATA THIS DAEMON HAD SEEN",
+                        "snapshot at \\d+ not stored", "following the store failed; retrying")
 def test_redis_restarted_empty_is_refused_loudly(mounter, own_server):
     url = namespaced(own_server.url)
     m = mounter("a", store=url)
@@ -141,6 +147,7 @@ def test_redis_restarted_empty_is_refused_loudly(mounter, own_server):
     eventually(lambda: "THE STORE LOST DATA" in m.log.read_text())
 
 
+@pytest.mark.expect_log("a dead mount was left by a killed daemon; detaching it")
 def test_a_killed_daemon_resumes_where_it_stopped(mounter, own_server):
     url = namespaced(own_server.url)
     a, b = mounter("a", store=url), mounter("b", store=url)

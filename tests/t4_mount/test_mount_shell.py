@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mounting import eventually, next_line
+from tests.harness.mounts import eventually, next_line
 
 pytestmark = pytest.mark.mount
 

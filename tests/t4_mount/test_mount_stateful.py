@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
                                  run_state_machine_as_test)
 
-from mounting import lighthouse
+from tests.harness.mounts import lighthouse
 
 pytestmark = pytest.mark.mount
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from mounting import eventually, lighthouse
+from tests.harness.mounts import eventually, lighthouse
 
 pytestmark = pytest.mark.mount
 
@@ -203,6 +203,7 @@ def test_touch_and_an_empty_close_make_empty_files(mnt):
     assert os.stat(project / "touched").st_size == 0
 
 
+@pytest.mark.expect_log("the new file is dropped, its content was not stored: .* exists")
 def test_the_same_name_created_on_another_node_first_wins(mounter):
     a, b = two_nodes_with_a_project(mounter)
     fd = a_new_file_whose_name_b_takes(a, b)
@@ -215,6 +216,7 @@ def test_the_same_name_created_on_another_node_first_wins(mounter):
     assert "the new file is dropped" in a.log.read_text()
 
 
+@pytest.mark.expect_log("a dead mount was left by a killed daemon; detaching it")
 def test_a_killed_daemon_loses_only_files_never_closed(mounter):
     m = mounter("a")
     project = m / "projects" / "p"
@@ -289,6 +291,7 @@ def test_a_close_racing_a_rename_loses_nothing(mounter):
     assert types.count("mknod") == 151 and types.count("rename") == 150 and "write" not in types
 
 
+@pytest.mark.expect_log("the new file is dropped, its content was not stored: directory \\d+ has been removed")
 def test_a_directory_removed_elsewhere_fails_the_close_everywhere_alike(mounter):
     a, b = mounter("a"), mounter("b")
     (a / "projects" / "p" / "d").mkdir(parents=True)
@@ -308,6 +311,7 @@ def test_a_directory_removed_elsewhere_fails_the_close_everywhere_alike(mounter)
     assert os.listdir(c / "projects" / "p") == []
 
 
+@pytest.mark.expect_log("the new file is dropped, its content was not stored: .* exists")
 def test_other_handles_of_a_dropped_new_file_fail_instead_of_writing_into_nothing(mounter):
     a, b = two_nodes_with_a_project(mounter)
     fd1 = os.open(a / "projects" / "p" / "x", CREATE)

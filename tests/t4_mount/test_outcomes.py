@@ -19,7 +19,7 @@ import uuid
 import pytest
 import trio
 import trio.testing
-from mounting import eventually
+from tests.harness.mounts import eventually
 
 from lighthousefs import errors
 from lighthousefs.domain.events import Draft
@@ -113,6 +113,9 @@ def check_outcomes(lines: list, *mounts) -> None:
             assert content(directory / name) != data, (m.path, name, data)
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "append on .*: no answer",
+                        "the new file is dropped, its content was not stored",
+                        "following the store again", "snapshot at \\d+ not stored")
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.mount
@@ -129,6 +132,10 @@ def test_close_answers_are_exact_through_a_redis_freeze(mounter, own_server, tmp
     assert any(failed for _, _, failed in lines), "the freeze failed nothing: the test saw no outage"
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "circuit opens after",
+                        "store circuit ", "store housekeeping failed, retrying later",
+                        "the new file is dropped, its content was not stored",
+                        "following the store again", "snapshot at \\d+ not stored")
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.mount
@@ -141,6 +148,8 @@ def test_close_answers_are_exact_through_a_redis_kill_and_restart(mounter, own_s
     assert any(failed for _, _, failed in lines), "the kill failed nothing: the test saw no outage"
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "following the store again",
+                        "snapshot at \\d+ not stored")
 @pytest.mark.redis
 @pytest.mark.mount
 def test_shell_redirects_fail_visibly_while_redis_is_down(mounter, own_server):
@@ -168,6 +177,7 @@ def test_shell_redirects_fail_visibly_while_redis_is_down(mounter, own_server):
     assert (second / "projects" / "p" / "existing").read_text() == "old\n"
 
 
+@pytest.mark.expect_log("store housekeeping failed, retrying later: store: no answer within")
 @pytest.mark.mount
 def test_a_sqlite_commit_slower_than_the_call_timeout_is_stored_and_answered_so(mounter, monkeypatch):
     """The breaker's call_timeout (here 0.1 s) must not turn a slow commit into EIO while
@@ -190,6 +200,7 @@ def test_a_sqlite_commit_slower_than_the_call_timeout_is_stored_and_answered_so(
         assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
 
 
+@pytest.mark.expect_log("events up to \\d+ are stored, but those before them cannot be read yet")
 def test_stored_events_are_answered_stored_when_the_events_before_them_cannot_be_read_at_once(tmp_path):
     """Another producer appended just before ours; reading its event fails once. Ours
     are stored, so submit answers success (after reading it), never an error."""
@@ -246,6 +257,8 @@ def test_a_remote_store_is_reachable_only_after_a_recent_answer_and_no_failure_s
     store.close()
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "following the store again",
+                        "snapshot at \\d+ not stored")
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.mount

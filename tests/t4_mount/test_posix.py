@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from mounting import lighthouse
-from redis_server import RedisServer
+from lighthousefs import mounttable
+from tests.harness.mounts import lighthouse
+from tests.harness.redis_servers import RedisServer
 
 pytestmark = pytest.mark.mount
 
@@ -25,12 +26,9 @@ def any_store(request, store_url):
 
 
 def mount_options(path) -> set[str]:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if fields[1] == str(path):
-                return set(fields[3].split(","))
-    raise AssertionError(f"{path} is not mounted")
+    found = [e.options for e in mounttable.read() if e.point == str(path)]
+    assert found, f"{path} is not mounted"
+    return set(found[-1])   # the topmost mount there
 
 
 def remount_from_the_log(mounter, m, store: str):

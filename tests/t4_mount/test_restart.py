@@ -8,7 +8,7 @@ import re
 import uuid
 
 import pytest
-from mounting import eventually, lighthouse
+from tests.harness.mounts import eventually, lighthouse
 
 from lighthousefs.api import Client
 from lighthousefs.domain.tree import Tree

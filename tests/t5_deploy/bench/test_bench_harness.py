@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.mounts import mounts_under, processes_under, sweep
+from benchmarks.mounts import processes_under, sweep
 from benchmarks.ops import OPS
 from benchmarks.report import markdown
 from benchmarks.stats import percentile, summarize
+from tests.harness import REPO
+from tests.harness.mounts import mounts_under
 
-REPO = Path(__file__).resolve().parents[3]
 STATS = {"n", "p50_us", "p90_us", "p99_us", "max_us", "ops_per_s"}
 NEEDS_MOUNTS = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse") or not shutil.which("bindfs"),
                                   reason="needs root (mount -t tmpfs), /dev/fuse and bindfs")

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.mounts import mounts_under, processes_under, sweep
+from benchmarks.mounts import processes_under, sweep
+from lighthousefs import mounttable
+from tests.harness import REPO
+from tests.harness.mounts import mounts_under
 
-REPO = Path(__file__).resolve().parents[3]
 
 pytestmark = [
     pytest.mark.mount,
@@ -34,7 +36,7 @@ def start_outage(work: Path, out, err) -> subprocess.Popen:
 
 
 def left_behind(work: Path) -> list[str]:
-    return ([f"mount {m}" for m, _ in mounts_under(work)] + [f"process {p.pid}" for p in processes_under(work)]
+    return ([f"mount {m}" for m in mounts_under(work)] + [f"process {p.pid}" for p in processes_under(work)]
             + [f"file {f}" for f in work.iterdir()])
 
 
@@ -73,7 +75,7 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, sig):
         proc = start_outage(work, out, err)
         try:
             deadline = time.monotonic() + 60
-            while not any(fstype.startswith("fuse") for _, fstype in mounts_under(work)):
+            while not any(e.fstype.startswith("fuse") for e in mounttable.mounts_under(str(work))):
                 assert proc.poll() is None and time.monotonic() < deadline, "the run never mounted"
                 time.sleep(0.05)
             proc.send_signal(sig)

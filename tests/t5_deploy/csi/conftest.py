@@ -4,7 +4,7 @@ the test's temp dir even when the test failed."""
 import pytest
 
 from csi_harness import Driver
-from mounting import unmount_all
+from tests.harness.mounts import unmount_all
 
 
 @pytest.fixture

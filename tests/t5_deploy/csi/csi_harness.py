@@ -1,10 +1,9 @@
 """Helpers of the CSI driver tests: the driver as a real process on a unix
-socket in a temp dir, and a gRPC client from the committed stubs. (Unmounting
-is tests/mounting.py's, shared with the other suites. A module name of its
-own: several conftest.py files exist, so `from conftest import` would be
-ambiguous.)"""
+socket in a temp dir, and a gRPC client from the committed stubs. (Mounts,
+the mount table and unmounting are tests.harness's, shared with the other
+suites. A module name of its own: several conftest.py files exist, so
+`from conftest import` would be ambiguous.)"""
 
-import os
 import pathlib
 import shlex
 import signal
@@ -12,24 +11,19 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[3]
-CSI_DIR = REPO / "csi-driver"
-sys.path.insert(0, str(CSI_DIR))
+from lighthouse_csi import csi_pb2, csi_pb2_grpc   # csi-driver/ is on pytest's pythonpath
+from tests.harness import CSI_DIR
+from tests.harness.mounts import lighthouse_cmd, lighthouse_env
 
-import grpc  # noqa: E402
-
-from lighthouse_csi import csi_pb2, csi_pb2_grpc  # noqa: E402
-
-LIGHTHOUSE_CMD = f"{shlex.quote(sys.executable)} -m lighthousefs.cli"
+LIGHTHOUSE_CMD = shlex.join(lighthouse_cmd())
 
 
 def env_with_paths() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO), str(CSI_DIR)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
+    """Our environment, with this checkout's lighthousefs and CSI driver importable."""
+    return lighthouse_env(None, CSI_DIR)
 
 
 class Driver:

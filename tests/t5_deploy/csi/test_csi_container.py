@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from csi_harness import REPO, env_with_paths
+from csi_harness import env_with_paths
+from tests.harness import REPO
 
 CONTAINERFILE = REPO / "container" / "Containerfile"
 HEALTHCHECK = REPO / "container" / "healthcheck"

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from csi_harness import code_of, mount_cap
-from mounting import eventually, mounts_under
+from tests.harness.mounts import eventually, mounts_under
 from lighthouse_csi import DRIVER_NAME, csi_pb2
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

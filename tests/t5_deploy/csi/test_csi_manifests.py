@@ -5,7 +5,7 @@ and with the driver."""
 
 import pytest
 
-from csi_harness import CSI_DIR
+from tests.harness import CSI_DIR
 from lighthouse_csi import DRIVER_NAME
 
 yaml = pytest.importorskip("yaml")

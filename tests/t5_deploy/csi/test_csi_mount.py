@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from csi_harness import code_of, mount_cap
-from mounting import eventually, mounts_under
+from tests.harness.mounts import eventually, mounts_under
 from lighthouse_csi import csi_pb2
 
 pytestmark = [

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from csi_harness import CSI_DIR
+from tests.harness import CSI_DIR
 from lighthouse_csi import csi_pb2
 
 pytest.importorskip("grpc_tools")

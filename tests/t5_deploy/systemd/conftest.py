@@ -1,13 +1,10 @@
 """Fixtures of the systemd unit and mount helper tests."""
 
-import os
 import shlex
-import sys
 
 import pytest
 
-from mounting import unmount_all
-from systemd_harness import REPO
+from tests.harness.mounts import lighthouse_cmd, lighthouse_env, unmount_all
 
 
 @pytest.fixture
@@ -22,9 +19,9 @@ def lighthouse_bin(tmp_path) -> str:
     not the console script is installed."""
     wrapper = tmp_path / "bin" / "lighthouse"
     wrapper.parent.mkdir()
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    pythonpath = lighthouse_env()["PYTHONPATH"]
     wrapper.write_text("#!/bin/sh\n"
                        f"PYTHONPATH={shlex.quote(pythonpath)} "
-                       f"exec {shlex.quote(sys.executable)} -m lighthousefs.cli \"$@\"\n")
+                       f"exec {shlex.join(lighthouse_cmd())} \"$@\"\n")
     wrapper.chmod(0o755)
     return str(wrapper)

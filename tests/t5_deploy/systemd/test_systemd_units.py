@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from mounting import mounts_under
-from systemd_harness import REPO, SYSTEMD_DIR
+from tests.harness.mounts import mounts_under
+from tests.harness import REPO, SYSTEMD_DIR
 
 UNIT = SYSTEMD_DIR / "lighthousefs@.service"
 HELPER = SYSTEMD_DIR / "mount.fuse.lighthouse"
