@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import uuid
 
 import pytest
 import trio
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-
-from redis_server import REDIS_SERVER  # noqa: E402
-
-from lighthousefs.domain.tree import Tree  # noqa: E402
-from lighthousefs.engine.journal import Journal  # noqa: E402
-from lighthousefs.store.breaker import Breaker  # noqa: E402
-from lighthousefs.store.redis import RedisStore  # noqa: E402
+from lighthousefs.domain.tree import Tree
+from lighthousefs.engine.journal import Journal
+from lighthousefs.store.breaker import Breaker
+from lighthousefs.store.redis import RedisStore
+from tests.harness.redis_servers import REDIS_SERVER
 
 pytestmark = [
     pytest.mark.redis,

@@ -9,11 +9,10 @@ import uuid
 
 import pytest
 
-from mounting import lighthouse, next_line
-
 from lighthousefs.api import Client
 from lighthousefs.domain import events
 from lighthousefs.domain.events import Draft
+from tests.harness.mounts import lighthouse, next_line
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])

@@ -12,13 +12,12 @@ import shutil
 import time
 
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
-from hypothesis import event, example, given
-
-from mounting import eventually
+from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import strategies as st
 
 from lighthousefs import errors
 from lighthousefs.api import Client
+from tests.harness.mounts import eventually
 
 pytestmark = pytest.mark.mount
 

@@ -12,9 +12,9 @@ import urllib.request
 import uuid
 
 import pytest
-
-from mounting import eventually
 from test_mount_redis import MKDIR, run
+
+from tests.harness.mounts import eventually
 
 pytestmark = [pytest.mark.mount]
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from mounting import eventually
+from tests.harness.mounts import eventually
 
 pytestmark = pytest.mark.mount
 

@@ -12,11 +12,10 @@ from unittest import mock
 
 import pytest
 
-from mounting import eventually, next_line
-
 from lighthousefs.api import Client
 from lighthousefs.domain import events
 from lighthousefs.domain.events import Draft
+from tests.harness.mounts import eventually, next_line
 
 pytestmark = pytest.mark.mount
 

@@ -8,10 +8,10 @@ import uuid
 
 import psutil
 import pytest
-
-from mounting import eventually, lighthouse
-from redis_server import RedisServer
 from test_mount_redis import MKDIR, run
+
+from tests.harness.mounts import eventually, lighthouse
+from tests.harness.redis_servers import RedisServer
 
 PASSWORD = "s3cret-" + uuid.uuid4().hex[:12]
 

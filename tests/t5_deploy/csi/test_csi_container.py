@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from csi_harness import env_with_paths
+
 from tests.harness import REPO
 
 CONTAINERFILE = REPO / "container" / "Containerfile"
@@ -89,7 +89,8 @@ def test_healthcheck_of_the_daemon_fails_while_its_store_is_down(base, own_serve
     """The image's check asks /readyz: unhealthy while Redis is down, healthy again after."""
     import socket
     import uuid
-    from mounting import eventually
+
+    from tests.harness.mounts import eventually
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"

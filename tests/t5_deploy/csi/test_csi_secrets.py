@@ -9,10 +9,10 @@ import uuid
 
 import psutil
 import pytest
-
 from csi_harness import LIGHTHOUSE_CMD
-from redis_server import RedisServer
 from test_csi_mount import cat, create, publish, unpublish, write
+
+from tests.harness.redis_servers import RedisServer
 
 pytestmark = [
     pytest.mark.mount,
