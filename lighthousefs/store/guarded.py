@@ -109,8 +109,14 @@ class GuardedStore:
         return await self.call(self.store.read, after_seq, limit)
 
     async def wait_and_read(self, after_seq: int, timeout: float, limit: int = 1000) -> list[Event]:
-        """The follower's blocking read: an empty answer after `timeout` is an answer."""
-        return await self.call(self.store.wait_and_read, after_seq, timeout, limit, waits=timeout)
+        """The follower's blocking read: an empty answer after `timeout` is an answer.
+
+        On a local store it is patient: there a read waits only for this process's own
+        commit (SQLite's one connection), which may take long for a large file and is no
+        sign of a sick store; a timeout would count against the breaker and could open
+        it under the very write that is being stored."""
+        return await self.call(self.store.wait_and_read, after_seq, timeout, limit, waits=timeout,
+                               patient=not self.store.remote)
 
     async def get_chunks(self, digests: list[bytes]) -> list[bytes]:
         return await self.call(self.store.get_chunks, digests)

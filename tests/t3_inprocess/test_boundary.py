@@ -35,6 +35,7 @@ class Ops(pyfuse3.Operations):
 NAMES = guard(Ops)
 
 
+@pytest.mark.expect_log("failed unexpectedly; answering EIO")
 def test_handlers_answer_errno_for_known_errors_and_eio_for_the_unexpected(caplog):
     ops = Ops()
     for inode, code in ((1, errno.ENOENT), (2, errno.EPERM), (3, errno.EIO)):
@@ -45,6 +46,7 @@ def test_handlers_answer_errno_for_known_errors_and_eio_for_the_unexpected(caplo
     assert caplog.records[-1].exc_info is not None   # the unexpected comes with its traceback
 
 
+@pytest.mark.expect_log("forget\\(.*\\) failed unexpectedly")
 def test_forget_is_inside_the_boundary_and_never_raises(caplog):
     ops = Ops()
     trio.run(ops.forget, [(5, 1)])   # nothing may leave forget, not even FUSEError

@@ -36,6 +36,7 @@ async def until(condition, what: str) -> None:
     assert condition(), what
 
 
+@pytest.mark.expect_log("circuit opens after", "following the store failed; retrying")
 def test_the_followers_blocking_read_on_a_dead_redis_is_counted_by_the_breaker(own_server, caplog):
     """Redis dies while the follower waits in it: that read's failure is the store's,
     and the breaker counts it (before, the follower's read went around the breaker,

@@ -65,6 +65,7 @@ def test_a_file_created_written_and_closed_is_stored_once_and_counted_by_the_ker
     run(tmp_path, body)
 
 
+@pytest.mark.expect_log("failed unexpectedly")
 def test_an_unexpected_error_in_a_handler_is_eio_and_forget_survives_anything(tmp_path, caplog):
     async def body(ops):
         with pytest.raises(pyfuse3.FUSEError) as raised:

@@ -51,6 +51,7 @@ def test_sqlite_mount_is_ok_and_ready(mounter):
     assert urllib.request.urlopen(f"http://{address}/metrics", timeout=10).status == 200
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "circuit opens after", "store circuit \\S+ -> \\S+", "snapshot at \\d+ not stored", "following the store again", "store housekeeping failed")
 @pytest.mark.redis
 def test_a_dead_redis_is_not_ok_until_it_is_back(mounter, own_server):
     address = free_address()
@@ -75,6 +76,7 @@ def test_a_dead_redis_is_not_ok_until_it_is_back(mounter, own_server):
     assert get(address, "/healthz")[0] == 200
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "circuit opens after", "store circuit \\S+ -> \\S+", "snapshot at \\d+ not stored", "Redis lost its data", "THE STORE LOST DATA THIS DAEMON HAD SEEN", "store housekeeping failed")
 @pytest.mark.redis
 def test_a_redis_that_lost_data_is_failing_for_good(mounter, own_server):
     m = mounter("a", store=f"{own_server.url}?namespace=t{uuid.uuid4().hex[:10]}")

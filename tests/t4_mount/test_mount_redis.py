@@ -133,7 +133,7 @@ def test_redis_down_fails_fast_then_recovers(mounter, own_server):
 
 
 @pytest.mark.expect_log("Redis lost its data", "THE STORE LOST DATA THIS DAEMON HAD SEEN",
-                        "snapshot at \\d+ not stored", "following the store failed; retrying")
+                        "snapshot at \\d+ not stored", "following the store failed; retrying", "store circuit \\S+ -> \\S+", "circuit opens after")
 def test_redis_restarted_empty_is_refused_loudly(mounter, own_server):
     url = namespaced(own_server.url)
     m = mounter("a", store=url)

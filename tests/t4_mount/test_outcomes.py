@@ -115,7 +115,7 @@ def check_outcomes(lines: list, *mounts) -> None:
 
 @pytest.mark.expect_log("following the store failed; retrying", "append on .*: no answer",
                         "the new file is dropped, its content was not stored",
-                        "following the store again", "snapshot at \\d+ not stored")
+                        "following the store again", "snapshot at \\d+ not stored", "circuit opens after", "store circuit \\S+ -> \\S+")
 @pytest.mark.slow
 @pytest.mark.redis
 @pytest.mark.mount

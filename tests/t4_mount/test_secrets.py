@@ -49,6 +49,7 @@ def assert_no_password_anywhere(m) -> None:
 pytestmark = [pytest.mark.mount, pytest.mark.redis]
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "snapshot at \\d+ not stored", "circuit opens after", "store circuit \\S+ -> \\S+", "following the store again", "store housekeeping failed")
 def test_url_from_the_environment_shows_nowhere(mounter, locked_server):
     url = namespaced(locked_server.url)
     m = mounter("a", store="", env=dict(os.environ, LIGHTHOUSE_STORE=url))
@@ -57,6 +58,7 @@ def test_url_from_the_environment_shows_nowhere(mounter, locked_server):
     assert "(store redis://:***@" in m.log.read_text()
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "snapshot at \\d+ not stored", "circuit opens after", "store circuit \\S+ -> \\S+", "following the store again", "store housekeeping failed")
 def test_url_from_a_file_shows_nowhere_even_through_an_outage(mounter, locked_server, tmp_path):
     secret = tmp_path / "store-url"
     secret.write_text(namespaced(locked_server.url) + "\n")
@@ -73,6 +75,7 @@ def test_url_from_a_file_shows_nowhere_even_through_an_outage(mounter, locked_se
     assert_no_password_anywhere(m)
 
 
+@pytest.mark.expect_log("following the store failed; retrying", "snapshot at \\d+ not stored", "circuit opens after", "store circuit \\S+ -> \\S+", "following the store again", "store housekeeping failed")
 def test_systemd_credential_wins_over_the_environment(mounter, locked_server, tmp_path):
     credentials = tmp_path / "credentials"
     credentials.mkdir()
