@@ -8,6 +8,7 @@ import stat
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from old_snapshots import dump_v1
 
 from lighthousefs import errors
 from lighthousefs.domain import events, rules
@@ -245,13 +246,14 @@ def test_actor_names():
 
 
 def test_old_snapshots_get_file_parents():
-    """Snapshots made before files had a parent hold 0: load finds a directory of each."""
+    """Snapshots made before files had a parent hold 0 (version 1): load finds a directory
+    of each."""
     w = world()
     f = w.tree.resolve("projects/p/f")
     for node in w.tree.nodes.values():
         if not node.is_dir:
             node.parent = 0
-    loaded = snapshot.load(snapshot.dump(w.tree))
+    loaded = snapshot.load(dump_v1(w.tree))
     assert loaded.nodes[f.ino].parent == w.tree.resolve("projects/p").ino
     assert all(node.parent for node in loaded.nodes.values())
 
