@@ -8,7 +8,6 @@ import stat
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from old_snapshots import dump_v1
 
 from lighthousefs import errors
 from lighthousefs.domain import events, rules
@@ -243,19 +242,6 @@ def test_actor_names():
             rules.check_actor(bad)
     with pytest.raises(errors.InvalidArgument):
         rules.check_agent_name("operator")
-
-
-def test_old_snapshots_get_file_parents():
-    """Snapshots made before files had a parent hold 0 (version 1): load finds a directory
-    of each."""
-    w = world()
-    f = w.tree.resolve("projects/p/f")
-    for node in w.tree.nodes.values():
-        if not node.is_dir:
-            node.parent = 0
-    loaded = snapshot.load(dump_v1(w.tree))
-    assert loaded.nodes[f.ino].parent == w.tree.resolve("projects/p").ino
-    assert all(node.parent for node in loaded.nodes.values())
 
 
 def test_events_before_the_rules_replay_as_before():
