@@ -9,8 +9,6 @@ every event applied. Building a tree from a store at start, or at a past seq for
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import logging
 import math
@@ -106,11 +104,6 @@ def load_tree(store: Store, up_to: float = math.inf) -> Tree:
                 snap = store.latest_snapshot(snap[0] - 1) if snap[0] > 1 else None
         tree = tree or Tree()
         replay(store, tree, up_to)
-        # The tree lives as long as the daemon: out of the collector's sight, or its
-        # first full collections walk every node (1M files: 1 CPU s on the loop, just
-        # after the start). Nodes hold no cycles: refcounting still frees them.
-        gc.freeze()
-    _give_back_freed_memory()
     return tree
 
 
@@ -125,20 +118,6 @@ def _collector_paused():
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _give_back_freed_memory() -> None:
-    """Return to the system the freed pages that malloc keeps under live blocks: the
-    columns a snapshot is decoded into (85 MiB at 1M files) would otherwise stay in
-    the daemon's RSS. glibc only; a no-op elsewhere."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-try:
-    _malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-except (OSError, AttributeError):
-    _malloc_trim = None
 
 
 def replay(store: Store, tree: Tree, up_to: float) -> None:
