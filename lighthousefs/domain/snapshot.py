@@ -115,8 +115,8 @@ def _load_columns(unpacker: msgpack.Unpacker, nodes: dict[int, Node]) -> None:
         raise ValueError("damaged snapshot: columns of different lengths")
     # The loop of a start: 1M files take a second or two. Inline (no call per node);
     # the rare fields afterwards, from their sparse columns.
-    built: list[Node] = []
-    new, append = Node.__new__, built.append
+    nodes.update(dict.fromkeys(inos))   # sized once, filled in place
+    new = Node.__new__
     for ino, mode, uid, gid, nlink, size, mtime, chunk_list, parent in zip(
             inos, modes, uids, gids, nlinks, sizes, mtimes, chunks, parents):
         node = new(Node)
@@ -134,20 +134,22 @@ def _load_columns(unpacker: msgpack.Unpacker, nodes: dict[int, Node]) -> None:
         node.entries = None
         node.parent = parent
         node.version = 0
-        append(node)
+        nodes[ino] = node
     for field, sparse in (("atime_ns", atimes), ("ctime_ns", ctimes), ("rdev", rdevs), ("target", targets),
                           ("xattrs", xattrs)):
         for i, value in sparse.items():
-            setattr(built[i], field, value)
-    nodes.update(zip(inos, built))
+            setattr(nodes[inos[i]], field, value)
     get_ino = operator.attrgetter("ino")
     for i, names, children in dirs:   # refer to each inode number by one int object
-        built[i].entries = dict(zip(names, map(get_ino, map(nodes.__getitem__, children))))
+        nodes[inos[i]].entries = dict(zip(names, map(get_ino, map(nodes.__getitem__, children))))
 
 
 def _untable(unpacker: msgpack.Unpacker, share) -> list:
     table = tuple(map(share, *itertools.repeat(unpacker.unpack(), 2)))
-    return list(map(table.__getitem__, unpacker.unpack()))
+    indices = unpacker.unpack()
+    if len(table) == 1:   # all alike (owners, often)
+        return [table[0]] * len(indices)
+    return list(map(table.__getitem__, indices))
 
 
 def _load_rows(unpacker: msgpack.Unpacker, nodes: dict[int, Node]) -> None:
