@@ -6,6 +6,8 @@ import hashlib
 import itertools
 import operator
 
+from typing import Iterator
+
 import msgpack
 
 from .chunks import pack
@@ -40,7 +42,9 @@ def dump(tree: Tree) -> bytes:
     live.sort(key=operator.attrgetter("parent"))
     column = _column(live)
     mtimes = column("mtime_ns")
-    dirs = [(i, list(node.entries), list(node.entries.values())) for i, node in enumerate(live) if node.is_dir]
+    # (Each step a C loop over the nodes where it can be: the dump holds back commits.)
+    entries = column("entries")
+    dirs = [(i, list(entries[i]), list(entries[i].values())) for i in _where(entries, itertools.repeat(None))]
     columns = [len(live), column("ino"), *_table(column("mode")), *_table(column("uid")), *_table(column("gid")),
                column("nlink"), column("size"), mtimes,
                _sparse(column("atime_ns"), mtimes), _sparse(column("ctime_ns"), mtimes),
@@ -58,14 +62,20 @@ def _column(nodes: list[Node]):
 def _table(values: list) -> tuple[list, list[int]]:
     """Few distinct values (modes, owners): a table of them and an index per node, each
     index a small int, which CPython never allocates (decoded ints would be)."""
-    index: dict = {}
-    indices = [index.setdefault(value, len(index)) for value in values]
-    return list(index), indices
+    table = list(dict.fromkeys(values))
+    if len(table) == 1:
+        return table, [0] * len(values)
+    index = {value: i for i, value in enumerate(table)}
+    return table, list(map(index.__getitem__, values))
 
 
-def _sparse(values, usual) -> dict[int, object]:
+def _sparse(values: list, usual) -> dict[int, object]:
     """The positions where a column differs from `usual` (times: from mtime)."""
-    return {i: value for i, (value, other) in enumerate(zip(values, usual)) if value != other}
+    return {i: values[i] for i in _where(values, usual)}
+
+
+def _where(values: list, usual) -> Iterator[int]:
+    return itertools.compress(range(len(values)), map(operator.ne, values, usual))
 
 
 def load(blob: bytes) -> Tree:
