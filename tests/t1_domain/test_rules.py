@@ -244,6 +244,18 @@ def test_actor_names():
         rules.check_agent_name("operator")
 
 
+def test_old_snapshots_get_file_parents():
+    """Snapshots made before files had a parent hold 0: load finds a directory of each."""
+    w = world()
+    f = w.tree.resolve("projects/p/f")
+    for node in w.tree.nodes.values():
+        if not node.is_dir:
+            node.parent = 0
+    loaded = snapshot.load(snapshot.dump(w.tree))
+    assert loaded.nodes[f.ino].parent == w.tree.resolve("projects/p").ino
+    assert all(node.parent for node in loaded.nodes.values())
+
+
 def test_events_before_the_rules_replay_as_before():
     """A log of version 1 events that break today's rules replays to the same tree as
     it always did, from the start and from a snapshot."""

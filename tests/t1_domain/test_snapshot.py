@@ -1,11 +1,9 @@
-"""Snapshots: dump -> load gives back every field of every node, in both formats; a
-damaged snapshot is refused by its checksum."""
+"""Snapshots: dump -> load gives back every field of every node; a damaged snapshot is
+refused by its checksum."""
 from __future__ import annotations
 
-import hashlib
 import stat
 
-import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,13 +12,6 @@ from lighthousefs.domain import events, snapshot
 from lighthousefs.domain.node import Node
 from lighthousefs.domain.tree import PROJECTS_INO, Tree
 
-
-
-def dump_v1(tree: Tree) -> bytes:
-    """A snapshot as daemons wrote them before version 2: one row (Node.dump) per node."""
-    live = [node for node in tree.nodes.values() if node.nlink > 0]
-    body = msgpack.packb([1, tree.applied_seq, [node.dump() for node in live]], use_bin_type=True)
-    return b"".join((snapshot.SNAPSHOT_MAGIC, hashlib.sha256(body).digest(), body))
 
 
 FIELDS = [f for f in Node.__slots__ if f != "version"]   # version counts changes since the load
@@ -81,17 +72,15 @@ def fields(tree: Tree) -> dict:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(node_spec, max_size=40), st.sampled_from([snapshot.dump, dump_v1]))
-def test_dump_load_round_trips_every_field(specs, dump):
+@given(st.lists(node_spec, max_size=40))
+def test_dump_load_round_trips_every_field(specs):
     tree = build(specs)
-    loaded = snapshot.load(dump(tree))
+    loaded = snapshot.load(snapshot.dump(tree))
     assert fields(loaded) == fields(tree)
     assert loaded.applied_seq == loaded.snapshot_seq == tree.applied_seq
     assert all(node.version == 0 for node in loaded.nodes.values())
-    # One int object per inode number, whichever field or entry refers to it (version 1
-    # shares files' parents among themselves only).
+    # One int object per inode number, whichever entry refers to it.
     for node in loaded.nodes.values():
-        assert node.parent is loaded.nodes[node.parent].ino or dump is dump_v1
         for ino in (node.entries or {}).values():
             assert ino is loaded.nodes[ino].ino
     assert fields(snapshot.load(snapshot.dump(loaded))) == fields(tree)
@@ -113,19 +102,3 @@ def test_a_damaged_snapshot_is_refused(specs, data):
     blob[at] ^= data.draw(st.integers(min_value=1, max_value=255))
     with pytest.raises(ValueError, match="checksum"):
         snapshot.load(bytes(blob))
-
-
-def test_old_snapshots_get_file_parents():
-    """Snapshots made before files had a parent hold 0 (version 1): load finds a directory
-    of each."""
-    tree = build([("dir", 0, b"p", 0, 0o755, (1, 1, 1), 0, b"", None),
-                  ("file", 1, b"f", 0, 0o644, (1, 1, 1), 3, b"x" * 20, None),
-                  ("link", 0, b"g", 0, 0, (1, 1, 1), 0, b"", None)])
-    p = tree.nodes[PROJECTS_INO].entries[b"p"]
-    f = tree.nodes[p].entries[b"f"]
-    for node in tree.nodes.values():
-        if not node.is_dir:
-            node.parent = 0
-    loaded = snapshot.load(dump_v1(tree))
-    assert loaded.nodes[f].parent in (p, PROJECTS_INO)
-    assert all(node.parent for node in loaded.nodes.values())
