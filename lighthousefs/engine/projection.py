@@ -16,8 +16,8 @@ from typing import Callable
 
 import trio
 
-from ..domain.events import Event
 from ..domain import snapshot
+from ..domain.events import Event
 from ..domain.snapshot import UncheckedSnapshot
 from ..domain.tree import Change, Tree
 from ..store import Store

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lighthousefs import errors
-from lighthousefs.domain import events, rules
+from lighthousefs.domain import events, rules, snapshot
 from lighthousefs.domain.events import Draft, Event
-from lighthousefs.domain import snapshot
 from lighthousefs.domain.tree import Tree
 
 FILE = stat.S_IFREG | 0o644

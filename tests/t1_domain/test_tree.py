@@ -8,9 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lighthousefs import errors
-from lighthousefs.domain import events
+from lighthousefs.domain import events, snapshot
 from lighthousefs.domain.events import Draft, Event
-from lighthousefs.domain import snapshot
 from lighthousefs.domain.tree import PROJECTS_INO, Tree
 
 FILE = stat.S_IFREG | 0o644

@@ -26,8 +26,8 @@ from redis_server import REDIS_CLI
 
 from lighthousefs import errors
 from lighthousefs.domain import chunks as content
-from lighthousefs.domain.events import UNLINK, Draft, Event
 from lighthousefs.domain import snapshot
+from lighthousefs.domain.events import UNLINK, Draft, Event
 from lighthousefs.domain.tree import Tree
 from lighthousefs.engine.journal import Journal
 from lighthousefs.engine.projection import load_tree
