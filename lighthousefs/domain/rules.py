@@ -1,6 +1,6 @@
 """The rules of the namespace, for an acting agent: the fixed layout, the areas and who
 may change them (privacy and ownership), the formats of agents/<agent>/state.json and
-status, and (for the mount) read-only mounts and what an agent may see.
+status (their checks are formats.py's), and (for the mount) read-only mounts and what an agent may see.
 
 Pure functions of (tree, actor, ...): Tree.check runs them before an event is appended
 and Tree.apply when it is applied, so every entry point and every node refuse alike.
@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Callable
 
 from .. import errors
 from .events import LINK, MKNOD, PATH_ERRORS, RENAME, TREE_TYPES, UNLINK, WRITE
-from .jsonprefix import JsonPrefix, check_document
+# (The formats' checks are re-exported: the entry points ask the rules.)
+from .formats import (MAX_STATE_BYTES, MAX_STATE_DEPTH, MAX_STATUS_BYTES, STATE_FILE, STATUS_FILE,  # noqa: F401
+                      FormatCheck, check_format, check_format_size, format_of_path, validate_format)
 from .layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO
 
 if TYPE_CHECKING:
@@ -29,13 +31,6 @@ if TYPE_CHECKING:
 
 AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")   # fullmatch: `$` would pass "bob\n"
 OPERATOR = "operator"   # the actor of a mount without --agent: unrestricted
-STATE_FILE = b"state.json"
-STATUS_FILE = b"status"
-MAX_STATUS_BYTES = 4096
-MAX_STATE_DEPTH = 64   # levels of objects and arrays in a state.json
-# A state.json is read whole to be checked (at a write that is not an append, at close,
-# at a rename onto it): bounded, so no agent can make the daemon read a terabyte hole.
-MAX_STATE_BYTES = 1 << 20
 # Directories whose entries are the layout itself, not an area's: the root, memories/
 # and agents/ (their entries are the area roots).
 LAYOUT_DIRS = (ROOT_INO, MEMORIES_INO, AGENTS_INO)
@@ -266,16 +261,6 @@ def check_content(tree: Tree, draft: Draft, data: bytes) -> None:
     check_format(kind, data, draft.path)
 
 
-def check_format(kind: bytes | None, data: bytes, where: str) -> None:
-    """`data` must be a whole valid file of `kind` (None: any content is)."""
-    if kind is not None:
-        try:
-            check_format_size(kind, len(data))
-            validate_format(kind, data)
-        except (errors.InvalidArgument, errors.FileTooLarge) as exc:
-            raise type(exc)(f"format: {where}: {exc}") from None
-
-
 # ---- kinds of files --------------------------------------------------------------------------
 
 def is_project(tree: Tree, directory: int) -> bool:
@@ -299,15 +284,6 @@ def format_of_inode(tree: Tree, ino: int) -> bytes | None:
         for name in (STATE_FILE, STATUS_FILE):
             if entries.get(name) == ino:
                 return name
-    return None
-
-
-def format_of_path(path: str) -> bytes | None:
-    """The format of the file at a path (agents/<agent>/state.json or status), from the
-    path alone: for a check before any directory on the way exists."""
-    parts = [part for part in path.split("/") if part]
-    if len(parts) == 3 and parts[0] == "agents" and parts[2].encode() in (STATE_FILE, STATUS_FILE):
-        return parts[2].encode()
     return None
 
 
@@ -353,52 +329,3 @@ class Policy:
 
     def format_of_inode(self, ino: int) -> bytes | None:
         return format_of_inode(self.tree, ino)
-
-
-def check_format_size(kind: bytes | None, size: int) -> None:
-    """Refuse a state.json (EFBIG) or status (EINVAL) larger than its kind allows, before
-    any of it is read."""
-    if kind == STATE_FILE and size > MAX_STATE_BYTES:
-        raise errors.FileTooLarge(f"state.json is at most {MAX_STATE_BYTES} bytes, not {size}")
-    if kind == STATUS_FILE and size > MAX_STATUS_BYTES:
-        raise errors.InvalidArgument(f"status must be one line of at most {MAX_STATUS_BYTES} bytes")
-
-
-def validate_format(kind: bytes | None, data: bytes) -> None:
-    """EINVAL unless `data` is valid for the file kind: state.json holds one JSON object
-    (UTF-8, no NaN or Infinity, at most MAX_STATE_DEPTH levels deep); status is one line
-    (then only newlines) of at most MAX_STATUS_BYTES."""
-    if kind == STATE_FILE:
-        try:
-            check_document(data, MAX_STATE_DEPTH)
-        except ValueError as exc:
-            raise errors.InvalidArgument(f"state.json must hold a JSON object: {exc}") from None
-    elif kind == STATUS_FILE:
-        FormatCheck(kind).feed(data)
-
-
-class FormatCheck:
-    """The incremental sibling of validate_format: fed a file's bytes in order from its
-    start, it refuses (EINVAL) as soon as they cannot begin a valid file of the kind, so
-    that write() can refuse them, where a shell sees it. `fed` counts the bytes fed.
-    What it accepts may still be unfinished: validate_format checks the whole at close."""
-
-    def __init__(self, kind: bytes):
-        self.kind = kind
-        self.fed = 0
-        self._json = JsonPrefix(MAX_STATE_DEPTH) if kind == STATE_FILE else None
-        self._line_ended = False   # status: a newline came, so only newlines may follow
-
-    def feed(self, data: bytes) -> None:
-        self.fed += len(data)
-        if self._json is not None:
-            try:
-                self._json.feed(data)
-            except ValueError as exc:
-                raise errors.InvalidArgument(f"state.json must hold a JSON object: {exc}") from None
-            return
-        end = 0 if self._line_ended else data.find(b"\n")
-        if end >= 0:
-            self._line_ended = True
-        if self.fed > MAX_STATUS_BYTES or (end >= 0 and data[end:].strip(b"\n")):
-            raise errors.InvalidArgument(f"status must be one line of at most {MAX_STATUS_BYTES} bytes")

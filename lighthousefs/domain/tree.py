@@ -4,112 +4,23 @@ Pure: no FUSE, no store, no clock (times come from events). Every check that dec
 whether an event is valid runs twice with the same code: before the event is
 appended (the caller gets the errno) and when it is applied (an event that has become
 invalid in between, because another producer got there first, is skipped the same way
-on every node and on every replay).
-"""
+on every node and on every replay). Its nodes are node.py's; its snapshots snapshot.py's."""
 from __future__ import annotations
 
-import dataclasses
 import errno
-import hashlib
 import logging
-import operator
 import stat
 from typing import Callable, Iterator
-
-import msgpack
 
 from .. import errors
 from . import events, rules
 from .chunks import content_digest, pack
 from .events import Event
 from .layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO  # noqa: F401 (re-exported)
+from .node import (NAME_MAX, TIME_NS_MAX, TIME_NS_MIN, XATTRS_TOTAL_MAX, Change, Node,  # noqa: F401 (re-exported)
+                   check_name, check_time, shared_int)
 
 log = logging.getLogger(__name__)
-
-
-NAME_MAX = 255
-# Times are stored as int64 nanoseconds (about 1677-09-21 to 2262-04-11): a time outside
-# that range cannot be stored and is refused (EINVAL), not clamped (docs/decisions.md).
-TIME_NS_MIN, TIME_NS_MAX = -2**63, 2**63 - 1
-# What one file's extended attributes may take in all, each name counted with the NUL
-# that listxattr puts after it: so listxattr and getxattr always fit the kernel's 64 KiB
-# limits (past them they fail with E2BIG). A setxattr past it gets ENOSPC, as on ext4.
-XATTRS_TOTAL_MAX = 64 * 1024
-
-# A snapshot is this magic, the SHA-256 of the rest, then the msgpack'd tree. SHA-256
-# rather than BLAKE2b: CPUs compute it in hardware, 3x faster on a 100 MB snapshot.
-SNAPSHOT_MAGIC = b"LHSNAP1\n"
-SNAPSHOT_SUM_SIZE = 32
-
-
-class UncheckedSnapshot(ValueError):
-    """A snapshot without a checksum (stored before they had one): not trusted."""
-
-
-class Node:
-    """One inode. Directories have `entries` and a single `parent`; for any other node,
-    `parent` is a directory it is linked in (one of them, if it has several: they are
-    all in one area), so the rules know where it is now (rules.area_of)."""
-
-    __slots__ = ("ino", "mode", "uid", "gid", "rdev", "nlink", "size", "atime_ns", "mtime_ns",
-                 "ctime_ns", "chunks", "target", "xattrs", "entries", "parent", "version")
-
-    def __init__(self, ino: int, mode: int, uid: int = 0, gid: int = 0, time_ns: int = 0):
-        self.ino = ino
-        self.mode = mode
-        self.uid = uid
-        self.gid = gid
-        self.rdev = 0
-        self.nlink = 2 if stat.S_ISDIR(mode) else 1
-        self.size = 0
-        self.atime_ns = self.mtime_ns = self.ctime_ns = time_ns
-        self.chunks = b""   # content.pack()ed hashes
-        self.target = b""
-        self.xattrs: dict[bytes, bytes] | None = None
-        self.entries: dict[bytes, int] | None = {} if stat.S_ISDIR(mode) else None
-        self.parent = 0
-        # Bumped on every change, so caches of attributes can tell they are stale.
-        self.version = 0
-
-    @property
-    def is_dir(self) -> bool:
-        return self.entries is not None
-
-    def dump(self) -> list:
-        # Read back by Tree.load, field by field.
-        return [self.ino, self.mode, self.uid, self.gid, self.rdev, self.nlink, self.size,
-                self.atime_ns, self.mtime_ns, self.ctime_ns, self.chunks, self.target,
-                self.xattrs, self.entries, self.parent]
-
-_SHARED_INTS: dict[int, int] = {}
-
-
-def shared_int(value: int) -> int:
-    """One int object per distinct value. For fields with few distinct values (modes):
-    each unpacked int is its own 28-byte object otherwise, megabytes at 100k files."""
-    return _SHARED_INTS.setdefault(value, value)
-
-
-@dataclasses.dataclass
-class Change:
-    """What one applied event changed, for invalidating caches (the kernel's and ours)."""
-
-    entries: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)
-    inodes: list[int] = dataclasses.field(default_factory=list)
-
-
-def check_name(name: bytes) -> None:
-    if not name or name in (b".", b".."):
-        raise errors.InvalidArgument(f"invalid name {name!r}")
-    if b"/" in name or b"\0" in name:
-        raise errors.InvalidArgument(f"a name may not contain '/' or NUL: {name!r}")
-    if len(name) > NAME_MAX:
-        raise errors.NameTooLong(f"name of {len(name)} bytes (at most {NAME_MAX})")
-
-
-def check_time(value) -> None:
-    if type(value) is not int or not TIME_NS_MIN <= value <= TIME_NS_MAX:
-        raise errors.InvalidArgument(f"time {value!r} ns is outside what the store holds (years 1677-2262)")
 
 
 class Tree:
@@ -487,90 +398,3 @@ class Tree:
     def _touch_dir(directory: Node, time_ns: int) -> None:
         directory.mtime_ns = directory.ctime_ns = time_ns
         directory.version += 1
-
-    # ---- snapshots -----------------------------------------------------------------
-
-    def dump(self) -> bytes:
-        """The whole projection, for a snapshot. Orphans (open but unlinked) are left out.
-
-        May run in a worker thread while no event is applied: the filesystem may still
-        drop orphans from `nodes` meanwhile, so the dump walks a copy of its values (one
-        C call, atomic under the GIL). Sealed with a checksum: a damaged snapshot is
-        refused by load(), never served."""
-        live = [node for node in list(self.nodes.values()) if node.nlink > 0]
-        # Row by row into one buffer: each row's list is garbage at once, instead of a
-        # million of them at the end (a daemon with 1M files grew by 127 MiB at its
-        # first snapshot, now by 92, most of it the blob's pages kept by malloc).
-        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
-        packer.pack_array_header(3)
-        packer.pack(1)
-        packer.pack(self.applied_seq)
-        packer.pack_array_header(len(live))
-        for node in live:
-            packer.pack(node.dump())
-        body = packer.bytes()
-        return b"".join((SNAPSHOT_MAGIC, hashlib.sha256(body).digest(), body))
-
-    @classmethod
-    def load(cls, blob: bytes) -> "Tree":
-        """The tree of a snapshot; ValueError if it is damaged (its checksum does not
-        match) or of an unknown or unchecked (older) format."""
-        head = len(SNAPSHOT_MAGIC) + SNAPSHOT_SUM_SIZE
-        if not blob.startswith(SNAPSHOT_MAGIC):
-            raise UncheckedSnapshot("a snapshot of an older format, without a checksum")
-        body = memoryview(blob)[head:]
-        if hashlib.sha256(body).digest() != blob[len(SNAPSHOT_MAGIC):head]:
-            raise ValueError("damaged snapshot: its checksum does not match")
-        # Row by row rather than unpackb: unpacking the whole list at once leaves the
-        # freed rows interleaved with the nodes in the allocator's arenas, about 0.3 KiB
-        # per file that is never given back (28 MiB at 100k files).
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, use_list=False,
-                                    max_buffer_size=len(body) + 1)
-        unpacker.feed(body)
-        try:
-            if unpacker.read_array_header() != 3:
-                raise ValueError("not a snapshot")
-            version = unpacker.unpack()
-            if version != 1:
-                raise ValueError(f"unknown snapshot version {version}")
-            tree = cls.__new__(cls)
-            tree.is_pinned = lambda ino: False
-            tree.applied_seq = tree.snapshot_seq = unpacker.unpack()
-            nodes = tree.nodes = {}
-            dirs = []
-            # The loop of a start: 1M files take seconds. Inline (no call per node),
-            # and the layout of Node.dump.
-            new, unpack, shared = Node.__new__, unpacker.unpack, _SHARED_INTS.setdefault
-            parents: dict[int, int] = {}   # one int object per directory for the files in it
-            share_parent = parents.setdefault
-            for _ in range(unpacker.read_array_header()):
-                node = new(Node)
-                (ino, mode, node.uid, node.gid, node.rdev, node.nlink, node.size, atime, mtime, ctime,
-                 chunks, node.target, node.xattrs, entries, parent) = unpack()
-                node.parent = share_parent(parent, parent)
-                node.ino = ino
-                node.mode = shared(mode, mode)
-                # One int object for equal times, not two or three (megabytes at 100k files).
-                node.mtime_ns = mtime
-                node.atime_ns = mtime if atime == mtime else atime
-                node.ctime_ns = mtime if ctime == mtime else ctime
-                node.chunks = chunks if chunks.__class__ is bytes else pack(chunks)
-                node.entries = entries
-                node.version = 0
-                nodes[ino] = node
-                if entries is not None:
-                    dirs.append(node)
-            get_ino = operator.attrgetter("ino")
-            for node in dirs:   # refer to each inode number by one int object
-                node.parent = nodes[node.parent].ino
-                node.entries = dict(zip(node.entries, map(get_ino, map(nodes.__getitem__, node.entries.values()))))
-            if 0 in parents:
-                # A snapshot from before files had a parent (they hold 0): the directory
-                # of a link, found once (the next snapshot stores it).
-                for node in dirs:
-                    for child in map(nodes.__getitem__, node.entries.values()):
-                        if not child.parent:
-                            child.parent = node.ino
-        except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError) as exc:
-            raise ValueError(f"damaged snapshot: {exc}") from None
-        return tree

@@ -8,6 +8,7 @@ import logging
 import trio
 
 from .. import errors
+from ..domain import snapshot
 from ..store.guarded import GuardedStore
 from .observers import Observers
 from .projection import Projection
@@ -67,7 +68,7 @@ class Housekeeping:
             # lock keeps every event from being applied (events are applied only under it).
             async with self.projection.lock:
                 seq = self.tree.applied_seq
-                blob = await trio.to_thread.run_sync(self.tree.dump)
+                blob = await trio.to_thread.run_sync(snapshot.dump, self.tree)
             self._snapshot_tried = seq
             try:
                 await self.store.put_snapshot(seq, blob)

@@ -16,8 +16,10 @@ from typing import Callable
 
 import trio
 
+from ..domain import snapshot
 from ..domain.events import Event
-from ..domain.tree import Change, Tree, UncheckedSnapshot
+from ..domain.snapshot import UncheckedSnapshot
+from ..domain.tree import Change, Tree
 from ..store import Store
 from ..store.guarded import GuardedStore
 from .observers import Observers
@@ -92,7 +94,7 @@ def load_tree(store: Store, up_to: float = math.inf) -> Tree:
     with _collector_paused():
         while snap is not None and tree is None:
             try:
-                tree = Tree.load(snap[1])
+                tree = snapshot.load(snap[1])
             except ValueError as exc:
                 # Damaged (or of an older, unchecked format): an older snapshot, or the
                 # whole log, gives the same tree, only slower.

@@ -39,8 +39,6 @@ MAX_LINES = 400
 # Today's offenders: this list only shrinks. A module split below MAX_LINES leaves it.
 TOO_LONG_TODAY = {
     "fs/operations.py",
-    "domain/tree.py",
-    "domain/rules.py",
 }
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lighthousefs import errors
-from lighthousefs.domain import events, rules
+from lighthousefs.domain import events, rules, snapshot
 from lighthousefs.domain.events import Draft, Event
 from lighthousefs.domain.tree import Tree
 
@@ -250,7 +250,7 @@ def test_old_snapshots_get_file_parents():
     for node in w.tree.nodes.values():
         if not node.is_dir:
             node.parent = 0
-    loaded = Tree.load(w.tree.dump())
+    loaded = snapshot.load(snapshot.dump(w.tree))
     assert loaded.nodes[f.ino].parent == w.tree.resolve("projects/p").ino
     assert all(node.parent for node in loaded.nodes.values())
 
@@ -268,7 +268,7 @@ def test_events_before_the_rules_replay_as_before():
     replayed = World()
     for draft in old:
         replayed.apply(draft, version=1)
-    snap = Tree.load(w.tree.dump())
+    snap = snapshot.load(snapshot.dump(w.tree))
     assert {i: n.dump() for i, n in snap.nodes.items()} == {i: n.dump() for i, n in w.tree.nodes.items()} \
         == {i: n.dump() for i, n in replayed.tree.nodes.items()}
 
@@ -301,7 +301,7 @@ def test_check_and_apply_agree(ops):
         assert checked.apply(draft) is not None
         assert blind.apply(draft) is not None
     assert {i: n.dump() for i, n in checked.tree.nodes.items()} == {i: n.dump() for i, n in blind.tree.nodes.items()}
-    resumed = Tree.load(checked.tree.dump())
+    resumed = snapshot.load(snapshot.dump(checked.tree))
     for node in checked.tree.nodes.values():
         if node.nlink:
             assert rules.area_of(resumed, resumed.nodes[node.ino]) == rules.area_of(checked.tree, node)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lighthousefs import errors
-from lighthousefs.domain import events
+from lighthousefs.domain import events, snapshot
 from lighthousefs.domain.events import Draft, Event
 from lighthousefs.domain.tree import PROJECTS_INO, Tree
 
@@ -217,7 +217,7 @@ def test_replay_and_snapshot_rebuild_the_same_tree(ops):
     partial = Tree()
     for event in log.events[:half]:
         partial.apply(event)
-    resumed = Tree.load(partial.dump())
+    resumed = snapshot.load(snapshot.dump(partial))
     for event in log.events[half:]:
         resumed.apply(event)
     assert state(resumed) == state(log.tree)
@@ -232,14 +232,14 @@ def test_replay_and_snapshot_rebuild_the_same_tree(ops):
                                   b"\x93\x02\x00\x90"])
 def test_damaged_or_unknown_snapshot_is_refused(blob):
     with pytest.raises(ValueError):
-        Tree.load(blob)
+        snapshot.load(blob)
 
 
 def test_snapshot_shares_inode_numbers_between_entries_and_nodes():
     log = Log()
     directory = log.mk(PROJECTS_INO, b"d", DIR)
     log.mk(directory, b"f")
-    loaded = Tree.load(log.tree.dump())
+    loaded = snapshot.load(snapshot.dump(log.tree))
     for node in loaded.nodes.values():
         for ino in (node.entries or {}).values():
             assert ino is loaded.nodes[ino].ino

@@ -27,6 +27,7 @@ from tests.harness.redis_servers import REDIS_CLI
 
 from lighthousefs import errors
 from lighthousefs.domain import chunks as content
+from lighthousefs.domain import snapshot
 from lighthousefs.domain.events import UNLINK, Draft, Event
 from lighthousefs.domain.tree import Tree
 from lighthousefs.engine.journal import Journal
@@ -197,8 +198,8 @@ def test_an_older_snapshot_is_used_when_the_newest_is_damaged(tmp_path, caplog):
             [event] = store.append([Draft("note", f"projects/{n}", {}, "t")], {})
             tree.apply(event)
             if n in (1, 2):
-                store.put_snapshot(event.seq, tree.dump())
-        SQLiteFiles(store.url).set_snapshot(3, tree.dump()[:-1] + b"\x00")
+                store.put_snapshot(event.seq, snapshot.dump(tree))
+        SQLiteFiles(store.url).set_snapshot(3, snapshot.dump(tree)[:-1] + b"\x00")
         read_from = []
         real_read = store.read
         store.read = lambda after, limit=1000: read_from.append(after) or real_read(after, limit)
@@ -212,13 +213,13 @@ def test_an_older_snapshot_is_used_when_the_newest_is_damaged(tmp_path, caplog):
 
 def test_a_snapshot_with_one_byte_changed_is_refused():
     tree = Tree()
-    blob = tree.dump()
-    assert Tree.load(blob).applied_seq == 0
+    blob = snapshot.dump(tree)
+    assert snapshot.load(blob).applied_seq == 0
     for i in range(len(blob)):
         damaged = bytearray(blob)
         damaged[i] ^= 0x01
         with pytest.raises(ValueError):
-            Tree.load(bytes(damaged))
+            snapshot.load(bytes(damaged))
 
 
 # ---- item 15: a store that lost what it had -----------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from tests.harness.mounts import eventually, lighthouse
 
 from lighthousefs.api import Client
+from lighthousefs.domain import snapshot
 from lighthousefs.domain.tree import Tree
 from lighthousefs.engine import housekeeping
 from lighthousefs.engine.projection import load_tree, replay
@@ -113,8 +114,8 @@ def test_snapshot_plus_replay_is_the_full_replay(mounter, url):
         assert state(loaded) == state(full)
         # An earlier snapshot plus the events since it, too.
         middle = load_tree(store, full.applied_seq - 2)
-        store.put_snapshot(middle.applied_seq, middle.dump())
-        resumed = Tree.load(store.latest_snapshot(middle.applied_seq)[1])
+        store.put_snapshot(middle.applied_seq, snapshot.dump(middle))
+        resumed = snapshot.load(store.latest_snapshot(middle.applied_seq)[1])
         replay(store, resumed, float("inf"))
         assert resumed.snapshot_seq == full.applied_seq - 2
         assert state(resumed) == state(full)
