@@ -19,7 +19,7 @@ import stat
 from typing import TYPE_CHECKING, Callable
 
 from .. import errors
-from .events import LINK, MKNOD, PATH_ERRORS, RENAME, TREE_TYPES, UNLINK, WRITE
+from .events import INO_BASE, LINK, MKNOD, PATH_ERRORS, RENAME, TREE_TYPES, UNLINK, WRITE
 from .jsonprefix import JsonPrefix, check_document
 from .layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO
 
@@ -114,7 +114,18 @@ def check_change(tree: Tree, actor: str, root: int | None, what: Callable[[], st
 def check_node_change(tree: Tree, actor: str, node: Node) -> None:
     """May `actor` change this node's content or attributes? Decided by its area now."""
     if actor != OPERATOR:
+        _check_not_layout(tree, actor, node)
         check_change(tree, actor, area_of(tree, node), lambda: _node_path(tree, node))
+
+
+def _check_not_layout(tree: Tree, actor: str, node: Node) -> None:
+    """The layout's directories (/, projects, memories, memories/shared, agents) are
+    no agent's to chmod, chown, touch or tag: EPERM, as for the rest of the fixed layout.
+    (projects and memories/shared are area roots of shared areas, so their area alone
+    would let anyone.) The operator may: its rights are unrestricted but for names."""
+    if node.ino < INO_BASE:
+        raise errors.NotPermitted(f"layout: {actor} may not change {tree.dir_path(node.ino) or '/'}: "
+                                  "it is part of the fixed layout")
 
 
 def _node_path(tree: Tree, node: Node) -> str:
@@ -154,6 +165,7 @@ def check_event(tree: Tree, actor: str, type_: str, p: dict, path: str) -> None:
             return
         root = area_of(tree, node)
         if actor != OPERATOR:
+            _check_not_layout(tree, actor, node)
             check_change(tree, actor, root, lambda: _node_path(tree, node))
         if type_ == WRITE and root is not None and tree.nodes[root].parent == AGENTS_INO:
             # (Its names are all in its area: only this agent's directory can name it
