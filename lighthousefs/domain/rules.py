@@ -22,6 +22,7 @@ from .. import errors
 from .events import INO_BASE, LINK, MKNOD, PATH_ERRORS, RENAME, TREE_TYPES, UNLINK, WRITE
 from .jsonprefix import JsonPrefix, check_document
 from .layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO
+from .visibility import private_owner
 
 if TYPE_CHECKING:
     from .events import Draft
@@ -178,10 +179,12 @@ def check_event(tree: Tree, actor: str, type_: str, p: dict, path: str) -> None:
 def check_annotation(actor: str, path: str) -> None:
     """An annotation (`lighthouse emit`, the API's append) may not name another agent's
     private memories: its path would show in every reader's events."""
-    parts = path.strip("/").split("/")
-    if actor != OPERATOR and parts[0] == "memories" and len(parts) > 1 and parts[1] not in ("", "shared", actor):
-        raise errors.PermissionDenied(f"privacy: {actor} may not name {path}: memories/{parts[1]} is private "
-                                      f"to {parts[1]}")
+    # The readers' one rule (normalized: `memories//alice`, `projects/../memories/alice`
+    # and `memories/./alice` all name alice's memories, and show only to her).
+    owner = private_owner(path) if actor != OPERATOR else None
+    if owner is not None and owner != actor:
+        raise errors.PermissionDenied(f"privacy: {actor} may not name {path}: memories/{owner} is private "
+                                      f"to {owner}")
 
 
 def _check_entry(tree: Tree, actor: str, parent: int, name: bytes, mode: int) -> None:
