@@ -24,7 +24,7 @@ from typing import Callable
 from . import errors
 from .domain import chunks, events, rules
 from .domain.events import Draft, Event
-from .domain.layout import ROOT_INO
+from .domain.layout import PROJECTS_INO, ROOT_INO
 from .domain.tree import NAME_MAX, Node, Tree
 from .engine.projection import load_tree, replay
 from .store import Store, contents
@@ -138,7 +138,10 @@ class Files:
     @_verb
     def read(self, path: str) -> bytes:
         """A file's whole content."""
-        node = self._walk(self.tree(), _names(path))
+        tree = self.tree()
+        if self._history_part(tree, _names(path)) == 1:
+            raise errors.IsADirectory(f"{path} is a directory")   # as on a mount, where it is one
+        node = self._walk(tree, _names(path))
         if node.is_dir:
             raise errors.IsADirectory(f"{path} is a directory")
         if not stat_.S_ISREG(node.mode):
@@ -157,6 +160,7 @@ class Files:
         parent, name = self._parent(tree, path, parents)
         node = self._lookup(tree, parent, name)
         if node is None:
+            self._check_not_history(tree, path)
             return self._create(tree, parent, name, data, mode)
         self._check_rewrite(tree, node, path)
         hashes, new_chunks = chunks.split(data)
@@ -221,8 +225,7 @@ class Files:
         tree = self.tree()
         old_parent, old_name = self._parent(tree, old)
         new_parent, new_name = self._parent(tree, new)
-        for parent, name in ((old_parent, old_name), (new_parent, new_name)):
-            self._check_not_fixed(parent, name)
+        self._check_not_fixed(old_parent, old_name)
         node = self._lookup(tree, old_parent, old_name)
         if node is None:
             raise errors.NotFound(f"{old}: no such file or directory")
@@ -230,6 +233,9 @@ class Files:
         # The kernel's checks come before the daemon's (fs/namei.c do_renameat2, vfs_rename).
         if node.is_dir and tree.is_ancestor(node.ino, new_parent.ino):
             raise errors.InvalidArgument(f"cannot move {old} into itself")
+        if self._history_part(tree, _names(new)) == 1 and not node.is_dir:
+            raise errors.IsADirectory(f"{new} is a directory")   # a project's .history, on a mount
+        self._check_not_fixed(new_parent, new_name)
         if target is not None and target.is_dir and tree.is_ancestor(target.ino, old_parent.ino):
             raise errors.NotEmpty(f"{new} is not empty")
         if target is node:
@@ -267,6 +273,8 @@ class Files:
         names = _names(path)
         if not names:
             raise errors.LighthouseError("the root cannot be changed", errno_=errno.EBUSY)
+        if self._history_part(tree, names) == 2:
+            raise errors.ReadOnly(".history is read-only")
         parent = self._mkdirs(tree, names[:-1]) if make else self._walk(tree, names[:-1])
         if not parent.is_dir:
             raise errors.NotADirectory(f"{_str(b'/'.join(names[:-1]))} is not a directory")
@@ -291,6 +299,21 @@ class Files:
             raise errors.NotPermitted(f"{name.decode()} is part of the layout")
         if name == HISTORY_NAME and self._policy.is_project(parent.ino):
             raise errors.ReadOnly(".history is read-only")
+
+    def _history_part(self, tree: Tree, names: list[bytes]) -> int:
+        """1 for a project's .history (a directory on a mount, not in the tree), 2 for a
+        path below it, 0 otherwise: so a change there gets the mount's errno."""
+        if len(names) < 3 or names[2] != HISTORY_NAME or names[0] != b"projects":
+            return 0
+        project = tree.find(PROJECTS_INO, names[1])
+        if project is None or not self._policy.is_project(project.ino):
+            return 0
+        return 1 if len(names) == 3 else 2
+
+    def _check_not_history(self, tree: Tree, path: str) -> None:
+        """Opening a project's .history for writing: EISDIR, as on a mount."""
+        if self._history_part(tree, _names(path)) == 1:
+            raise errors.IsADirectory(f"{path} is a directory")
 
     def _check_rewrite(self, tree: Tree, node: Node, path: str) -> None:
         """May the actor open this file for writing? (As the mount's open(2) decides:
@@ -325,6 +348,7 @@ class Files:
             parent, name = self._parent(tree, path)
             node = self._lookup(tree, parent, name)
             if node is None:
+                self._check_not_history(tree, path)
                 if created is None:
                     raise errors.NotFound(f"{path}: no such file")
                 return self._create(tree, parent, name, *created)
