@@ -41,6 +41,10 @@ MAX_STATE_BYTES = 1 << 20
 # and agents/ (their entries are the area roots).
 LAYOUT_DIRS = (ROOT_INO, MEMORIES_INO, AGENTS_INO)
 _TOP = {PROJECTS_INO: "projects", MEMORIES_INO: "memories", AGENTS_INO: "agents"}
+# The Node.parent (and area) of a file linked in more than one area: only events from
+# before the rules can make one (a hard link or rename across areas). Only the operator
+# may change it; a replay and a snapshot both mark it (docs/decisions.md).
+SEVERAL_AREAS = -1
 
 
 def check_agent_name(agent: str) -> None:
@@ -74,11 +78,15 @@ def area_root(tree: Tree, directory: int) -> int | None:
 
 def area_of(tree: Tree, node: Node) -> int | None:
     """The area `node` is in now: a directory's own, a file's that of the directory it
-    is linked in (any of them: links never cross areas)."""
-    return area_root(tree, node.ino if node.is_dir else node.parent)
+    is linked in (any of them: links never cross areas, but for SEVERAL_AREAS)."""
+    if node.is_dir:
+        return area_root(tree, node.ino)
+    return SEVERAL_AREAS if node.parent == SEVERAL_AREAS else area_root(tree, node.parent)
 
 
 def area_name(tree: Tree, root: int | None) -> str:
+    if root == SEVERAL_AREAS:
+        return "several areas"
     return "the layout" if root is None else ("projects" if root == PROJECTS_INO else tree.dir_path(root))
 
 
@@ -99,6 +107,9 @@ def check_change(tree: Tree, actor: str, root: int | None, what: Callable[[], st
         return
     if root is None:
         raise errors.NotPermitted(f"layout: {actor} may not change {what() or '/'}: it is part of the fixed layout")
+    if root == SEVERAL_AREAS:
+        raise errors.PermissionDenied(f"areas: {actor} may not change {what()}: it is linked in several areas "
+                                      "(by links made before the rules): only the operator may")
     owner = _owner(tree, root)
     if owner is None or owner == actor:
         return
@@ -168,7 +179,9 @@ def check_event(tree: Tree, actor: str, type_: str, p: dict, path: str) -> None:
         if actor != OPERATOR:
             _check_not_layout(tree, actor, node)
             check_change(tree, actor, root, lambda: _node_path(tree, node))
-        if type_ == WRITE and root is not None and tree.nodes[root].parent == AGENTS_INO:
+        if type_ == WRITE and root == SEVERAL_AREAS:
+            check_format_size(format_of_inode(tree, node.ino), p["size"])
+        elif type_ == WRITE and root is not None and tree.nodes[root].parent == AGENTS_INO:
             # (Its names are all in its area: only this agent's directory can name it
             # state.json or status. Cheaper than format_of_inode, on every write applied.)
             entries = tree.nodes[root].entries

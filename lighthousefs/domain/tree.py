@@ -49,7 +49,8 @@ class UncheckedSnapshot(ValueError):
 class Node:
     """One inode. Directories have `entries` and a single `parent`; for any other node,
     `parent` is a directory it is linked in (one of them, if it has several: they are
-    all in one area), so the rules know where it is now (rules.area_of)."""
+    all in one area), so the rules know where it is now (rules.area_of); or
+    rules.SEVERAL_AREAS for a file that events from before the rules linked into two."""
 
     __slots__ = ("ino", "mode", "uid", "gid", "rdev", "nlink", "size", "atime_ns", "mtime_ns",
                  "ctime_ns", "chunks", "target", "xattrs", "entries", "parent", "version")
@@ -307,6 +308,8 @@ class Tree:
             raise errors.Exists(f"{self.path(parent.ino, name)} exists")
         if not mutate:
             return None
+        if node.parent != rules.SEVERAL_AREAS and rules.area_root(self, parent.ino) != rules.area_of(self, node):
+            node.parent = rules.SEVERAL_AREAS   # a link across areas: an event from before the rules
         parent.entries[name] = node.ino
         node.nlink += 1
         node.ctime_ns = time_ns
@@ -336,7 +339,9 @@ class Tree:
             node.nlink = 0
         else:
             node.nlink -= 1
-            if node.nlink and node.parent == parent.ino and node.ino not in parent.entries.values():
+            if node.nlink and node.parent == rules.SEVERAL_AREAS:
+                self._settle_area(node)   # its links may all be in one area now
+            elif node.nlink and node.parent == parent.ino and node.ino not in parent.entries.values():
                 self._find_link(node, rules.area_root(self, parent.ino))
         self.release_orphan(node.ino)
 
@@ -349,6 +354,24 @@ class Tree:
                 if directory.is_dir and node.ino in directory.entries.values():
                     node.parent = directory.ino
                     return
+
+    def _settle_area(self, node: Node) -> None:
+        """Name a directory of a file's links, or SEVERAL_AREAS when they are in more
+        than one area: a function of the tree alone, so replay and load agree. Walks the
+        whole tree: only for events from before the rules (links across areas)."""
+        dirs = [d.ino for d in self.walk() if d.is_dir and node.ino in d.entries.values()]
+        if len({rules.area_root(self, ino) for ino in dirs}) > 1:
+            node.parent = rules.SEVERAL_AREAS
+        elif dirs and node.parent not in dirs:
+            node.parent = dirs[0]
+
+    def _settle_areas_below(self, moved: Node, crossed: bool) -> None:
+        """After a rename across areas (an event from before the rules): the area of
+        each file with links elsewhere that it carried may have changed."""
+        if crossed:
+            for node in self.walk(moved.ino) if moved.is_dir else (moved,):
+                if not node.is_dir and node.nlink > 1:
+                    self._settle_area(node)
 
     def release_orphan(self, ino: int) -> None:
         """Forget an inode that has no names left, unless it is still pinned."""
@@ -374,14 +397,18 @@ class Tree:
                 raise errors.InvalidArgument("cannot move a directory into itself")
             if not mutate:
                 return None
+            crossed = rules.area_root(self, old_parent.ino) != rules.area_root(self, new_parent.ino)
             old_parent.entries[name], new_parent.entries[new_name] = target.ino, node.ino
             for moved, dest in ((node, new_parent), (target, old_parent)):
                 if moved.is_dir:
                     self.nodes[moved.parent].nlink -= 1
                     dest.nlink += 1
-                moved.parent = dest.ino
+                if moved.parent != rules.SEVERAL_AREAS:
+                    moved.parent = dest.ino
                 moved.ctime_ns = time_ns
                 moved.version += 1
+            for moved in (node, target):
+                self._settle_areas_below(moved, crossed)
         else:
             if target is not None:
                 if p.get("noreplace"):
@@ -398,6 +425,8 @@ class Tree:
                     raise errors.NotEmpty(f"{self.path(new_parent.ino, new_name)} is not empty")
             if not mutate:
                 return None
+            crossed = ((node.is_dir or node.nlink > 1)   # (only then can it matter: no walk per rename)
+                       and rules.area_root(self, old_parent.ino) != rules.area_root(self, new_parent.ino))
             del old_parent.entries[name]
             if target is not None:
                 del new_parent.entries[new_name]
@@ -406,9 +435,11 @@ class Tree:
             if node.is_dir:
                 old_parent.nlink -= 1
                 new_parent.nlink += 1
-            node.parent = new_parent.ino
+            if node.parent != rules.SEVERAL_AREAS:
+                node.parent = new_parent.ino
             node.ctime_ns = time_ns
             node.version += 1
+            self._settle_areas_below(node, crossed)
         self._touch_dir(old_parent, time_ns)
         self._touch_dir(new_parent, time_ns)
         change = Change(entries=[(old_parent.ino, name), (new_parent.ino, new_name)],
@@ -490,6 +521,19 @@ class Tree:
 
     # ---- snapshots -----------------------------------------------------------------
 
+    def _mark_several_areas(self, linked: list[Node], dirs: list[Node]) -> None:
+        """At load: a file linked in more than one area is SEVERAL_AREAS, as a replay
+        from the start makes it (a snapshot from before the mark, or from before files
+        had a parent, names one of its directories)."""
+        areas: dict[int, set] = {node.ino: set() for node in linked}
+        for directory in dirs:
+            for ino in directory.entries.values():
+                if ino in areas:
+                    areas[ino].add(rules.area_root(self, directory.ino))
+        for node in linked:
+            if len(areas[node.ino]) > 1:
+                node.parent = rules.SEVERAL_AREAS
+
     def dump(self) -> bytes:
         """The whole projection, for a snapshot. Orphans (open but unlinked) are left out.
 
@@ -537,7 +581,7 @@ class Tree:
             tree.is_pinned = lambda ino: False
             tree.applied_seq = tree.snapshot_seq = unpacker.unpack()
             nodes = tree.nodes = {}
-            dirs = []
+            dirs, linked = [], []   # linked: files with more than one name
             # The loop of a start: 1M files take seconds. Inline (no call per node),
             # and the layout of Node.dump.
             new, unpack, shared = Node.__new__, unpacker.unpack, _SHARED_INTS.setdefault
@@ -560,6 +604,8 @@ class Tree:
                 nodes[ino] = node
                 if entries is not None:
                     dirs.append(node)
+                elif node.nlink > 1:
+                    linked.append(node)
             get_ino = operator.attrgetter("ino")
             for node in dirs:   # refer to each inode number by one int object
                 node.parent = nodes[node.parent].ino
@@ -571,6 +617,8 @@ class Tree:
                     for child in map(nodes.__getitem__, node.entries.values()):
                         if not child.parent:
                             child.parent = node.ino
+            if linked:
+                tree._mark_several_areas(linked, dirs)
         except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError) as exc:
             raise ValueError(f"damaged snapshot: {exc}") from None
         return tree
