@@ -138,9 +138,7 @@ class Files:
     @_verb
     def read(self, path: str) -> bytes:
         """A file's whole content."""
-        tree = self.tree()
-        if self._history_part(tree, _names(path)) == 1:
-            raise errors.IsADirectory(f"{path} is a directory")   # as on a mount, where it is one
+        self._check_history(tree := self.tree(), _names(path), itself=True)
         node = self._walk(tree, _names(path))
         if node.is_dir:
             raise errors.IsADirectory(f"{path} is a directory")
@@ -160,7 +158,7 @@ class Files:
         parent, name = self._parent(tree, path, parents)
         node = self._lookup(tree, parent, name)
         if node is None:
-            self._check_not_history(tree, path)
+            self._check_history(tree, _names(path), itself=True)
             return self._create(tree, parent, name, data, mode)
         self._check_rewrite(tree, node, path)
         hashes, new_chunks = chunks.split(data)
@@ -233,8 +231,7 @@ class Files:
         # The kernel's checks come before the daemon's (fs/namei.c do_renameat2, vfs_rename).
         if node.is_dir and tree.is_ancestor(node.ino, new_parent.ino):
             raise errors.InvalidArgument(f"cannot move {old} into itself")
-        if self._history_part(tree, _names(new)) == 1 and not node.is_dir:
-            raise errors.IsADirectory(f"{new} is a directory")   # a project's .history, on a mount
+        self._check_history(tree, _names(new), itself=not node.is_dir)
         self._check_not_fixed(new_parent, new_name)
         if target is not None and target.is_dir and tree.is_ancestor(target.ino, old_parent.ino):
             raise errors.NotEmpty(f"{new} is not empty")
@@ -273,8 +270,7 @@ class Files:
         names = _names(path)
         if not names:
             raise errors.LighthouseError("the root cannot be changed", errno_=errno.EBUSY)
-        if self._history_part(tree, names) == 2:
-            raise errors.ReadOnly(".history is read-only")
+        self._check_history(tree, names)
         parent = self._mkdirs(tree, names[:-1]) if make else self._walk(tree, names[:-1])
         if not parent.is_dir:
             raise errors.NotADirectory(f"{_str(b'/'.join(names[:-1]))} is not a directory")
@@ -300,20 +296,11 @@ class Files:
         if name == HISTORY_NAME and self._policy.is_project(parent.ino):
             raise errors.ReadOnly(".history is read-only")
 
-    def _history_part(self, tree: Tree, names: list[bytes]) -> int:
-        """1 for a project's .history (a directory on a mount, not in the tree), 2 for a
-        path below it, 0 otherwise: so a change there gets the mount's errno."""
-        if len(names) < 3 or names[2] != HISTORY_NAME or names[0] != b"projects":
-            return 0
-        project = tree.find(PROJECTS_INO, names[1])
-        if project is None or not self._policy.is_project(project.ino):
-            return 0
-        return 1 if len(names) == 3 else 2
-
-    def _check_not_history(self, tree: Tree, path: str) -> None:
-        """Opening a project's .history for writing: EISDIR, as on a mount."""
-        if self._history_part(tree, _names(path)) == 1:
-            raise errors.IsADirectory(f"{path} is a directory")
+    def _check_history(self, tree: Tree, names: list[bytes], itself: bool = False) -> None:
+        """A project's .history (read-only, on a mount): EROFS below it, EISDIR (`itself`) for it."""
+        project = tree.find(PROJECTS_INO, names[1]) if names[:3:2] == [b"projects", HISTORY_NAME] else None
+        if project is not None and self._policy.is_project(project.ino) and (len(names) > 3 or itself):
+            raise errors.ReadOnly(".history is read-only") if len(names) > 3 else errors.IsADirectory(".history")
 
     def _check_rewrite(self, tree: Tree, node: Node, path: str) -> None:
         """May the actor open this file for writing? (As the mount's open(2) decides:
@@ -348,7 +335,7 @@ class Files:
             parent, name = self._parent(tree, path)
             node = self._lookup(tree, parent, name)
             if node is None:
-                self._check_not_history(tree, path)
+                self._check_history(tree, _names(path), itself=True)
                 if created is None:
                     raise errors.NotFound(f"{path}: no such file")
                 return self._create(tree, parent, name, *created)
