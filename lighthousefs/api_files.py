@@ -1,5 +1,4 @@
-"""The file verbs of the Python API (`Client.files`): what an agent does through a mount,
-without one.
+"""The file verbs of the Python API (`Client.files`): a mount's verbs, without a mount.
 
 Each verb walks its path as the kernel walks it for the mount (a lookup per name, each
 checked like the mount's: EACCES for another agent's memories), makes the checks the
@@ -24,8 +23,9 @@ from typing import Callable
 from . import errors
 from .domain import chunks, events, rules
 from .domain.events import Draft, Event
-from .domain.layout import ROOT_INO
-from .domain.tree import NAME_MAX, Node, Tree
+from .domain.layout import PROJECTS_INO, ROOT_INO
+from .domain.node import NAME_MAX, Node
+from .domain.tree import Tree
 from .engine.projection import load_tree, replay
 from .store import Store, contents
 
@@ -138,7 +138,8 @@ class Files:
     @_verb
     def read(self, path: str) -> bytes:
         """A file's whole content."""
-        node = self._walk(self.tree(), _names(path))
+        self._check_history(tree := self.tree(), _names(path), itself=True)
+        node = self._walk(tree, _names(path))
         if node.is_dir:
             raise errors.IsADirectory(f"{path} is a directory")
         if not stat_.S_ISREG(node.mode):
@@ -157,6 +158,7 @@ class Files:
         parent, name = self._parent(tree, path, parents)
         node = self._lookup(tree, parent, name)
         if node is None:
+            self._check_history(tree, _names(path), itself=True)
             return self._create(tree, parent, name, data, mode)
         self._check_rewrite(tree, node, path)
         hashes, new_chunks = chunks.split(data)
@@ -221,8 +223,7 @@ class Files:
         tree = self.tree()
         old_parent, old_name = self._parent(tree, old)
         new_parent, new_name = self._parent(tree, new)
-        for parent, name in ((old_parent, old_name), (new_parent, new_name)):
-            self._check_not_fixed(parent, name)
+        self._check_not_fixed(old_parent, old_name)
         node = self._lookup(tree, old_parent, old_name)
         if node is None:
             raise errors.NotFound(f"{old}: no such file or directory")
@@ -230,6 +231,8 @@ class Files:
         # The kernel's checks come before the daemon's (fs/namei.c do_renameat2, vfs_rename).
         if node.is_dir and tree.is_ancestor(node.ino, new_parent.ino):
             raise errors.InvalidArgument(f"cannot move {old} into itself")
+        self._check_history(tree, _names(new), itself=not node.is_dir)
+        self._check_not_fixed(new_parent, new_name)
         if target is not None and target.is_dir and tree.is_ancestor(target.ino, old_parent.ino):
             raise errors.NotEmpty(f"{new} is not empty")
         if target is node:
@@ -267,6 +270,7 @@ class Files:
         names = _names(path)
         if not names:
             raise errors.LighthouseError("the root cannot be changed", errno_=errno.EBUSY)
+        self._check_history(tree, names)
         parent = self._mkdirs(tree, names[:-1]) if make else self._walk(tree, names[:-1])
         if not parent.is_dir:
             raise errors.NotADirectory(f"{_str(b'/'.join(names[:-1]))} is not a directory")
@@ -291,6 +295,12 @@ class Files:
             raise errors.NotPermitted(f"{name.decode()} is part of the layout")
         if name == HISTORY_NAME and self._policy.is_project(parent.ino):
             raise errors.ReadOnly(".history is read-only")
+
+    def _check_history(self, tree: Tree, names: list[bytes], itself: bool = False) -> None:
+        """A project's .history (read-only, on a mount): EROFS below it, EISDIR (`itself`) for it."""
+        project = tree.find(PROJECTS_INO, names[1]) if names[:3:2] == [b"projects", HISTORY_NAME] else None
+        if project is not None and self._policy.is_project(project.ino) and (len(names) > 3 or itself):
+            raise errors.ReadOnly(".history is read-only") if len(names) > 3 else errors.IsADirectory(".history")
 
     def _check_rewrite(self, tree: Tree, node: Node, path: str) -> None:
         """May the actor open this file for writing? (As the mount's open(2) decides:
@@ -325,6 +335,7 @@ class Files:
             parent, name = self._parent(tree, path)
             node = self._lookup(tree, parent, name)
             if node is None:
+                self._check_history(tree, _names(path), itself=True)
                 if created is None:
                     raise errors.NotFound(f"{path}: no such file")
                 return self._create(tree, parent, name, *created)

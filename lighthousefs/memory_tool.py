@@ -16,7 +16,8 @@ from __future__ import annotations
 import errno
 
 from . import errors
-from .api_files import Files
+from .api_files import Files, logged_refusal
+from .domain import events, rules
 
 VIEW_DEPTH = 2   # levels of a directory that view shows
 
@@ -104,10 +105,13 @@ class MemoryTool:
 
     def rename(self, old_path: str, new_path: str) -> str:
         """Move a file or directory (the destination's directories are made)."""
-        new = self._path(new_path)
+        old, new = self._path(old_path), self._path(new_path)
         if "/" in new:
-            self.files.mkdirs(new.rsplit("/", 1)[0])
-        self.files.rename(self._path(old_path), new)
+            directory = new.rsplit("/", 1)[0]
+            if not self.files.exists(directory):
+                self._check_move(old, directory)   # before any directory is made
+            self.files.mkdirs(directory)
+        self.files.rename(old, new)
         return f"Renamed {old_path} to {new_path}"
 
     # ---------------------------------------------------------------------------------------
@@ -134,8 +138,33 @@ class MemoryTool:
             else:
                 lines.append(f"{st.size:>8}\t{shown}/{name}")
 
+    def _check_move(self, old: str, directory: str) -> None:
+        """Refuse a rename to a missing `directory` that would be refused once it is
+        made: the rename is checked as if to its first missing name, which is in the
+        area (and under the rights) of the directory it would be made in."""
+        names = directory.split("/")
+        made = next(i for i in range(len(names), -1, -1) if self.files.exists("/".join(names[:i])))
+        parent = self.files.stat("/".join(names[:made]))
+        head, _, name = old.rpartition("/")
+        old_parent, tree = self.files.stat(head), self.files.tree()
+        missing = names[made].encode()
+        draft = events.rename(old, old_parent.ino, name.encode(), parent.ino, missing,
+                              to=tree.path(parent.ino, missing), actor=self.files.actor)
+        with logged_refusal(self.files.actor):
+            tree.check(draft)
+
     def _delete(self, where: str) -> None:
+        if not where:
+            raise errors.LighthouseError("the root cannot be changed", errno_=errno.EBUSY)
         if self.files.stat(where).kind == "dir":
+            # May the actor remove the directory itself? Asked before anything in it is
+            # removed: a delete refused at its root removes nothing (the rules alone:
+            # that it is not empty yet is no refusal).
+            head, _, name = where.rpartition("/")
+            parent, tree = self.files.stat(head), self.files.tree()
+            with logged_refusal(self.files.actor):
+                rules.check_event(tree, self.files.actor, events.UNLINK,
+                                  {"parent": parent.ino, "name": name.encode()}, where)
             for name in self.files.list(where):
                 self._delete(f"{where}/{name}")
         self.files.delete(where)

@@ -27,12 +27,31 @@ STRIPPED = "***stripped***"
 # Mount flags "MAY contain sensitive information" (CSI spec) but carry no
 # csi_secret option, so they are named here.
 _SENSITIVE_NAMES = {"mount_flags"}
-_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^@\s/]+@")
+# A URL in a text: its scheme, then everything to the next blank (a password may hold
+# '/', ':' or '@': only the last '@' of the authority ends it).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 def redact_url(text: str) -> str:
     """Hide the password of any URL in text (redis://:pw@host -> redis://:***@host)."""
-    return _URL_PASSWORD.sub(r"\1***@", text)
+    return _URL.sub(lambda m: redacted(m.group(0)), text)
+
+
+def redacted(url: str) -> str:
+    """One URL with its password (or a user-info without one, which may be a token)
+    replaced by ***. A copy of lighthousefs.store.url.redacted (this package does not
+    import lighthousefs); a test checks that the two agree."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    if rest.startswith("/"):          # sqlite:///path: no authority, an @ is the path's
+        return url
+    at = rest.split("?", 1)[0].rfind("@")
+    if at < 0:
+        return url
+    user, colon, _ = rest[:at].partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}{sep}{shown}{rest[at:]}"
 
 
 def _strip(msg) -> None:

@@ -62,8 +62,8 @@ def agent(value: str) -> str:
     """An agent id, by the core's rule (lighthousefs.domain.rules.AGENT_NAME): caught
     here so a bad one is InvalidArgument, not a failed mount."""
     name("agent", value)
-    if len(value) > 64 or value == "shared":
-        raise InvalidArgument(f"agent {value!r} is not valid: at most 64 characters, not 'shared'")
+    if len(value) > 64 or value in ("shared", "operator"):
+        raise InvalidArgument(f"agent {value!r} is not valid: at most 64 characters, not 'shared' or 'operator'")
     return value
 
 

@@ -19,11 +19,12 @@ import stat
 from typing import TYPE_CHECKING, Callable
 
 from .. import errors
-from .events import LINK, MKNOD, PATH_ERRORS, RENAME, TREE_TYPES, UNLINK, WRITE
+from .events import INO_BASE, LINK, MKNOD, PATH_ERRORS, RENAME, TREE_TYPES, UNLINK, WRITE
 # (The formats' checks are re-exported: the entry points ask the rules.)
 from .formats import (MAX_STATE_BYTES, MAX_STATE_DEPTH, MAX_STATUS_BYTES, STATE_FILE, STATUS_FILE,  # noqa: F401
                       FormatCheck, check_format, check_format_size, format_of_path, validate_format)
 from .layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO
+from .visibility import private_owner
 
 if TYPE_CHECKING:
     from .events import Draft
@@ -35,6 +36,10 @@ OPERATOR = "operator"   # the actor of a mount without --agent: unrestricted
 # and agents/ (their entries are the area roots).
 LAYOUT_DIRS = (ROOT_INO, MEMORIES_INO, AGENTS_INO)
 _TOP = {PROJECTS_INO: "projects", MEMORIES_INO: "memories", AGENTS_INO: "agents"}
+# The Node.parent (and area) of a file linked in more than one area: only events from
+# before the rules can make one (a hard link or rename across areas). Only the operator
+# may change it; a replay and a snapshot both mark it (docs/decisions.md).
+SEVERAL_AREAS = -1
 
 
 def check_agent_name(agent: str) -> None:
@@ -68,11 +73,15 @@ def area_root(tree: Tree, directory: int) -> int | None:
 
 def area_of(tree: Tree, node: Node) -> int | None:
     """The area `node` is in now: a directory's own, a file's that of the directory it
-    is linked in (any of them: links never cross areas)."""
-    return area_root(tree, node.ino if node.is_dir else node.parent)
+    is linked in (any of them: links never cross areas, but for SEVERAL_AREAS)."""
+    if node.is_dir:
+        return area_root(tree, node.ino)
+    return SEVERAL_AREAS if node.parent == SEVERAL_AREAS else area_root(tree, node.parent)
 
 
 def area_name(tree: Tree, root: int | None) -> str:
+    if root == SEVERAL_AREAS:
+        return "several areas"
     return "the layout" if root is None else ("projects" if root == PROJECTS_INO else tree.dir_path(root))
 
 
@@ -93,6 +102,9 @@ def check_change(tree: Tree, actor: str, root: int | None, what: Callable[[], st
         return
     if root is None:
         raise errors.NotPermitted(f"layout: {actor} may not change {what() or '/'}: it is part of the fixed layout")
+    if root == SEVERAL_AREAS:
+        raise errors.PermissionDenied(f"areas: {actor} may not change {what()}: it is linked in several areas "
+                                      "(by links made before the rules): only the operator may")
     owner = _owner(tree, root)
     if owner is None or owner == actor:
         return
@@ -109,7 +121,18 @@ def check_change(tree: Tree, actor: str, root: int | None, what: Callable[[], st
 def check_node_change(tree: Tree, actor: str, node: Node) -> None:
     """May `actor` change this node's content or attributes? Decided by its area now."""
     if actor != OPERATOR:
+        _check_not_layout(tree, actor, node)
         check_change(tree, actor, area_of(tree, node), lambda: _node_path(tree, node))
+
+
+def _check_not_layout(tree: Tree, actor: str, node: Node) -> None:
+    """The layout's directories (/, projects, memories, memories/shared, agents) are
+    no agent's to chmod, chown, touch or tag: EPERM, as for the rest of the fixed layout.
+    (projects and memories/shared are area roots of shared areas, so their area alone
+    would let anyone.) The operator may: its rights are unrestricted but for names."""
+    if node.ino < INO_BASE:
+        raise errors.NotPermitted(f"layout: {actor} may not change {tree.dir_path(node.ino) or '/'}: "
+                                  "it is part of the fixed layout")
 
 
 def _node_path(tree: Tree, node: Node) -> str:
@@ -149,8 +172,11 @@ def check_event(tree: Tree, actor: str, type_: str, p: dict, path: str) -> None:
             return
         root = area_of(tree, node)
         if actor != OPERATOR:
+            _check_not_layout(tree, actor, node)
             check_change(tree, actor, root, lambda: _node_path(tree, node))
-        if type_ == WRITE and root is not None and tree.nodes[root].parent == AGENTS_INO:
+        if type_ == WRITE and root == SEVERAL_AREAS:
+            check_format_size(format_of_inode(tree, node.ino), p["size"])
+        elif type_ == WRITE and root is not None and tree.nodes[root].parent == AGENTS_INO:
             # (Its names are all in its area: only this agent's directory can name it
             # state.json or status. Cheaper than format_of_inode, on every write applied.)
             entries = tree.nodes[root].entries
@@ -161,10 +187,12 @@ def check_event(tree: Tree, actor: str, type_: str, p: dict, path: str) -> None:
 def check_annotation(actor: str, path: str) -> None:
     """An annotation (`lighthouse emit`, the API's append) may not name another agent's
     private memories: its path would show in every reader's events."""
-    parts = path.strip("/").split("/")
-    if actor != OPERATOR and parts[0] == "memories" and len(parts) > 1 and parts[1] not in ("", "shared", actor):
-        raise errors.PermissionDenied(f"privacy: {actor} may not name {path}: memories/{parts[1]} is private "
-                                      f"to {parts[1]}")
+    # The readers' one rule (normalized: `memories//alice`, `projects/../memories/alice`
+    # and `memories/./alice` all name alice's memories, and show only to her).
+    owner = private_owner(path) if actor != OPERATOR else None
+    if owner is not None and owner != actor:
+        raise errors.PermissionDenied(f"privacy: {actor} may not name {path}: memories/{owner} is private "
+                                      f"to {owner}")
 
 
 def _check_entry(tree: Tree, actor: str, parent: int, name: bytes, mode: int) -> None:

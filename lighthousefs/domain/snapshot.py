@@ -7,6 +7,7 @@ import operator
 
 import msgpack
 
+from . import rules
 from .chunks import pack
 from .node import _SHARED_INTS, Node
 from .tree import Tree
@@ -68,7 +69,7 @@ def load(blob: bytes) -> Tree:
         tree.is_pinned = lambda ino: False
         tree.applied_seq = tree.snapshot_seq = unpacker.unpack()
         nodes = tree.nodes = {}
-        dirs = []
+        dirs, linked = [], []   # linked: files with more than one name
         # The loop of a start: 1M files take seconds. Inline (no call per node),
         # and the layout of Node.dump.
         new, unpack, shared = Node.__new__, unpacker.unpack, _SHARED_INTS.setdefault
@@ -91,6 +92,8 @@ def load(blob: bytes) -> Tree:
             nodes[ino] = node
             if entries is not None:
                 dirs.append(node)
+            elif node.nlink > 1:
+                linked.append(node)
         get_ino = operator.attrgetter("ino")
         for node in dirs:   # refer to each inode number by one int object
             node.parent = nodes[node.parent].ino
@@ -102,6 +105,22 @@ def load(blob: bytes) -> Tree:
                 for child in map(nodes.__getitem__, node.entries.values()):
                     if not child.parent:
                         child.parent = node.ino
+        if linked:
+            _mark_several_areas(tree, linked, dirs)
     except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError) as exc:
         raise ValueError(f"damaged snapshot: {exc}") from None
     return tree
+
+
+def _mark_several_areas(tree: Tree, linked: list[Node], dirs: list[Node]) -> None:
+    """A file linked in more than one area is SEVERAL_AREAS, as a replay from the start
+    makes it (a snapshot from before the mark, or from before files had a parent, names
+    one of its directories)."""
+    areas: dict[int, set] = {node.ino: set() for node in linked}
+    for directory in dirs:
+        for ino in directory.entries.values():
+            if ino in areas:
+                areas[ino].add(rules.area_root(tree, directory.ino))
+    for node in linked:
+        if len(areas[node.ino]) > 1:
+            node.parent = rules.SEVERAL_AREAS

@@ -13,12 +13,11 @@ import stat
 from typing import Callable, Iterator
 
 from .. import errors
-from . import events, rules
+from . import events, links, rules
 from .chunks import content_digest, pack
 from .events import Event
 from .layout import AGENTS_INO, MEMORIES_INO, PROJECTS_INO, ROOT_INO, SHARED_MEMORIES_INO  # noqa: F401 (re-exported)
-from .node import (NAME_MAX, TIME_NS_MAX, TIME_NS_MIN, XATTRS_TOTAL_MAX, Change, Node,  # noqa: F401 (re-exported)
-                   check_name, check_time, shared_int)
+from .node import XATTRS_TOTAL_MAX, Change, Node, check_name, check_time, shared_int  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +190,7 @@ class Tree:
         node = Node(ino or events.ino_for_seq(seq), shared_int(p["mode"]), p.get("uid", 0), p.get("gid", 0),
                     time_ns)
         node.rdev = p.get("rdev", 0)
-        # A file created with its content has the times of its last write (files/writer.py).
-        node.mtime_ns = p.get("mtime", time_ns)
+        node.mtime_ns = p.get("mtime", time_ns)   # a file created with its content: its last write's
         node.ctime_ns = p.get("ctime", time_ns)
         node.target = p.get("target", b"")
         node.size = p.get("size", len(node.target))
@@ -218,6 +216,8 @@ class Tree:
             raise errors.Exists(f"{self.path(parent.ino, name)} exists")
         if not mutate:
             return None
+        if node.parent != rules.SEVERAL_AREAS and rules.area_root(self, parent.ino) != rules.area_of(self, node):
+            node.parent = rules.SEVERAL_AREAS   # a link across areas: an event from before the rules
         parent.entries[name] = node.ino
         node.nlink += 1
         node.ctime_ns = time_ns
@@ -247,19 +247,11 @@ class Tree:
             node.nlink = 0
         else:
             node.nlink -= 1
-            if node.nlink and node.parent == parent.ino and node.ino not in parent.entries.values():
-                self._find_link(node, rules.area_root(self, parent.ino))
+            if node.nlink and node.parent == rules.SEVERAL_AREAS:
+                links.settle_area(self, node)   # its links may all be in one area now
+            elif node.nlink and node.parent == parent.ino and node.ino not in parent.entries.values():
+                links.find_link(self, node, rules.area_root(self, parent.ino))
         self.release_orphan(node.ino)
-
-    def _find_link(self, node: Node, near: int | None) -> None:
-        """The directory `node.parent` names lost its link to `node`, which has others:
-        name one of those (searched in its area first, where links stay). Rare: only a
-        hard-linked file loses the link it was recorded by."""
-        for top in ((near,) if near is not None else ()) + (ROOT_INO,):
-            for directory in self.walk(top):
-                if directory.is_dir and node.ino in directory.entries.values():
-                    node.parent = directory.ino
-                    return
 
     def release_orphan(self, ino: int) -> None:
         """Forget an inode that has no names left, unless it is still pinned."""
@@ -285,14 +277,18 @@ class Tree:
                 raise errors.InvalidArgument("cannot move a directory into itself")
             if not mutate:
                 return None
+            crossed = rules.area_root(self, old_parent.ino) != rules.area_root(self, new_parent.ino)
             old_parent.entries[name], new_parent.entries[new_name] = target.ino, node.ino
             for moved, dest in ((node, new_parent), (target, old_parent)):
                 if moved.is_dir:
                     self.nodes[moved.parent].nlink -= 1
                     dest.nlink += 1
-                moved.parent = dest.ino
+                if moved.parent != rules.SEVERAL_AREAS:
+                    moved.parent = dest.ino
                 moved.ctime_ns = time_ns
                 moved.version += 1
+            for moved in (node, target):
+                links.settle_areas_below(self, moved, crossed)
         else:
             if target is not None:
                 if p.get("noreplace"):
@@ -309,6 +305,8 @@ class Tree:
                     raise errors.NotEmpty(f"{self.path(new_parent.ino, new_name)} is not empty")
             if not mutate:
                 return None
+            crossed = ((node.is_dir or node.nlink > 1)   # (only then can it matter: no walk per rename)
+                       and rules.area_root(self, old_parent.ino) != rules.area_root(self, new_parent.ino))
             del old_parent.entries[name]
             if target is not None:
                 del new_parent.entries[new_name]
@@ -317,9 +315,11 @@ class Tree:
             if node.is_dir:
                 old_parent.nlink -= 1
                 new_parent.nlink += 1
-            node.parent = new_parent.ino
+            if node.parent != rules.SEVERAL_AREAS:
+                node.parent = new_parent.ino
             node.ctime_ns = time_ns
             node.version += 1
+            links.settle_areas_below(self, node, crossed)
         self._touch_dir(old_parent, time_ns)
         self._touch_dir(new_parent, time_ns)
         change = Change(entries=[(old_parent.ino, name), (new_parent.ino, new_name)],

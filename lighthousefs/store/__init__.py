@@ -28,8 +28,11 @@ def open_store(url: str, create: bool = True) -> Store:
     error rather than made empty. With it, only the default store's directory is made:
     a typo in a path given by hand must not quietly start a second store.
     """
-    scheme = urllib.parse.urlsplit(url).scheme
     shown = redacted(url)   # messages never carry a password, even of a mistyped URL
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme
+    except ValueError as exc:   # e.g. "Invalid IPv6 URL": a mistyped URL, not a bug
+        raise errors.StoreOpenError(f"{shown}: not a valid store URL: {exc}") from None
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
         path = url[len("sqlite://"):]

@@ -128,6 +128,15 @@ CASES = [
     (OP, "rm", "projects", "", EPERM),
     ("bob", "chmod", "agents", "", EPERM),
     ("bob", "chmod", "", "", EPERM),
+    # the layout's directories are no agent's to chmod or tag, shared area roots included
+    ("bob", "chmod", "projects", "", EPERM),
+    ("bob", "xattr", "projects", "", EPERM),
+    ("bob", "chmod", "memories/shared", "", EPERM),
+    ("bob", "xattr", "memories/shared", "", EPERM),
+    ("bob", "xattr", "memories", "", EPERM),
+    (OP, "chmod", "projects", "", None),
+    (OP, "chmod", "", "", None),
+    ("bob", "chmod", "projects/p", "", None),
     (OP, "mkdir", "agents/operator", "", EINVAL),
     (OP, "mkdir", "memories/x y", "", EINVAL),
     ("bob", "mkdir", "projects/p/.history", "", EEXIST),
@@ -305,3 +314,85 @@ def test_check_and_apply_agree(ops):
     for node in checked.tree.nodes.values():
         if node.nlink:
             assert rules.area_of(resumed, resumed.nodes[node.ino]) == rules.area_of(checked.tree, node)
+
+
+def test_a_file_linked_in_several_areas_is_the_operators_on_every_node():
+    """Only events from before the rules can link a file into two areas. Its area is then
+    SEVERAL_AREAS however a node got its tree (a replay from the start, a snapshot of
+    this version, one from before files had a parent, one from before the mark), so a
+    write by an agent is refused (and skipped) alike; the operator may write it; once
+    its links are in one area again, that area's rules are back, on every node."""
+    w = world()
+    state = w.tree.resolve("agents/alice/state.json")
+    log = []
+
+    def old(draft):   # an event from before the rules
+        log.append(draft)
+        assert w.apply(draft, version=1) is not None
+
+    old(w.draft("bob", "ln", "agents/alice/state.json", "projects/p/hl"))
+    old(w.draft("bob", "ln", "projects/p/hl", "projects/p/d/hl2"))   # a second link there: still several
+    assert w.tree.nodes[state.ino].parent == rules.SEVERAL_AREAS
+
+    def trees(*before_the_mark):
+        replayed = world()
+        for draft in log:
+            assert replayed.apply(draft, version=1) is not None
+        yield "replayed", replayed.tree
+        yield "snapshot", Tree.load(w.tree.dump())
+        for stored in (0, *before_the_mark):   # from before files had a parent; before the mark
+            saved = w.tree.nodes[state.ino].parent
+            w.tree.nodes[state.ino].parent = stored
+            try:
+                yield f"old snapshot ({stored})", Tree.load(w.tree.dump())
+            finally:
+                w.tree.nodes[state.ino].parent = saved
+
+    def write(actor, path, tree):
+        return Draft(events.WRITE, path, {"ino": state.ino, "size": 3, "chunks": [b"h" * 20]}, actor)
+
+    # (A snapshot from before the mark names the creating directory, or the first one found.)
+    for how, tree in trees(w.tree.resolve("agents/alice").ino, w.tree.resolve("projects/p").ino):
+        assert tree.nodes[state.ino].parent == rules.SEVERAL_AREAS, how
+        for actor, path in (("bob", "projects/p/hl"), ("alice", "agents/alice/state.json")):
+            with pytest.raises(errors.PermissionDenied, match="^areas: .* several areas"):
+                tree.check(write(actor, path, tree))
+            assert tree.apply(Event(tree.applied_seq + 1, 1, actor, events.WRITE, path,
+                                    write(actor, path, tree).payload, events.VERSION)) is None, (how, actor)
+        tree.check(write(OP, "projects/p/hl", tree))
+    # Both links in the project go (by bob: they are names in his shared area); the file
+    # is alice's again, on every node.
+    for path in ("projects/p/hl", "projects/p/d/hl2"):
+        draft = w.draft("bob", "rm", path)
+        w.tree.check(draft)
+        log.append(draft)
+        w.apply(draft)
+    for how, tree in trees(w.tree.resolve("agents/alice").ino):
+        assert rules.area_of(tree, tree.nodes[state.ino]) == tree.resolve("agents/alice").ino, how
+        tree.check(write("alice", "agents/alice/state.json", tree))
+        with pytest.raises(errors.PermissionDenied, match="^ownership: "):
+            tree.check(write("bob", "agents/alice/state.json", tree))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["create", "ln", "mv", "rm", "mkdir"]),
+                          st.sampled_from(PATHS), st.sampled_from(PATHS)), max_size=25))
+def test_events_before_the_rules_give_one_area_on_every_node(ops):
+    """Events from before the rules (links and renames across areas among them): a
+    replay from the start and a load of its snapshot (of this version, or of one from
+    before files had a parent) give every node the same area, and so the same rights."""
+    w = world()
+    for op, path, to in ops:
+        try:
+            w.apply(w.draft(OP, op, path, to), version=1)
+        except errors.LighthouseError:
+            continue   # a path that does not resolve: no event to make
+    files = {node: node.parent for node in w.tree.nodes.values() if not node.is_dir}
+    for node in files:
+        node.parent = 0
+    before_parents = w.tree.dump()
+    for node, parent in files.items():
+        node.parent = parent
+    for loaded in (Tree.load(w.tree.dump()), Tree.load(before_parents)):
+        for node in loaded.nodes.values():
+            assert rules.area_of(loaded, node) == rules.area_of(w.tree, w.tree.nodes[node.ino]), node.ino

@@ -183,3 +183,23 @@ def test_rename_and_delete(bob):
 def test_an_actor_other_than_operator_is_an_agent_with_a_valid_name(url):
     for name in ("shared", "bad name", ""):
         fails_with(errno.EINVAL, Client, url, name)
+
+
+def test_a_projects_history_gets_the_mounts_errnos(url):
+    """.history is a read-only directory on a mount; the API answers as the mount does
+    (tests/t4_mount/test_api_vs_mount.py compares the two)."""
+    with Client(url, actor="bob") as bob:
+        files = bob.files
+        files.write("projects/p/a.md", b"a", parents=True)
+        for code, fn, *args in ((errno.EISDIR, files.write, "projects/p/.history", b"x"),
+                                (errno.EISDIR, files.append, "projects/p/.history", b"x"),
+                                (errno.EISDIR, files.read, "projects/p/.history"),
+                                (errno.EISDIR, files.rename, "projects/p/a.md", "projects/p/.history"),
+                                (errno.EINVAL, files.rename, "projects/p", "projects/p/.history"),
+                                (errno.ENOENT, files.rename, "projects/q", "projects/p/.history"),
+                                (errno.EROFS, files.delete, "projects/p/.history"),
+                                (errno.EROFS, files.write, "projects/p/.history/x", b"x"),
+                                (errno.EROFS, files.mkdir, "projects/p/.history/d"),
+                                (errno.EEXIST, files.mkdir, "projects/p/.history")):
+            fails_with(code, fn, *args)
+        assert files.list("projects/p") == ["a.md"]

@@ -104,6 +104,28 @@ def test_annotations_may_not_name_another_agents_memories(url, capsys):
     assert cli.main(["emit", "note", "--store", url, "--actor", "operator", "--path", "memories/alice/plan.md"]) == 0
 
 
+UNNORMALIZED = ["memories//alice/plan.md", "projects/../memories/alice/plan.md", "memories/./alice",
+                "/memories/alice/", "memories/bob/../alice/x"]
+
+
+def test_annotations_are_judged_by_the_path_readers_see(url, capsys):
+    """An annotation's path is normalized as the readers normalize it: one that shows in
+    alice's private events is refused to bob, whatever its spelling."""
+    before = stored(url)
+    with Client(url, actor="bob") as bob:
+        for path in UNNORMALIZED:
+            err = refused(errno.EACCES, bob.append, "note", path, {})
+            assert "memories/alice is private to alice" in str(err), err
+        bob.append("note", "memories/./bob/x", {})
+        bob.append("note", "memories/shared/../bob", {})
+    assert stored(url) == before + 2
+    for path in UNNORMALIZED:
+        assert cli.main(["emit", "note", "--store", url, "--actor", "bob", "--path", path]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "memories/alice is private to alice" in err, err
+    assert stored(url) == before + 2
+
+
 def test_actors_are_operator_or_valid_agent_names(tmp_path):
     for bad in ("", "shared", "../x"):
         refused(errno.EINVAL, Client, f"sqlite://{tmp_path}/store.db", bad)

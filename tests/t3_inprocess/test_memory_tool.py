@@ -98,3 +98,43 @@ def test_a_root_confines_the_tools_paths(url):
         assert tool.view("/") == "/ (up to 2 levels deep):\n       2\t/notes.md"
         with pytest.raises(errors.InvalidArgument):
             tool.view("/../bob")
+
+
+def snapshot(url) -> dict:
+    """Every path and its content, as the operator sees them."""
+    with Client(url, actor="operator") as client:
+        def walk(path: str, out: dict) -> dict:
+            for name, st in client.files.list(path, stats=True):
+                full = f"{path}/{name}" if path else name
+                out[full] = walk(full, {}) if st.kind == "dir" else client.files.read(full)
+            return out
+        return walk("", {})
+
+
+def test_a_refused_command_changes_nothing(url):
+    """A command the tool answers with an error has stored nothing: a rename across areas
+    makes no directory first, and a recursive delete of a directory the actor may not
+    remove removes nothing inside it."""
+    with Client(url, actor="alice") as client:
+        alice = MemoryTool(client.files)
+        alice.create("/memories/shared/s.md", "s\n")
+        alice.create("/projects/demo/p.md", "p\n")
+        alice.create("/memories/alice/a.md", "a\n")
+    with Client(url, actor="bob") as client:
+        bob = MemoryTool(client.files)
+        bob.create("/memories/bob/x", "x\n")
+        before = snapshot(url)
+        for call, code in ((("rename", "/memories/bob/x", "/projects/newproj/sub/x"), errno.EXDEV),
+                           (("rename", "/memories/bob/x", "/memories/shared/new/x"), errno.EXDEV),
+                           (("rename", "/memories/bob", "/memories/bob/sub/bob"), errno.EPERM),
+                           (("delete", "/memories"), errno.EPERM),
+                           (("delete", "/projects"), errno.EPERM),
+                           (("delete", "/agents"), errno.EPERM),
+                           (("delete", "/memories/shared"), errno.EPERM),
+                           (("delete", "/"), errno.EBUSY)):
+            with pytest.raises(errors.LighthouseError) as err:
+                getattr(bob, call[0])(*call[1:])
+            assert err.value.errno == code, (call, err.value)
+            assert snapshot(url) == before, call
+        bob.rename("/memories/bob/x", "/memories/bob/sub/x")   # within bob's area: made
+        assert client.files.read("memories/bob/sub/x") == b"x\n"

@@ -191,6 +191,16 @@ def test_api_and_mount_accept_refuse_and_change_alike(mounter, tmp_path):
               ("rename", "bob", "agents/alice", "projects/q"), ("delete", "alice", "agents/bob/status"),
               ("delete", "bob", "agents/bob"), ("rename", "alice", "memories/alice/n.md", "memories/shared/n.md"),
               ("list", "bob", "memories")])
+    # A project's .history: a directory on a mount (read-only), not in the tree the API
+    # walks; every change the API can know of gets the mount's errno. (Not in PATHS: its
+    # stat and listing are the mount's alone.)
+    @example([("write", "bob", "projects/p/.history", b"x"), ("append", "alice", "projects/p/.history", b"x"),
+              ("read", "bob", "projects/p/.history"), ("mkdir", "bob", "projects/p/.history"),
+              ("delete", "bob", "projects/p/.history"), ("rename", "bob", "projects/p/a.md", "projects/p/.history"),
+              ("rename", "bob", "projects/p/.history", "projects/q"), ("rename", "bob", "projects/p",
+                                                                        "projects/p/.history"),
+              ("rename", "bob", "projects/q", "projects/p/.history"),
+              ("write", "operator", "projects/p/.history/x", b"x"), ("mkdir", "bob", "projects/p/.history/d")])
     def run(ops):
         reset(mounts["operator"].path)
         settle(mounts)

@@ -125,6 +125,19 @@ def test_reading_never_creates_a_redis_namespace(own_server):
     assert own_server.client().keys("*typo*") == []
 
 
+def test_a_malformed_store_url_is_one_line_without_its_password(tmp_path, cleanup):
+    url = "redis://:s3cret@[::1/0"   # urlsplit: "Invalid IPv6 URL"
+    for result in (lighthouse("log", "--store", url, check=False),
+                   lighthouse("emit", "note", "--store", url, check=False),
+                   mount_cli(tmp_path / "mnt", url, tmp_path / "log")):
+        if result.returncode == 0:
+            cleanup.append((tmp_path / "mnt", daemon_of(result)))
+        one_line_error(result, "redis://:***@[::1/0", "not a valid store URL")
+        assert "s3cret" not in result.stderr + result.stdout
+    if (tmp_path / "log").exists():
+        assert "s3cret" not in (tmp_path / "log").read_text()
+
+
 @pytest.mark.mount
 def test_an_unknown_redis_parameter_is_refused_by_name(own_server, tmp_path, cleanup):
     url = own_server.url + "?namespace=p&tiemout=5"

@@ -102,3 +102,20 @@ def test_the_operator_is_bound_by_areas_and_layout(mnt):
     fails_with(errno.EPERM, os.rename, mnt / "agents" / "alice", mnt / "agents" / "alicia")
     (mnt / "agents" / "alice" / "status").write_text("operator may\n")
     os.rmdir(mnt / "projects" / "p")
+
+
+def test_agents_may_not_change_the_layout(mounter, url):
+    """The layout's directories, shared area roots included, are no agent's to chmod,
+    touch or tag (EPERM); they keep their attributes for everyone."""
+    bob = mounter("bob", "--agent", "bob", store=url)
+    before = {name: os.stat(bob / name) for name in ("projects", "memories/shared")}
+    fails_with(errno.EPERM, os.chmod, bob / "projects", 0o700)
+    fails_with(errno.EPERM, os.utime, bob / "projects", (0, 0))
+    fails_with(errno.EPERM, os.setxattr, bob / "memories" / "shared", "user.x", b"1")
+    fails_with(errno.EPERM, os.chmod, bob / "memories" / "shared", 0o700)
+    for name, was in before.items():
+        now = os.stat(bob / name)
+        assert (now.st_mode, now.st_mtime_ns) == (was.st_mode, was.st_mtime_ns), name
+    assert os.listxattr(bob / "memories" / "shared") == []
+    (bob / "projects" / "p").mkdir()
+    os.chmod(bob / "projects" / "p", 0o700)   # a project is the shared area's: allowed

@@ -113,6 +113,8 @@ def test_capabilities_and_node_info(make_driver):
     {"volume_context": {"project": "..", "agent": "bot"}},
     {"volume_context": {"project": "alpha", "agent": "bot", "subpath": "../beta"}},
     {"volume_context": {"project": "alpha", "agent": "bot", "readonly": "true"}},  # typo
+    {"volume_context": {"project": "alpha", "agent": "operator"}},       # the core refuses these names
+    {"volume_context": {"project": "alpha", "agent": "shared"}},
     {"volume_capability": None},
     {"volume_capability": csi_pb2.VolumeCapability(
         block=csi_pb2.VolumeCapability.BlockVolume(), access_mode=mount_cap().access_mode)},
@@ -158,6 +160,8 @@ def test_unpublish_of_a_path_not_mounted_succeeds(make_driver):
                                 parameters={"agent": "a", "onDelete": "sometimes"}),
     csi_pb2.CreateVolumeRequest(name="weird name/with slash", volume_capabilities=[mount_cap()],
                                 parameters={"agent": "a"}),  # no project given, name unusable
+    csi_pb2.CreateVolumeRequest(name="pvc-1", volume_capabilities=[mount_cap()],
+                                parameters={"agent": "operator"}),   # a name the core refuses
 ])
 def test_create_rejects_bad_input(shared_driver, request_):
     driver = shared_driver

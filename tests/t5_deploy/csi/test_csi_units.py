@@ -120,6 +120,34 @@ def test_redact_url():
     assert redact_url("redis://:s3cret@redis:6379/0 and redis://u:p@h/1") == \
         "redis://:***@redis:6379/0 and redis://u:***@h/1"
     assert redact_url("sqlite:///var/lib/x.db") == "sqlite:///var/lib/x.db"
+    assert redact_url("redis://:p@ss@host") == "redis://:***@host"   # no part of the password shows
+    assert redact_url("redis://tok@h") == "redis://***@h"             # a user-info alone may be a token
+
+
+REDACTED = [   # the URLs of tests/t4_mount/test_secrets.py::test_redacted, and more
+    "redis://:pw@host:6379/0", "redis://user:pw@host:6379/0", "rediss://u:p@ss:w/rd@host/0?ssl_ca_certs=/a/b",
+    "redis+sentinel://:pw@h1:26379,h2:26379/mymaster", "redis://token@host", "redis://host:6379/0",
+    "sqlite:///home/a@b/x.db", "redis://:p@ss@host", "redis://tok@h", "redis://:a/b@h/0", "redis://:@h",
+    "redis+cluster://:pw@[::1]:7000/0", "redis://:pw@[::1/0", "redis://h/0?password=x@y",
+]
+
+
+@pytest.mark.parametrize("url", REDACTED)
+def test_redact_url_agrees_with_the_core(url):
+    """The driver's copy of the core's redaction gives what the core gives, for a URL
+    alone and for one inside a logged message; and never shows the password."""
+    from lighthousefs.store.url import redacted
+    assert redact_url(url) == redacted(url)
+    assert redact_url(f'secrets {{ value: "{url}" }} x') == f'secrets {{ value: "{redacted(url)}" }} x'
+
+
+@pytest.mark.parametrize("agent", ["operator", "shared"])
+def test_agent_names_the_core_refuses(agent):
+    from lighthousefs.domain import rules
+    with pytest.raises(InvalidArgument):
+        validate.agent(agent)
+    with pytest.raises(Exception):
+        rules.check_agent_name(agent)
 
 
 def test_volume_locks_refuse_a_busy_volume():
