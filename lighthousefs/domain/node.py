@@ -20,7 +20,8 @@ XATTRS_TOTAL_MAX = 64 * 1024
 class Node:
     """One inode. Directories have `entries` and a single `parent`; for any other node,
     `parent` is a directory it is linked in (one of them, if it has several: they are
-    all in one area), so the rules know where it is now (rules.area_of)."""
+    all in one area), so the rules know where it is now (rules.area_of); or
+    rules.SEVERAL_AREAS for a file that events from before the rules linked into two."""
 
     __slots__ = ("ino", "mode", "uid", "gid", "rdev", "nlink", "size", "atime_ns", "mtime_ns",
                  "ctime_ns", "chunks", "target", "xattrs", "entries", "parent", "version")
