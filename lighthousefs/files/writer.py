@@ -281,7 +281,28 @@ class Writer:
                     self.revert(open_file, exc)
                     await self.drop_stale_pages(open_file)
                 raise
-            handle.flush_failed = False
+            handle.flush_failed = handle.flush_refused = False
+        elif self._release_commits(handle):
+            await self._check_unwritten(handle)
+
+    async def _check_unwritten(self, handle: FileHandle) -> None:
+        """What the release will commit (a new file, or an O_TRUNC, that nothing was
+        written to) is checked at close(), where the caller sees it: an empty state.json
+        is refused here, not at the release that no one sees. Nothing changes: bash
+        closes the descriptor it dup'd before it writes (that close's error it ignores),
+        and its write and last close still store the document."""
+        open_file = handle.open_file
+        kind = self._format_of(open_file.ino)
+        if kind is None:
+            return
+        buffer = open_file.buffer
+        try:
+            check_format_size(kind, buffer.size)
+            await validate(kind, await buffer.read(0, buffer.size))
+        except CONTENT_REFUSALS as exc:
+            handle.flush_refused = True
+            raise type(exc)(f"{self.name_of(open_file.ino)}: {exc} (not stored unless written before "
+                            "its last close)") from None
 
     async def fsync(self, handle: object) -> None:
         """The file's content stored and durable, or an error (the file's creation and
@@ -314,18 +335,28 @@ class Writer:
             open_file.kind = self._format_of(open_file.ino)
         return open_file.kind is None
 
+    def _release_commits(self, handle: FileHandle) -> bool:
+        """Will the release of `handle` commit the file? A new file opened without write
+        access (O_RDONLY|O_CREAT) is logged when its last handle closes; one a writer
+        closed is logged by then."""
+        open_file = handle.open_file
+        return handle.refused is None and not handle.flush_failed and (
+            (open_file.buffer.changed and handle.writable and self._commits_for(handle))
+            or (open_file.ino in self.new_files and open_file.refs == 1))
+
     async def release(self, handle: object) -> None:
         """The last close of a handle (its fh is gone from the table)."""
         if not isinstance(handle, FileHandle):
             return
         open_file = handle.open_file
         try:
-            # A new file opened without write access (O_RDONLY|O_CREAT) is logged when
-            # its last handle closes; one a writer closed is logged by then.
-            if handle.refused is None and not handle.flush_failed and (
-                    (open_file.buffer.changed and handle.writable and self._commits_for(handle))
-                    or (open_file.ino in self.new_files and open_file.refs == 1)):
-                await self.commit(open_file.ino, open_file.buffer, open_file)
+            if self._release_commits(handle):
+                try:
+                    await self.commit(open_file.ino, open_file.buffer, open_file)
+                except CONTENT_REFUSALS as exc:
+                    if handle.flush_refused:
+                        raise Repeated(exc) from None   # logged when its close was refused
+                    raise
         finally:
             open_file.refs -= 1
             if open_file.refs == 0:
