@@ -187,7 +187,7 @@ class Writer:
         """A file created here that cannot be logged disappears (the error went to close)."""
         log.warning("%s: the new file is dropped, its content was not stored: %s",
                     self.tree.path(new.parent, new.name), reason)
-        self.new_files.remove(new.node.ino)
+        self.new_files.drop(new.node.ino)
         new.node.nlink = 0
         open_file = self.open_files.get(new.node.ino)
         if open_file is not None:

@@ -104,10 +104,10 @@ def test_an_empty_status_is_stored_as_the_api_stores_it(bob, tmp_path):
         assert api.files.read("agents/bob/status") == b""
 
 
-def test_a_refused_new_file_can_be_created_again_at_once(bob):
+def test_a_new_file_refused_at_close_can_be_created_again_at_once(bob):
     """The kernel still holds the refused file's name when its close returns (the
-    RELEASE that drops it comes later): an open through that name must reach a new file,
-    not answer ENOENT for the dropped one."""
+    RELEASE that drops it comes later, and the name's invalidation after that): an open
+    through that name must reach a new file, not answer ENOENT for the dropped one."""
     agent = bob / "agents" / "bob"
     state = agent / "state.json"
     for i in range(30):
@@ -117,7 +117,10 @@ def test_a_refused_new_file_can_be_created_again_at_once(bob):
         os.close(fd)
         assert state.read_bytes() == b'{"try": %d}' % i
         state.unlink()
-    # The same for a file refused at its first write.
+
+
+def test_a_new_file_refused_at_write_can_be_created_again_at_once(bob):
+    state = bob / "agents" / "bob" / "state.json"
     for i in range(30):
         fd = os.open(state, NEW, 0o644)
         with pytest.raises(OSError) as err:
