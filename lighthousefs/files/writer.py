@@ -283,26 +283,12 @@ class Writer:
                 raise
             handle.flush_failed = handle.flush_refused = False
         elif self._release_commits(handle):
-            await self._check_unwritten(handle)
-
-    async def _check_unwritten(self, handle: FileHandle) -> None:
-        """What the release will commit (a new file, or an O_TRUNC, that nothing was
-        written to) is checked at close(), where the caller sees it: an empty state.json
-        is refused here, not at the release that no one sees. Nothing changes: bash
-        closes the descriptor it dup'd before it writes (that close's error it ignores),
-        and its write and last close still store the document."""
-        open_file = handle.open_file
-        kind = self._format_of(open_file.ino)
-        if kind is None:
-            return
-        buffer = open_file.buffer
-        try:
-            check_format_size(kind, buffer.size)
-            await validate(kind, await buffer.read(0, buffer.size))
-        except CONTENT_REFUSALS as exc:
+            # What the release will commit is checked here, where the caller sees it (an
+            # empty state.json), changing nothing: bash closes the descriptor it dup'd
+            # before it writes, and its write and last close still store the document.
             handle.flush_refused = True
-            raise type(exc)(f"{self.name_of(open_file.ino)}: {exc} (not stored unless written before "
-                            "its last close)") from None
+            await self._check_content(open_file.ino, self._format_of(open_file.ino), open_file.buffer, None)
+            handle.flush_refused = False
 
     async def fsync(self, handle: object) -> None:
         """The file's content stored and durable, or an error (the file's creation and
@@ -336,9 +322,8 @@ class Writer:
         return open_file.kind is None
 
     def _release_commits(self, handle: FileHandle) -> bool:
-        """Will the release of `handle` commit the file? A new file opened without write
-        access (O_RDONLY|O_CREAT) is logged when its last handle closes; one a writer
-        closed is logged by then."""
+        """Will the release of `handle` commit? (A new file opened O_RDONLY|O_CREAT is
+        logged when its last handle closes; one a writer closed is logged by then.)"""
         open_file = handle.open_file
         return handle.refused is None and not handle.flush_failed and (
             (open_file.buffer.changed and handle.writable and self._commits_for(handle))
@@ -353,10 +338,8 @@ class Writer:
             if self._release_commits(handle):
                 try:
                     await self.commit(open_file.ino, open_file.buffer, open_file)
-                except CONTENT_REFUSALS as exc:
-                    if handle.flush_refused:
-                        raise Repeated(exc) from None   # logged when its close was refused
-                    raise
+                except CONTENT_REFUSALS as exc:   # (logged already if its close refused it)
+                    raise (Repeated(exc) if handle.flush_refused else exc) from None
         finally:
             open_file.refs -= 1
             if open_file.refs == 0:
