@@ -17,11 +17,17 @@ inode is looked up.
 """
 from __future__ import annotations
 
+import errno
 import time
 
 import trio
 
+from .. import errors
 from ..domain.tree import Node
+
+# How many dropped inodes are remembered (see NewFiles.drop): a kernel reaches one only
+# in the moment before its cached name is invalidated.
+DROPPED_KEPT = 1024
 
 
 class NewFile:
@@ -42,6 +48,7 @@ class NewFiles:
         self._by_name: dict[tuple[int, bytes], int] = {}
         self._by_dir: dict[int, dict[bytes, int]] = {}
         self._free = range(0)
+        self._dropped: dict[int, None] = {}   # (an ordered set: the oldest goes first)
 
     def __contains__(self, ino: int) -> bool:
         return ino in self.by_ino
@@ -99,3 +106,20 @@ class NewFiles:
         if not names:
             del self._by_dir[new.parent]
         return new
+
+    def drop(self, ino: int) -> NewFile:
+        """The file was not stored and is gone. The kernel may still reach its inode
+        through the name it cached: that name's invalidation is queued and may land after
+        the caller's next open (a retry of a refused create, most often). That inode is
+        answered ESTALE, not ENOENT, so the kernel looks the name up again (and an
+        O_CREAT then creates a new file). Inode numbers are never used again, so a
+        remembered one never means another file."""
+        new = self.remove(ino)
+        self._dropped[ino] = None
+        if len(self._dropped) > DROPPED_KEPT:
+            del self._dropped[next(iter(self._dropped))]
+        return new
+
+    def check_not_dropped(self, ino: int) -> None:
+        if ino in self._dropped:
+            raise errors.LighthouseError(f"inode {ino} was dropped before it was stored", errno_=errno.ESTALE)

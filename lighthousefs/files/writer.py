@@ -187,7 +187,7 @@ class Writer:
         """A file created here that cannot be logged disappears (the error went to close)."""
         log.warning("%s: the new file is dropped, its content was not stored: %s",
                     self.tree.path(new.parent, new.name), reason)
-        self.new_files.remove(new.node.ino)
+        self.new_files.drop(new.node.ino)
         new.node.nlink = 0
         open_file = self.open_files.get(new.node.ino)
         if open_file is not None:
@@ -281,7 +281,14 @@ class Writer:
                     self.revert(open_file, exc)
                     await self.drop_stale_pages(open_file)
                 raise
-            handle.flush_failed = False
+            handle.flush_failed = handle.flush_refused = False
+        elif self._release_commits(handle):
+            # What the release will commit is checked here, where the caller sees it (an
+            # empty state.json), changing nothing: bash closes the descriptor it dup'd
+            # before it writes, and its write and last close still store the document.
+            handle.flush_refused = True
+            await self._check_content(open_file.ino, self._format_of(open_file.ino), open_file.buffer, None)
+            handle.flush_refused = False
 
     async def fsync(self, handle: object) -> None:
         """The file's content stored and durable, or an error (the file's creation and
@@ -314,18 +321,25 @@ class Writer:
             open_file.kind = self._format_of(open_file.ino)
         return open_file.kind is None
 
+    def _release_commits(self, handle: FileHandle) -> bool:
+        """Will the release of `handle` commit? (A new file opened O_RDONLY|O_CREAT is
+        logged when its last handle closes; one a writer closed is logged by then.)"""
+        open_file = handle.open_file
+        return handle.refused is None and not handle.flush_failed and (
+            (open_file.buffer.changed and handle.writable and self._commits_for(handle))
+            or (open_file.ino in self.new_files and open_file.refs == 1))
+
     async def release(self, handle: object) -> None:
         """The last close of a handle (its fh is gone from the table)."""
         if not isinstance(handle, FileHandle):
             return
         open_file = handle.open_file
         try:
-            # A new file opened without write access (O_RDONLY|O_CREAT) is logged when
-            # its last handle closes; one a writer closed is logged by then.
-            if handle.refused is None and not handle.flush_failed and (
-                    (open_file.buffer.changed and handle.writable and self._commits_for(handle))
-                    or (open_file.ino in self.new_files and open_file.refs == 1)):
-                await self.commit(open_file.ino, open_file.buffer, open_file)
+            if self._release_commits(handle):
+                try:
+                    await self.commit(open_file.ino, open_file.buffer, open_file)
+                except CONTENT_REFUSALS as exc:   # (logged already if its close refused it)
+                    raise (Repeated(exc) if handle.flush_refused else exc) from None
         finally:
             open_file.refs -= 1
             if open_file.refs == 0:

@@ -2,7 +2,7 @@
 
 pyfuse3 lets only FUSEError out of a request handler (anything else ends the mount).
 Every handler is wrapped: a domain error (errors.py) becomes its errno, logged once
-(at debug for the expected ENOENT, EEXIST and ENODATA; a refusal repeated to a
+(at debug for the expected ENOENT, EEXIST, ENODATA and ESTALE; a refusal repeated to a
 later call on the same handle is not logged again); anything unexpected is logged
 with its traceback and answered with EIO. `forget` answers nothing (it may not even
 raise FUSEError): an unexpected error there is logged with its traceback and dropped.
@@ -23,7 +23,7 @@ from ..files.handles import Repeated
 
 log = logging.getLogger(__name__)
 
-EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA}
+EXPECTED_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENODATA, errno.ESTALE}   # (ESTALE: the kernel retries)
 
 
 def guarded(fn):

@@ -114,6 +114,7 @@ class LighthouseOperations(pyfuse3.Operations):
     def _node(self, ino: int) -> Node:
         node = self._live_node(ino)
         if node is None:
+            self._new_files.check_not_dropped(ino)   # ESTALE: the kernel looks the name up again
             raise errors.NotFound(f"no inode {ino}")
         return node
 

@@ -88,8 +88,8 @@ def mount_op(root, op, *args):
     path = os.path.join(root, args[0]) if args[0] else str(root)
     if op in ("write", "append"):
         # fsync: a close alone leaves some commits to the release that follows it (a file
-        # that nothing was written to), which the kernel sends after close() returns; a
-        # refusal there is seen by no one (see the xfail test below).
+        # that nothing was written to), which the kernel sends after close() returns (its
+        # content is checked at the close: see the test of an empty state.json below).
         with open(path, "wb" if op == "write" else "ab", buffering=0) as f:
             f.write(args[1])
             os.fsync(f.fileno())
@@ -235,8 +235,6 @@ def test_api_and_mount_accept_refuse_and_change_alike(mounter, tmp_path):
     run()
 
 
-@pytest.mark.xfail(strict=True, reason="mount: the close() of a new, empty state.json answers 0 and stores "
-                   "nothing (its check refuses it at the RELEASE that follows, which no caller sees)")
 def test_a_new_empty_state_json_is_refused_where_the_caller_sees_it(mounter, tmp_path):
     """The API refuses it (EINVAL); so should the mount's close, since a close that
     answers 0 has stored what it was given."""

@@ -184,7 +184,8 @@ def test_an_empty_state_json_is_never_stored(mnt):
     result = subprocess.run(["touch", str(agent / "state.json")], capture_output=True, text=True)
     assert result.returncode != 0 and "Invalid argument" in result.stderr
     eventually(lambda: os.listdir(agent) == [])   # dropped when its last handle is released
-    os.close(os.open(agent / "state.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    # Closed unwritten: refused at the close (not at the release that follows it).
+    fails_with(errno.EINVAL, os.close, os.open(agent / "state.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     eventually(lambda: os.listdir(agent) == [])
     assert events_of(mnt, "agents/a/state.json") == []
     (agent / "state.json").write_text("{}")
