@@ -282,7 +282,8 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         control.monitor = monitor
         ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render, metrics,
                                    cache_bytes=config.cache_mb << 20)
-        control.ops = ops
+        control.attach(tree, metrics, open_files=lambda: len(ops.writer.open_files),
+                       kernel_inodes=lambda: ops.kernel.inodes)
         # nodev: device nodes are stored (mknod), never opened as devices. (libfuse sets
         # it by default; said here so it stays whatever the defaults become.)
         options = set(pyfuse3.default_options) | {"fsname=lighthouse", "subtype=lighthouse", "nodev"}
