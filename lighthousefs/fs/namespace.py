@@ -38,12 +38,12 @@ class Namespace:
         self.policy = policy
         self.actor = journal.actor   # the agent (or the operator) every change is checked for
         self.writer = writer
+        self.commits = writer.commits   # submit_one: one event, through the journal
         self.formats = formats
         self.kernel = kernel
         self.handles = handles
         self.views = views
         self.ns_lock = trio.Lock()
-        self._submit_one = writer.commits.submit_one
 
     # ---- checks --------------------------------------------------------------------------
 
@@ -92,7 +92,7 @@ class Namespace:
             self.writer.check_free(parent, name)
             self.tree.check(draft)   # the layout, the area's rights, a state.json that is not a file
             rules.check_content(self.tree, draft, b"")   # never an empty state.json
-            event, change = await self._submit_one(draft)
+            event, change = await self.commits.submit_one(draft)
         if change is None:
             raise errors.Exists(f"{draft.path} was created by another producer first")
         node = self.tree.get(events.ino_for_seq(event.seq))
@@ -136,7 +136,7 @@ class Namespace:
         async with self.ns_lock:
             self.writer.check_free(new_parent, new_name)
             self.tree.check(draft)
-            _, change = await self._submit_one(draft)
+            _, change = await self.commits.submit_one(draft)
         if change is None:
             raise errors.NotFound(f"inode {inode} was removed by another producer first")
         self.writer.forget_formats(change)
@@ -160,7 +160,7 @@ class Namespace:
             self.policy.check_mount_writable()
             draft = events.unlink(self.tree.path(parent, name), parent, name, actor=self.actor)
             self.tree.check(draft)
-            _, change = await self._submit_one(draft)
+            _, change = await self.commits.submit_one(draft)
         if change is None:
             raise errors.NotFound(f"{draft.path} was removed by another producer first")
 
@@ -183,7 +183,7 @@ class Namespace:
                 await self.formats.check_fits(parent_old, name_old, self.tree.child(parent_new, name_new))
             await self.formats.check_fits(parent_new, name_new, node)
             self.tree.check(draft)   # again: the checks of content awaited
-            _, change = await self._submit_one(draft)
+            _, change = await self.commits.submit_one(draft)
         if change is None:
             raise errors.NotFound(f"{draft.path} was changed by another producer first")
         self.kernel.where[node.ino] = (parent_new, name_new)
@@ -223,7 +223,7 @@ class Namespace:
         if changes:
             draft = events.setattr(self.kernel.path_of(inode), inode, changes)
             self.tree.check(draft)   # a time the store cannot hold: EINVAL
-            await self._submit_one(draft)
+            await self.commits.submit_one(draft)
             open_file = self.writer.open_files.get(inode)
             if "mtime" in changes and open_file is not None and open_file.times is not None:
                 # futimens before close (cp -p, rsync): the close commits this mtime.
@@ -235,7 +235,7 @@ class Namespace:
         self.check_writable_inode(inode)
         draft = events.setxattr(self.kernel.path_of(inode), inode, name, value)
         self.tree.check(draft)   # the total of the file's attributes (ENOSPC)
-        await self._submit_one(draft)
+        await self.commits.submit_one(draft)
 
     async def removexattr(self, inode: int, name: bytes) -> None:
         await self.writer.settle(inode)
@@ -243,4 +243,4 @@ class Namespace:
         self.check_writable_inode(inode)
         draft = events.removexattr(self.kernel.path_of(inode), inode, name)
         self.tree.check(draft)
-        await self._submit_one(draft)
+        await self.commits.submit_one(draft)
