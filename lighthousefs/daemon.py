@@ -135,17 +135,16 @@ async def _bootstrap(journal: Journal, config: MountConfig) -> None:
         for parent in (MEMORIES_INO, AGENTS_INO):
             name = config.agent.encode()
             if tree.find(parent, name) is None:
-                await submit(Draft(events.MKNOD, tree.path(parent, name),
-                                   {"parent": parent, "name": name, "mode": stat.S_IFDIR | 0o755}, journal.actor))
+                await submit(events.mknod(tree.path(parent, name), parent, name, stat.S_IFDIR | 0o755,
+                                          actor=journal.actor))
     if config.demo and not tree.nodes[PROJECTS_INO].entries:
-        event = await submit(Draft(events.MKNOD, "projects/demo", {
-            "parent": PROJECTS_INO, "name": b"demo", "mode": stat.S_IFDIR | 0o755}, journal.actor))
+        event = await submit(events.mknod("projects/demo", PROJECTS_INO, b"demo", stat.S_IFDIR | 0o755,
+                                          actor=journal.actor))
         project = events.ino_for_seq(event.seq)
         for name, data in DEMO_FILES.items():
             hashes, new_chunks = chunks.split(data)
-            await submit(Draft(events.MKNOD, f"projects/demo/{name.decode()}", {
-                "parent": project, "name": name, "mode": stat.S_IFREG | 0o644,
-                "size": len(data), "chunks": hashes}, journal.actor), new_chunks)
+            await submit(events.mknod(f"projects/demo/{name.decode()}", project, name, stat.S_IFREG | 0o644,
+                                      size=len(data), chunks=hashes, actor=journal.actor), new_chunks)
 
 
 async def _wait_answering(mountpoint: str) -> None:
@@ -270,7 +269,8 @@ async def serve(config: MountConfig, on_ready: Callable[[], None]) -> None:
         control.monitor = monitor
         ops = LighthouseOperations(journal, Policy(tree, config.agent, config.read_only), control.render, metrics,
                                    cache_bytes=config.cache_mb << 20)
-        control.ops = ops
+        control.attach(tree, metrics, open_files=lambda: len(ops.writer.open_files),
+                       kernel_inodes=lambda: ops.kernel.inodes)
         # nodev: device nodes are stored (mknod), never opened as devices. (libfuse sets
         # it by default; said here so it stays whatever the defaults become.)
         options = set(pyfuse3.default_options) | {"fsname=lighthouse", "subtype=lighthouse", "nodev"}

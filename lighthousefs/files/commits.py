@@ -61,9 +61,9 @@ class Commits:
     async def log_new_file(self, new: NewFile, pending: Pending, times: dict[str, int]) -> None:
         """One MKNOD with the file's name, attributes, inode and content."""
         node = new.node
-        draft = Draft(events.MKNOD, self.tree.path(new.parent, new.name),
-                      {"parent": new.parent, "name": new.name, "mode": node.mode, "uid": node.uid,
-                       "gid": node.gid, "ino": node.ino, "size": pending.size, "chunks": pending.hashes, **times})
+        draft = events.mknod(self.tree.path(new.parent, new.name), new.parent, new.name, node.mode,
+                             uid=node.uid, gid=node.gid, ino=node.ino, size=pending.size, chunks=pending.hashes,
+                             times=times)
         try:
             self.tree.check(draft)
         except (errors.Exists, errors.NotFound, errors.NotADirectory) as exc:
@@ -82,10 +82,7 @@ class Commits:
 
     def write_draft(self, ino: int, pending: Pending, times: dict[str, int] | None = None,
                      base: bytes | None = None) -> Draft:
-        payload = {"ino": ino, "size": pending.size, "chunks": pending.hashes, **(times or {})}
-        if base is not None:
-            payload["base"] = base
-        return Draft(events.WRITE, self._path_of(ino), payload)
+        return events.write(self._path_of(ino), ino, pending.size, pending.hashes, times=times, base=base)
 
     async def store_content(self, buffer: FileBuffer, target: int | NewFile,
                              open_file: OpenFile | None = None, append: bool = False) -> bool:

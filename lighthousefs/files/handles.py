@@ -1,8 +1,9 @@
 """The handles of open files: what a file handle (fh) given to the kernel stands for.
 
 An OpenFile is the one buffer shared by every handle open on an inode; a FileHandle is
-one open() of it. The other handles are read-only: a control file's bytes fixed at
-open, a past version (.history), the events file. `Handles` numbers them all.
+one open() of it. The other handles are the views' (views/), read-only, each with
+`read(off, size)`: a past version (ReadOnlyFile, here), a control file's bytes fixed
+at open, the events file. `Handles` numbers them all.
 """
 from __future__ import annotations
 
@@ -81,26 +82,17 @@ class FileHandle:
         self.refused: errors.LighthouseError | None = None
 
 
-class BytesHandle:
-    """A read-only file whose whole content was fixed at open (control files)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes):
-        self.data = data
-
-
 class ReadOnlyFile:
-    """A past version of a file, read through a buffer that is never written."""
+    """A past version of a file (.history), read through a buffer that is never written."""
 
     __slots__ = ("buffer",)
+    keep_cache = True   # a past version never changes
 
     def __init__(self, buffer: FileBuffer):
         self.buffer = buffer
 
-
-class EventsHandle:
-    __slots__ = ()
+    async def read(self, off: int, size: int) -> bytes:
+        return await self.buffer.read(off, size)
 
 
 class Handles(dict):

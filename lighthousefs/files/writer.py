@@ -21,7 +21,7 @@ import trio
 
 from .. import errors
 from ..domain import events
-from ..domain.events import Draft, Event
+from ..domain.events import Event
 from ..domain.rules import check_format_size, validate_format
 from ..domain.tree import Change, Node
 from ..engine.journal import Journal
@@ -151,7 +151,7 @@ class Writer:
         async with self._reserve_lock:
             if not self.new_files.used_up:
                 return   # another create reserved while this one waited
-            event, _ = await self.commits.submit_one(Draft(events.INODES, "", {"count": events.INO_RANGE}))
+            event, _ = await self.commits.submit_one(events.reserve_inodes())
             self.new_files.add_range(events.inode_range(event.seq))
 
     def check_free(self, parent: int, name: bytes) -> None:

@@ -4,19 +4,25 @@ An index of line offsets is built on first use (one pass over the log in a worke
 thread) and then extended as events are applied, so stat reports the current size
 and a read at any offset renders only the lines it covers. A read at the end returns
 nothing at once: `cat` and `grep` stop, `tail -f` polls the size and reads what was added.
+EventsView shows it at the root as a View (base.py).
 """
 from __future__ import annotations
 
 import array
 import bisect
+import stat
 from typing import Callable
 
 import trio
 
+from .. import errors
 from ..domain.events import Event
+from ..domain.layout import ROOT_INO
 from ..store.guarded import GuardedStore
+from .base import View
 
 RENDER_BATCH = 256
+EVENTS_INO = 6
 
 
 class EventsFile:
@@ -99,3 +105,49 @@ class EventsFile:
             after = batch[-1].seq
         blob = b"".join(lines)
         return blob[offset - start_of_first:end - start_of_first]
+
+
+class EventsHandle:
+    """An open `events`: read at any offset, never kept by the kernel (it grows)."""
+
+    __slots__ = ("file",)
+    keep_cache = False
+
+    def __init__(self, file: EventsFile):
+        self.file = file
+
+    async def read(self, off: int, size: int) -> bytes:
+        return await self.file.read(off, size)
+
+
+class EventsView(View):
+    """The root's `events` file. `attrs`: fs/attrs.py (virtual_attr)."""
+
+    door = b"events"
+    door_ino = EVENTS_INO
+    fixed_inos = (EVENTS_INO,)
+
+    def __init__(self, file: EventsFile, attrs):
+        self.file = file
+        self._virtual_attr = attrs.virtual_attr
+
+    def is_door(self, parent: int) -> bool:
+        return parent == ROOT_INO
+
+    def refuse_change(self):
+        raise errors.NotPermitted("events is part of the layout")
+
+    async def lookup(self, parent: int, name: bytes):
+        if parent == EVENTS_INO:
+            raise errors.NotADirectory("events is a file")
+        return await self.getattr(EVENTS_INO)
+
+    async def getattr(self, ino: int):
+        await self.file.ensure_built()
+        return self._virtual_attr(EVENTS_INO, stat.S_IFREG | 0o444, self.file.size, volatile=True)
+
+    async def open(self, ino: int, writing: bool) -> EventsHandle:
+        if writing:
+            raise errors.PermissionDenied("the control files are read-only")
+        await self.file.ensure_built()
+        return EventsHandle(self.file)

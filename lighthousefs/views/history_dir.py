@@ -4,44 +4,95 @@ Past trees come from history.py; this numbers their entries as inodes for the ke
 Keys: ("H", project) the .history directory, ("V", project, seq) a version's root,
 ("N", seq, ino) a past node. Inodes are numbered as the kernel is told of them and
 dropped when it forgets them (its references counted in _hist_lookups), so a walk of
-many versions leaves nothing behind. (The methods keep the names they had in
-fs/operations.py, which calls them, so that edits made there meanwhile still apply.)
+many versions leaves nothing behind. HistoryView is the View (base.py) of them all.
 """
 from __future__ import annotations
 
 import itertools
 import stat
+from typing import Callable
 
 import pyfuse3
 
 from .. import errors
-from ..domain import events
 from ..domain.tree import Node, Tree
 from ..domain.visibility import can_see_path
+from ..files.buffer import FileBuffer
+from ..files.handles import ReadOnlyFile
+from .base import FIRST_VIEW_INO, Listing, View
 from .history import History
 
 HISTORY_NAME = b".history"
-FIRST_HISTORY_INO = events.RESERVED_INO_END   # .history entries: numbered per mount
+FIRST_HISTORY_INO = FIRST_VIEW_INO   # .history entries: numbered per mount
 
 
-class HistoryListing(list):
-    """A .history directory's entries, (name, key): numbered only as they are listed."""
+class HistoryView(View):
+    """`attrs`: builds attribute objects (fs/attrs.py: build_attr, virtual_attr);
+    `is_project(ino)`: has the directory a .history; `committed_buffer(node)`: a
+    buffer of a (past) file's stored content."""
 
-    __slots__ = ()
+    door = HISTORY_NAME   # reachable by name but not listed (door_ino 0), see Operations.opendir
+    numbers_inodes = True
 
-
-class HistoryView:
-    """`attrs`: builds attribute objects (fs/attrs.py: build_attr, virtual_attr)."""
-
-    def __init__(self, history: History, tree: Tree, attrs, viewer: str | None):
+    def __init__(self, history: History, tree: Tree, attrs, viewer: str | None, is_project: Callable[[int], bool],
+                 committed_buffer: Callable[[Node], FileBuffer]):
         self.history = history
         self.tree = tree
         self.viewer = viewer   # the agent this mount shows history to (None: the operator)
         self._build_attr, self._virtual_attr = attrs.build_attr, attrs.virtual_attr
+        self._is_project = is_project
+        self._committed_buffer = committed_buffer
         self._hist_keys: dict[int, tuple] = {}
         self._hist_inos: dict[tuple, int] = {}
         self._hist_lookups: dict[int, int] = {}
         self._next_hist_ino = itertools.count(FIRST_HISTORY_INO)
+
+    @property
+    def inodes(self) -> int:
+        """.history inodes the kernel holds."""
+        return len(self._hist_keys)
+
+    # ---- the View ----------------------------------------------------------------------
+
+    def owns(self, ino: int) -> bool:
+        return ino in self._hist_keys
+
+    def is_door(self, parent: int) -> bool:
+        return self._is_project(parent)
+
+    def refuse_change(self):
+        raise errors.ReadOnly(".history is read-only")
+
+    async def lookup(self, parent: int, name: bytes):
+        if parent not in self._hist_keys:   # the door: the project's .history
+            return self._virtual_attr(self._hist_ref(("H", parent)), stat.S_IFDIR | 0o555)
+        return await self._history_lookup(parent, name)
+
+    async def getattr(self, ino: int):
+        return await self._history_attr(ino)
+
+    async def open(self, ino: int, writing: bool) -> ReadOnlyFile:
+        if writing:
+            self.refuse_change()
+        node = await self._history_node(ino)
+        if node is None or not stat.S_ISREG(node.mode):
+            raise errors.InvalidArgument("not a regular file")
+        return ReadOnlyFile(self._committed_buffer(node))
+
+    async def opendir(self, ino: int) -> Listing:
+        """The entries (name, key): numbered only as they are listed."""
+        return Listing(self, await self._history_listing(ino))
+
+    async def readdir(self, listing: Listing, start_id: int, token) -> None:
+        await self._history_readdir(listing, start_id, token)
+
+    def forget(self, ino: int, count: int) -> None:
+        self._hist_forget(ino, count)
+
+    async def node(self, ino: int) -> Node | None:
+        return await self._history_node(ino)
+
+    # ---- inodes and past trees -----------------------------------------------------------
 
     def _hist_ref(self, key: tuple) -> int:
         """The inode number of a .history entry, counting the reference the kernel takes
@@ -64,7 +115,7 @@ class HistoryView:
         if key is not None:
             del self._hist_inos[key]
 
-    async def _history_readdir(self, entries: HistoryListing, start_id: int, token) -> None:
+    async def _history_readdir(self, entries: Listing, start_id: int, token) -> None:
         for index in range(start_id, len(entries)):
             name, key = entries[index]
             try:
