@@ -48,7 +48,7 @@ class Node:
         return self.entries is not None
 
     def dump(self) -> list:
-        # Read back by Tree.load, field by field.
+        # Read back by snapshot.load, field by field.
         return [self.ino, self.mode, self.uid, self.gid, self.rdev, self.nlink, self.size,
                 self.atime_ns, self.mtime_ns, self.ctime_ns, self.chunks, self.target,
                 self.xattrs, self.entries, self.parent]

@@ -3,7 +3,7 @@
 It owns the open files (one OpenFile per inode, shared by its handles) and the files
 created here and not yet logged (newfiles.py), and turns their changes into events: a
 WRITE at close (or fsync), or the one MKNOD of a new file. It reaches the kernel only
-through a small port (`KernelPort`, implemented by fs/kernel.py), and what a file's
+through a small port (`ports.KernelPort`, implemented by fs/kernel.py), and what a file's
 name allows through `format_of`, handed in: no pyfuse3 and no rules here.
 
 Concurrency: the commits of one open file take turns (OpenFile.committing); a new
@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from typing import Callable, Protocol
+from typing import Callable
 
 import trio
 
@@ -30,6 +30,7 @@ from .chunk_cache import Chunks
 from .commits import Commits
 from .handles import UNKNOWN, FileHandle, Handles, OpenFile, Repeated
 from .newfiles import NewFile, NewFiles
+from .ports import KernelPort
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +39,6 @@ log = logging.getLogger(__name__)
 LARGE_CHECK = 16 << 10
 # What a state.json or status may not hold: the content is refused, the old one stays.
 CONTENT_REFUSALS = (errors.InvalidArgument, errors.FileTooLarge)
-
-
-class KernelPort(Protocol):
-    """What the writer asks of the kernel (fs/kernel.py); each a no-op while unmounted."""
-
-    def invalidate_later(self, ino: int) -> None:
-        """Drop the inode's attributes and pages soon (from any handler)."""
-
-    async def drop_pages(self, ino: int) -> None:
-        """Drop them now (from FLUSH and FSYNC only)."""
-
-    def invalidate_entry(self, parent: int, name: bytes) -> None:
-        """Forget a name."""
-
-    def drop(self, ino: int) -> None:
-        """Forget the kernel's references to an inode that is gone without a forget."""
 
 
 async def validate(kind: bytes, data: bytes) -> None:

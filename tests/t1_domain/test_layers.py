@@ -37,9 +37,7 @@ CLOCK_CALLS = {"now", "utcnow", "today"}   # datetime's clock (the time module i
 
 MAX_LINES = 400
 # Today's offenders: this list only shrinks. A module split below MAX_LINES leaves it.
-TOO_LONG_TODAY = {
-    "fs/operations.py",
-}
+TOO_LONG_TODAY: set[str] = set()
 
 
 def modules() -> dict[str, pathlib.Path]:

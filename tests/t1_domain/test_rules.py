@@ -339,12 +339,12 @@ def test_a_file_linked_in_several_areas_is_the_operators_on_every_node():
         for draft in log:
             assert replayed.apply(draft, version=1) is not None
         yield "replayed", replayed.tree
-        yield "snapshot", Tree.load(w.tree.dump())
+        yield "snapshot", snapshot.load(snapshot.dump(w.tree))
         for stored in (0, *before_the_mark):   # from before files had a parent; before the mark
             saved = w.tree.nodes[state.ino].parent
             w.tree.nodes[state.ino].parent = stored
             try:
-                yield f"old snapshot ({stored})", Tree.load(w.tree.dump())
+                yield f"old snapshot ({stored})", snapshot.load(snapshot.dump(w.tree))
             finally:
                 w.tree.nodes[state.ino].parent = saved
 
@@ -390,9 +390,9 @@ def test_events_before_the_rules_give_one_area_on_every_node(ops):
     files = {node: node.parent for node in w.tree.nodes.values() if not node.is_dir}
     for node in files:
         node.parent = 0
-    before_parents = w.tree.dump()
+    before_parents = snapshot.dump(w.tree)
     for node, parent in files.items():
         node.parent = parent
-    for loaded in (Tree.load(w.tree.dump()), Tree.load(before_parents)):
+    for loaded in (snapshot.load(snapshot.dump(w.tree)), snapshot.load(before_parents)):
         for node in loaded.nodes.values():
             assert rules.area_of(loaded, node) == rules.area_of(w.tree, w.tree.nodes[node.ino]), node.ino
