@@ -258,6 +258,14 @@ class Tree:
             log.info("event %d (%s %s) skipped: %s", event.seq, event.type, event.path, exc)
             return None
 
+    def change_unlinked(self, draft: events.Draft, time_ns: int) -> Change | None:
+        """A setattr or xattr change of a file with no names left (open but unlinked):
+        applied to this node's tree only, never logged. No other node has the file, and
+        its event could name no path, so no area to scope it by."""
+        if self.get(draft.payload["ino"]).nlink:
+            raise ValueError(f"inode {draft.payload['ino']} still has a name")
+        return self._dispatch(draft.type, draft.payload, seq=0, time_ns=time_ns, mutate=True)
+
     def _dispatch(self, type_: str, p: dict, seq: int, time_ns: int, mutate: bool) -> Change | None:
         handler = getattr(self, "_" + type_)
         return handler(p, seq, time_ns, mutate)

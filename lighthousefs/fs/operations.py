@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import stat
+import time
 from typing import Callable
 
 import pyfuse3
@@ -253,7 +254,10 @@ class LighthouseOperations(pyfuse3.Operations):
             payload["ino"] = inode
             draft = Draft(events.SETATTR, self._path_of(inode), payload)
             self.tree.check(draft)   # a time the store cannot hold: EINVAL
-            await self._submit_one(draft)
+            if node.nlink == 0:   # open but unlinked: this kernel's file only (Tree.change_unlinked)
+                self.tree.change_unlinked(draft, time.time_ns())
+            else:
+                await self._submit_one(draft)
             open_file = self._open_files.get(inode)
             if "mtime" in payload and open_file is not None and open_file.times is not None:
                 # futimens before close (cp -p, rsync): the close commits this mtime.
@@ -632,11 +636,14 @@ class LighthouseOperations(pyfuse3.Operations):
         if len(value) > XATTR_VALUE_MAX:
             raise errors.LighthouseError(f"attribute value over {XATTR_VALUE_MAX} bytes", errno_=errno.E2BIG)
         await self._settle(inode)
-        self._require_tree_node(inode)
+        node = self._require_tree_node(inode)
         self._check_writable_inode(inode)
         draft = Draft(events.SETXATTR, self._path_of(inode), {"ino": inode, "name": name, "value": value})
         self.tree.check(draft)   # the total of the file's attributes (ENOSPC)
-        await self._submit_one(draft)
+        if node.nlink == 0:   # open but unlinked: this kernel's file only (Tree.change_unlinked)
+            self.tree.change_unlinked(draft, time.time_ns())
+        else:
+            await self._submit_one(draft)
 
     async def getxattr(self, inode, name, ctx):
         node = await self._history_node(inode) if inode in self._hist_keys else self._live_node(inode)
@@ -651,11 +658,14 @@ class LighthouseOperations(pyfuse3.Operations):
     async def removexattr(self, inode, name, ctx):
         self._check_xattr_name(name)
         await self._settle(inode)
-        self._require_tree_node(inode)
+        node = self._require_tree_node(inode)
         self._check_writable_inode(inode)
         draft = Draft(events.REMOVEXATTR, self._path_of(inode), {"ino": inode, "name": name})
         self.tree.check(draft)
-        await self._submit_one(draft)
+        if node.nlink == 0:   # open but unlinked: this kernel's file only (Tree.change_unlinked)
+            self.tree.change_unlinked(draft, time.time_ns())
+        else:
+            await self._submit_one(draft)
 
 
 _HANDLER_NAMES = guard(LighthouseOperations)
