@@ -84,6 +84,41 @@ def test_a_redis_that_lost_data_is_failing_for_good(mounter, own_server):
     assert failing["status"] == "failing" and "lost data" in failing["reason"]
 
 
+@pytest.mark.redis
+@pytest.mark.expect_log(r"circuit|housekeeping failed|following the store")
+def test_a_redis_that_answers_reads_but_refuses_writes_is_failing(mounter, own_server):
+    """Before: once the heartbeat's read had closed the circuit, every mkdir failed with
+    EIO while /readyz said 200 "ok": reads answered, so the breaker, reachable and the
+    monitor's read probe all did."""
+    address = free_address()
+    m = mounter("a", "--metrics", address, store=f"{own_server.url}?namespace=t{uuid.uuid4().hex[:10]}")
+    project = m / "projects" / "p"
+    project.mkdir()
+    assert health(m)["status"] == "ok"
+    client = own_server.client()
+    client.config_set("min-replicas-to-write", 1)   # reads answer, every write is refused
+    try:
+        for i in range(8):   # a burst that opens the circuit
+            assert run(MKDIR, project / f"burst{i}").returncode != 0
+        eventually(lambda: health(m)["breaker"] == "closed", timeout=30, interval=0.2)   # a read closed it
+        for i in range(3):
+            assert run(MKDIR, project / f"later{i}").returncode != 0
+            time.sleep(1.5)   # the heartbeat's reads answered meanwhile (not a timing assertion)
+            h = health(m)
+            assert h["status"] == "failing" and "write" in h["reason"], h
+            code, report = get(address, "/readyz")
+            assert code == 503 and report["status"] == "failing", report
+        # Nothing writes now: the monitor's own write probe keeps finding out.
+        time.sleep(3)
+        assert health(m)["status"] == "failing"
+    finally:
+        client.config_set("min-replicas-to-write", 0)
+    # The store takes writes again: the probe sees it without any write of ours.
+    eventually(lambda: health(m)["status"] == "ok", timeout=30, interval=0.2)
+    eventually(lambda: get(address, "/readyz")[0] == 200, timeout=30, interval=0.2)
+    assert run(MKDIR, project / "after").returncode == 0
+
+
 class _Store:
     remote, full, url = True, None, "redis://x"
 
@@ -96,8 +131,12 @@ class _Tree:
     applied_seq = 10
 
 
+class _Guarded:
+    write_failure = None
+
+
 class _Journal:
-    store, breaker, tree, failsafe = _Store(), _Breaker(), _Tree(), None
+    store, breaker, tree, failsafe, guarded = _Store(), _Breaker(), _Tree(), None, _Guarded()
 
     def store_reachable(self):
         return True
