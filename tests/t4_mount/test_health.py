@@ -14,7 +14,7 @@ import uuid
 import pytest
 from test_mount_redis import MKDIR, run
 
-from tests.harness.mounts import eventually
+from tests.harness.mounts import eventually, lighthouse
 
 pytestmark = [pytest.mark.mount]
 
@@ -117,6 +117,34 @@ def test_a_redis_that_answers_reads_but_refuses_writes_is_failing(mounter, own_s
     eventually(lambda: health(m)["status"] == "ok", timeout=30, interval=0.2)
     eventually(lambda: get(address, "/readyz")[0] == 200, timeout=30, interval=0.2)
     assert run(MKDIR, project / "after").returncode == 0
+
+
+@pytest.mark.redis
+@pytest.mark.expect_log(r"following the store|housekeeping|circuit")
+def test_lighthouse_status_exits_non_zero_unless_ok(mounter, own_server):
+    """Before: `lighthouse status` exited 0 whatever the status (the container's health
+    check relies on it when LIGHTHOUSE_METRICS is unset)."""
+    m = mounter("a", store=f"{own_server.url}?namespace=t{uuid.uuid4().hex[:10]}")
+    (m / "projects" / "p").mkdir()
+    result = lighthouse("status", str(m.path), check=False)
+    assert result.returncode == 0 and '"status": "ok"' in result.stdout
+    own_server.kill()
+    eventually(lambda: health(m)["status"] == "failing", timeout=30, interval=0.2)
+    result = lighthouse("status", str(m.path), check=False)
+    assert result.returncode == 4 and '"status": "failing"' in result.stdout   # the report still shows why
+    own_server.restart(keep_data=True)
+    eventually(lambda: lighthouse("status", str(m.path), check=False).returncode == 0, timeout=30, interval=0.2)
+
+
+def test_lighthouse_status_exit_codes(monkeypatch, tmp_path, capsys):
+    from lighthousefs import cli
+    (tmp_path / ".lighthouse").mkdir()
+    (tmp_path / ".lighthouse" / "stats").write_text("x 1\n")
+    for status, code in (("ok", 0), ("degraded", 3), ("failing", 4)):
+        (tmp_path / ".lighthouse" / "health").write_text(json.dumps({"status": status}))
+        assert cli.main(["status", str(tmp_path)]) == code
+    assert cli.main(["status", str(tmp_path / "nothing")]) == 1   # the mount does not answer
+    capsys.readouterr()
 
 
 class _Store:
