@@ -183,10 +183,14 @@ class Writer:
         append that had been reported failed): from now on it is a tree node."""
         self.new_files.remove(ino)   # (the kernel's references are to the inode: they stay)
 
-    def _abandon(self, new: NewFile, reason: str) -> None:
-        """A file created here that cannot be logged disappears (the error went to close)."""
-        log.warning("%s: the new file is dropped, its content was not stored: %s",
-                    self.tree.path(new.parent, new.name), reason)
+    def _abandon(self, new: NewFile, reason: str, refused: bool = False) -> None:
+        """A file created here that cannot be logged disappears (the error went to close).
+        `refused`: its content was refused, a refusal logged once already, naming the
+        rule; the drop is its expected consequence (DEBUG). Any other drop (the store
+        failed, another producer took the name) is a WARNING."""
+        log.log(logging.DEBUG if refused else logging.WARNING,
+                "%s: the new file is dropped, its content was not stored: %s",
+                self.tree.path(new.parent, new.name), reason)
         self.new_files.remove(new.node.ino)
         new.node.nlink = 0
         open_file = self.open_files.get(new.node.ino)
@@ -319,13 +323,20 @@ class Writer:
         if not isinstance(handle, FileHandle):
             return
         open_file = handle.open_file
+        # (A write refused as bad content, or discarded because another one was: not a
+        # store failure, whose `refused` is a plain LighthouseError: see revert.)
+        refused = isinstance(handle.refused, CONTENT_REFUSALS)
         try:
             # A new file opened without write access (O_RDONLY|O_CREAT) is logged when
             # its last handle closes; one a writer closed is logged by then.
             if handle.refused is None and not handle.flush_failed and (
                     (open_file.buffer.changed and handle.writable and self._commits_for(handle))
                     or (open_file.ino in self.new_files and open_file.refs == 1)):
-                await self.commit(open_file.ino, open_file.buffer, open_file)
+                try:
+                    await self.commit(open_file.ino, open_file.buffer, open_file)
+                except CONTENT_REFUSALS:
+                    refused = True
+                    raise
         finally:
             open_file.refs -= 1
             if open_file.refs == 0:
@@ -333,7 +344,8 @@ class Writer:
                 if new is not None:
                     async with new.lock:   # after a rename or fsync logging it right now
                         if open_file.ino in self.new_files:
-                            self._abandon(new, "it was closed without being stored (see the error of its close)")
+                            self._abandon(new, "it was closed without being stored (see the error of its close)",
+                                          refused)
                 del self.open_files[open_file.ino]
                 self.tree.release_orphan(open_file.ino)   # dropped if unlinked and not looked up
 
