@@ -183,21 +183,17 @@ class Writer:
         append that had been reported failed): from now on it is a tree node."""
         self.new_files.remove(ino)   # (the kernel's references are to the inode: they stay)
 
-    def _abandon(self, new: NewFile, reason: str, refused: bool = False) -> None:
-        """A file created here that cannot be logged disappears (the error went to close).
-        `refused`: its content was refused, a refusal logged once already, naming the
-        rule; the drop is its expected consequence (DEBUG). Any other drop (the store
-        failed, another producer took the name) is a WARNING."""
-        log.log(logging.DEBUG if refused else logging.WARNING,
-                "%s: the new file is dropped, its content was not stored: %s",
-                self.tree.path(new.parent, new.name), reason)
+    def _abandon(self, new: NewFile, reason: str) -> None:
+        """A file created here that cannot be logged disappears (the error went to close);
+        quietly after a refusal of its content, logged once already, naming the rule."""
+        path, open_file = self.tree.path(new.parent, new.name), self.open_files.get(new.node.ino)
+        log.log(logging.DEBUG if open_file and isinstance(open_file.reverted, CONTENT_REFUSALS) else logging.WARNING,
+                "%s: the new file is dropped, its content was not stored: %s", path, reason)
         self.new_files.remove(new.node.ino)
         new.node.nlink = 0
-        open_file = self.open_files.get(new.node.ino)
         if open_file is not None:
-            open_file.lost = errors.LighthouseError(
-                f"{self.tree.path(new.parent, new.name)} was dropped before it was stored: {reason}",
-                errno_=errno.ESTALE)
+            open_file.lost = errors.LighthouseError(f"{path} was dropped before it was stored: {reason}",
+                                                    errno_=errno.ESTALE)
         self.kernel.drop(new.node.ino)
         self.kernel.invalidate_entry(new.parent, new.name)
 
@@ -251,7 +247,7 @@ class Writer:
         # Every other handle's unstored writes went with it: their writes, closes and
         # fsyncs say so from now on, instead of a close that answers 0 for lost bytes.
         why = "a write through another one was refused" if failed is None else f"its commit failed ({failed})"
-        lost = (errors.InvalidArgument if failed is None else errors.LighthouseError)(
+        lost = open_file.reverted = (errors.InvalidArgument if failed is None else errors.LighthouseError)(
             f"{self.name_of(open_file.ino)}: what this descriptor wrote was discarded: {why}")
         for other in self.handles.values():
             if isinstance(other, FileHandle) and other.open_file is open_file and other.refused is None \
@@ -323,20 +319,13 @@ class Writer:
         if not isinstance(handle, FileHandle):
             return
         open_file = handle.open_file
-        # (A write refused as bad content, or discarded because another one was: not a
-        # store failure, whose `refused` is a plain LighthouseError: see revert.)
-        refused = isinstance(handle.refused, CONTENT_REFUSALS)
         try:
             # A new file opened without write access (O_RDONLY|O_CREAT) is logged when
             # its last handle closes; one a writer closed is logged by then.
             if handle.refused is None and not handle.flush_failed and (
                     (open_file.buffer.changed and handle.writable and self._commits_for(handle))
                     or (open_file.ino in self.new_files and open_file.refs == 1)):
-                try:
-                    await self.commit(open_file.ino, open_file.buffer, open_file)
-                except CONTENT_REFUSALS:
-                    refused = True
-                    raise
+                await self.commit(open_file.ino, open_file.buffer, open_file)
         finally:
             open_file.refs -= 1
             if open_file.refs == 0:
@@ -344,8 +333,7 @@ class Writer:
                 if new is not None:
                     async with new.lock:   # after a rename or fsync logging it right now
                         if open_file.ino in self.new_files:
-                            self._abandon(new, "it was closed without being stored (see the error of its close)",
-                                          refused)
+                            self._abandon(new, "it was closed without being stored (see the error of its close)")
                 del self.open_files[open_file.ino]
                 self.tree.release_orphan(open_file.ino)   # dropped if unlinked and not looked up
 
