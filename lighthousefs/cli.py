@@ -147,6 +147,11 @@ def process_running(pid: int) -> bool:
         return False
 
 
+# `lighthouse status`: 0 ok, 1 the mount does not answer, 3 degraded, 4 failing (2 is a
+# usage error, as for every command).
+STATUS_CODES = {"ok": 0, "degraded": 3, "failing": 4}
+
+
 def cmd_status(args) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     try:
@@ -158,7 +163,8 @@ def cmd_status(args) -> int:
         return 1
     print(json.dumps(health, indent=2))
     print(stats, end="")
-    return 0
+    # Scripts and the container's health check go by the exit code (see STATUS_CODES).
+    return STATUS_CODES.get(health.get("status"), STATUS_CODES["failing"])
 
 
 def cmd_emit(args) -> int:
@@ -232,7 +238,9 @@ def parser() -> argparse.ArgumentParser:
     umount.add_argument("mountpoint")
     umount.set_defaults(run=cmd_umount)
 
-    status = sub.add_parser("status", help="health and statistics of a mount")
+    status = sub.add_parser("status", help="health and statistics of a mount",
+                            description="Print the mount's health report and statistics. Exit status: 0 ok, "
+                                        "1 the mount does not answer, 2 usage error, 3 degraded, 4 failing.")
     status.add_argument("mountpoint")
     status.set_defaults(run=cmd_status)
 

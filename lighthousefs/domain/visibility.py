@@ -36,6 +36,10 @@ def can_see_path(path: str, viewer: str | None) -> bool:
         return True
     if not isinstance(path, str):
         return False   # not a path any producer writes: nothing to judge it by
+    if path.lstrip("/").startswith("inode/"):
+        # An inode number names no area (an unlinked file's change, as logged before
+        # Tree.change_unlinked): no agent sees it, whoever owned the file.
+        return False
     owner = private_owner(path)
     return owner is None or owner == viewer
 

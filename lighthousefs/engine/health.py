@@ -7,7 +7,8 @@ thread reads only `Monitor.current`, never a trio object. It is published every
 PROBE_EVERY_S, at every breaker change and whenever the control file is read.
 
 status: "ok" only when a write would succeed now; "failing" when writes fail (the store
-does not answer, its circuit is not closed, or it lost data: failsafe); "degraded" when
+does not answer, its circuit is not closed, it lost data: failsafe, or the last write
+failed: until a write succeeds, probed by a write that changes nothing); "degraded" when
 writes succeed but something is wrong (the store is full, or this mount lags behind it).
 """
 from __future__ import annotations
@@ -94,6 +95,8 @@ class Monitor:
         elif breaker != "closed":
             last = journal.breaker.statistics().last_failure
             status, reason = "failing", f"the store's circuit is {breaker}: {last}"
+        elif journal.guarded.write_failure:
+            status, reason = "failing", f"the last write failed: {journal.guarded.write_failure}"
         elif not journal.store_reachable():
             status, reason = "failing", "the store has not answered lately"
         elif full:
@@ -115,6 +118,8 @@ class Monitor:
         task_status.started()
         while True:
             await self._probe()
+            if self.journal.guarded.write_failure and self._answers:
+                await self._probe_write()
             self.report()
             await trio.sleep(PROBE_EVERY_S)
 
@@ -136,6 +141,18 @@ class Monitor:
         if (problem is None) != self._answers:
             log.info("health: the store %s", "answers again" if problem is None else f"does not answer: {problem}")
         self._answers, self._problem = problem is None, problem
+
+
+    async def _probe_write(self) -> None:
+        """While the last write failed, a write that changes nothing: the status stays
+        failing until one succeeds, and it would stay so for good on a mount that writes
+        nothing. Through the breaker (a write's failure is the store's: it counts), so
+        while the circuit is open it costs nothing."""
+        with trio.move_on_after(PROBE_TIMEOUT_S):
+            try:
+                await self.journal.guarded.probe_write(limiter=self._limiter)
+            except errors.LighthouseError:
+                pass   # the guarded store keeps why
 
 
 def http_routes(monitor: Monitor) -> dict:

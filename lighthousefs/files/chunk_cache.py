@@ -104,4 +104,4 @@ class Chunks:
         # Not kept in L1: a large file streams past, and would push out what is read.
         # Patient, as appends are: a slow store makes the write wait, never fail while
         # the chunks are still being stored (content-addressed: harmless either way).
-        return await self._call_store(put, write=True, patient=True)
+        return await self._call_store(put, write=True, stores=True, patient=True)

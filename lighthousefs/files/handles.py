@@ -31,7 +31,7 @@ class OpenFile:
     """The one buffer shared by every handle open on an inode."""
 
     __slots__ = ("ino", "buffer", "refs", "lost", "times", "kernel_stale", "kind", "check", "check_mark",
-                 "committing")
+                 "committing", "reverted")
 
     def __init__(self, ino: int, buffer: FileBuffer):
         self.ino = ino
@@ -44,6 +44,9 @@ class OpenFile:
         # Set when a new file could not be logged and was dropped: every handle still
         # open on it fails from then on, instead of writing into nothing.
         self.lost: errors.LighthouseError | None = None
+        # Why its unstored writes were last discarded (Writer.revert): InvalidArgument
+        # after a refusal of its content, another error after a failed commit.
+        self.reverted: errors.LighthouseError | None = None
         # (mtime, ctime) of the changes made through handles and not yet committed: a
         # write or truncate moves them when it happens, as on ext4, not at close. stat
         # shows them and the commit stores them.

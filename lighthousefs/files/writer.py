@@ -169,16 +169,16 @@ class Writer:
         self.new_files.remove(ino)   # (the kernel's references are to the inode: they stay)
 
     def _abandon(self, new: NewFile, reason: str) -> None:
-        """A file created here that cannot be logged disappears (the error went to close)."""
-        log.warning("%s: the new file is dropped, its content was not stored: %s",
-                    self.tree.path(new.parent, new.name), reason)
+        """A file created here that cannot be logged disappears (the error went to close);
+        quietly after a refusal of its content, logged once already, naming the rule."""
+        path, open_file = self.tree.path(new.parent, new.name), self.open_files.get(new.node.ino)
+        log.log(logging.DEBUG if open_file and isinstance(open_file.reverted, CONTENT_REFUSALS) else logging.WARNING,
+                "%s: the new file is dropped, its content was not stored: %s", path, reason)
         self.new_files.drop(new.node.ino)
         new.node.nlink = 0
-        open_file = self.open_files.get(new.node.ino)
         if open_file is not None:
-            open_file.lost = errors.LighthouseError(
-                f"{self.tree.path(new.parent, new.name)} was dropped before it was stored: {reason}",
-                errno_=errno.ESTALE)
+            open_file.lost = errors.LighthouseError(f"{path} was dropped before it was stored: {reason}",
+                                                    errno_=errno.ESTALE)
         self.kernel.drop(new.node.ino)
         self.kernel.invalidate_entry(new.parent, new.name)
 
@@ -232,7 +232,7 @@ class Writer:
         # Every other handle's unstored writes went with it: their writes, closes and
         # fsyncs say so from now on, instead of a close that answers 0 for lost bytes.
         why = "a write through another one was refused" if failed is None else f"its commit failed ({failed})"
-        lost = (errors.InvalidArgument if failed is None else errors.LighthouseError)(
+        lost = open_file.reverted = (errors.InvalidArgument if failed is None else errors.LighthouseError)(
             f"{self.name_of(open_file.ino)}: what this descriptor wrote was discarded: {why}")
         for other in self.handles.values():
             if isinstance(other, FileHandle) and other.open_file is open_file and other.refused is None \

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 import trio
 
@@ -223,7 +224,7 @@ class Namespace:
         if changes:
             draft = events.setattr(self.kernel.path_of(inode), inode, changes)
             self.tree.check(draft)   # a time the store cannot hold: EINVAL
-            await self.commits.submit_one(draft)
+            await self._change_attributes(node, draft)
             open_file = self.writer.open_files.get(inode)
             if "mtime" in changes and open_file is not None and open_file.times is not None:
                 # futimens before close (cp -p, rsync): the close commits this mtime.
@@ -231,16 +232,25 @@ class Namespace:
 
     async def setxattr(self, inode: int, name: bytes, value: bytes) -> None:
         await self.writer.settle(inode)
-        self.require_tree_node(inode)
+        node = self.require_tree_node(inode)
         self.check_writable_inode(inode)
         draft = events.setxattr(self.kernel.path_of(inode), inode, name, value)
         self.tree.check(draft)   # the total of the file's attributes (ENOSPC)
-        await self.commits.submit_one(draft)
+        await self._change_attributes(node, draft)
 
     async def removexattr(self, inode: int, name: bytes) -> None:
         await self.writer.settle(inode)
-        self.require_tree_node(inode)
+        node = self.require_tree_node(inode)
         self.check_writable_inode(inode)
         draft = events.removexattr(self.kernel.path_of(inode), inode, name)
         self.tree.check(draft)
-        await self.commits.submit_one(draft)
+        await self._change_attributes(node, draft)
+
+    async def _change_attributes(self, node: Node, draft: events.Draft) -> None:
+        """Log an attribute change; that of a file with no names left (open but unlinked)
+        changes this node's tree only (Tree.change_unlinked): no other node has the file,
+        and its event could name no path to scope it by, so every agent would see it."""
+        if node.nlink == 0:
+            self.tree.change_unlinked(draft, time.time_ns())
+        else:
+            await self.commits.submit_one(draft)

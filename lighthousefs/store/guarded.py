@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 import trio
 
 from .. import errors
+from ..domain.chunks import chunk_hash
 from .base import Store
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ T = TypeVar("T")
 # since; the heartbeat asks it this often (see reachable).
 REACHABLE_WITHIN_S = 2.0
 HEARTBEAT_S = 0.5
+EMPTY_CHUNK = chunk_hash(b"")
 
 
 class GuardedStore:
@@ -50,6 +52,11 @@ class GuardedStore:
         # trio times of the store's last answer and last failure (reachable).
         self._answered_at = -math.inf
         self._failed_at = -math.inf
+        # Why the last write failed (the store's failure, never a refusal), until a write
+        # succeeds: a store can answer reads while it refuses writes (Redis's
+        # min-replicas-to-write, a read-only replica), and reads close the circuit and
+        # make it reachable. health.py reports "failing" meanwhile.
+        self.write_failure: str | None = None
 
     @property
     def url(self) -> str:
@@ -65,12 +72,14 @@ class GuardedStore:
 
     # ---- every call ------------------------------------------------------------------
 
-    async def call(self, fn: Callable[..., T], *args, write: bool = False, patient: bool = False,
-                   waits: float = 0.0, limiter: trio.CapacityLimiter | None = None) -> T:
+    async def call(self, fn: Callable[..., T], *args, write: bool = False, stores: bool = False,
+                   patient: bool = False, waits: float = 0.0, limiter: trio.CapacityLimiter | None = None) -> T:
         """Run blocking fn(*args), a call of the store, in a worker thread behind the breaker.
 
         `write`: refused once the store lost data (failsafe). `patient`: never abandoned
-        on a timeout (see Breaker.call): for calls whose outcome must be known. `waits`:
+        on a timeout (see Breaker.call): for calls whose outcome must be known. `stores`:
+        a write that stores something (not a sync), so its outcome is a write's for
+        health (write_failure). `waits`:
         the call blocks this long by design (waiting for events), which is not slowness.
         """
         if write and self.failsafe:
@@ -82,17 +91,23 @@ class GuardedStore:
                 limiter = limiter or (self._write_limiter if write else self._read_limiter)
                 result = await trio.to_thread.run_sync(fn, *args, limiter=limiter)
             self.answered(True)
+            if stores:
+                self.write_failure = None
             return result
         except errors.StoreDataLost as exc:
             self.answered(False)
+            if stores:
+                self.write_failure = str(exc)
             if not self.failsafe:
                 self.failsafe = str(exc)
                 log.error("THE STORE LOST DATA THIS DAEMON HAD SEEN: refusing every change from now on "
                           "and serving the last consistent state read-only. Restore the store from a "
                           "backup or remount on a fresh namespace. Cause: %s", exc)
             raise
-        except errors.StoreUnavailable:
+        except errors.StoreUnavailable as exc:
             self.answered(False)
+            if stores:
+                self.write_failure = str(exc)
             raise
 
     # ---- the store's calls -------------------------------------------------------------
@@ -100,10 +115,15 @@ class GuardedStore:
     async def append(self, drafts: list[Draft], chunks: dict[bytes, bytes], durable: bool = True) -> list[Event]:
         # Waited for, however long it takes: an error must mean "not stored". The store
         # bounds it (SQLite's busy timeout, RedisStore.append's deadline).
-        return await self.call(self.store.append, drafts, chunks, durable, write=True, patient=True)
+        return await self.call(self.store.append, drafts, chunks, durable, write=True, stores=True, patient=True)
 
     async def sync(self) -> None:
         await self.call(self.store.sync, write=True, patient=True)   # fsync's answer must be exact too
+
+    async def probe_write(self, limiter: trio.CapacityLimiter | None = None) -> None:
+        """A write that changes nothing: the empty chunk, content-addressed (stored
+        already or harmless), for health.py to learn when writes succeed again."""
+        await self.call(self.store.append, [], {EMPTY_CHUNK: b""}, write=True, stores=True, limiter=limiter)
 
     async def read(self, after_seq: int, limit: int = 1000) -> list[Event]:
         return await self.call(self.store.read, after_seq, limit)
@@ -125,7 +145,7 @@ class GuardedStore:
         return await self.call(self.store.scope_seqs, scope)
 
     async def put_snapshot(self, seq: int, blob: bytes) -> None:
-        await self.call(self.store.put_snapshot, seq, blob, write=True)
+        await self.call(self.store.put_snapshot, seq, blob, write=True, stores=True)
 
     async def usage(self) -> dict[str, int]:
         return await self.call(self.store.usage)

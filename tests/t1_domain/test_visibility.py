@@ -117,3 +117,12 @@ def test_a_viewer_never_sees_a_private_name_of_another(src, dst, viewer, exchang
     for other in ("alice", "bob", "carol"):
         if other != viewer:
             assert f"memories/{other}" not in line
+
+
+def test_a_path_that_names_no_area_is_shown_to_the_operator_only():
+    """An `inode/N` path (logged for an unlinked file before that stopped) cannot be
+    scoped: no agent sees it, whoever owned the file."""
+    for viewer in ("alice", "bob"):
+        assert not can_see_path("inode/1234", viewer)
+        assert not can_see_path("/inode/1234", viewer)
+    assert can_see_path("inode/1234", None) and can_see_path("inode/1234", "operator")

@@ -14,7 +14,7 @@ import uuid
 import pytest
 from test_mount_redis import MKDIR, run
 
-from tests.harness.mounts import eventually
+from tests.harness.mounts import eventually, lighthouse
 
 pytestmark = [pytest.mark.mount]
 
@@ -86,6 +86,69 @@ def test_a_redis_that_lost_data_is_failing_for_good(mounter, own_server):
     assert failing["status"] == "failing" and "lost data" in failing["reason"]
 
 
+@pytest.mark.redis
+@pytest.mark.expect_log(r"circuit|housekeeping failed|following the store")
+def test_a_redis_that_answers_reads_but_refuses_writes_is_failing(mounter, own_server):
+    """Before: once the heartbeat's read had closed the circuit, every mkdir failed with
+    EIO while /readyz said 200 "ok": reads answered, so the breaker, reachable and the
+    monitor's read probe all did."""
+    address = free_address()
+    m = mounter("a", "--metrics", address, store=f"{own_server.url}?namespace=t{uuid.uuid4().hex[:10]}")
+    project = m / "projects" / "p"
+    project.mkdir()
+    assert health(m)["status"] == "ok"
+    client = own_server.client()
+    client.config_set("min-replicas-to-write", 1)   # reads answer, every write is refused
+    try:
+        for i in range(8):   # a burst that opens the circuit
+            assert run(MKDIR, project / f"burst{i}").returncode != 0
+        eventually(lambda: health(m)["breaker"] == "closed", timeout=30, interval=0.2)   # a read closed it
+        for i in range(3):
+            assert run(MKDIR, project / f"later{i}").returncode != 0
+            time.sleep(1.5)   # the heartbeat's reads answered meanwhile (not a timing assertion)
+            h = health(m)
+            assert h["status"] == "failing" and "write" in h["reason"], h
+            code, report = get(address, "/readyz")
+            assert code == 503 and report["status"] == "failing", report
+        # Nothing writes now: the monitor's own write probe keeps finding out.
+        time.sleep(3)
+        assert health(m)["status"] == "failing"
+    finally:
+        client.config_set("min-replicas-to-write", 0)
+    # The store takes writes again: the probe sees it without any write of ours.
+    eventually(lambda: health(m)["status"] == "ok", timeout=30, interval=0.2)
+    eventually(lambda: get(address, "/readyz")[0] == 200, timeout=30, interval=0.2)
+    assert run(MKDIR, project / "after").returncode == 0
+
+
+@pytest.mark.redis
+@pytest.mark.expect_log(r"following the store|housekeeping|circuit")
+def test_lighthouse_status_exits_non_zero_unless_ok(mounter, own_server):
+    """Before: `lighthouse status` exited 0 whatever the status (the container's health
+    check relies on it when LIGHTHOUSE_METRICS is unset)."""
+    m = mounter("a", store=f"{own_server.url}?namespace=t{uuid.uuid4().hex[:10]}")
+    (m / "projects" / "p").mkdir()
+    result = lighthouse("status", str(m.path), check=False)
+    assert result.returncode == 0 and '"status": "ok"' in result.stdout
+    own_server.kill()
+    eventually(lambda: health(m)["status"] == "failing", timeout=30, interval=0.2)
+    result = lighthouse("status", str(m.path), check=False)
+    assert result.returncode == 4 and '"status": "failing"' in result.stdout   # the report still shows why
+    own_server.restart(keep_data=True)
+    eventually(lambda: lighthouse("status", str(m.path), check=False).returncode == 0, timeout=30, interval=0.2)
+
+
+def test_lighthouse_status_exit_codes(monkeypatch, tmp_path, capsys):
+    from lighthousefs import cli
+    (tmp_path / ".lighthouse").mkdir()
+    (tmp_path / ".lighthouse" / "stats").write_text("x 1\n")
+    for status, code in (("ok", 0), ("degraded", 3), ("failing", 4)):
+        (tmp_path / ".lighthouse" / "health").write_text(json.dumps({"status": status}))
+        assert cli.main(["status", str(tmp_path)]) == code
+    assert cli.main(["status", str(tmp_path / "nothing")]) == 1   # the mount does not answer
+    capsys.readouterr()
+
+
 class _Store:
     remote, full, url = True, None, "redis://x"
 
@@ -98,8 +161,12 @@ class _Tree:
     applied_seq = 10
 
 
+class _Guarded:
+    write_failure = None
+
+
 class _Journal:
-    store, breaker, tree, failsafe = _Store(), _Breaker(), _Tree(), None
+    store, breaker, tree, failsafe, guarded = _Store(), _Breaker(), _Tree(), None, _Guarded()
 
     def store_reachable(self):
         return True

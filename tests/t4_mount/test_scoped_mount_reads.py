@@ -106,3 +106,32 @@ def test_history_never_shows_a_project_as_it_was_in_private_memories(mounter, st
     eventually(lambda: (operator / "projects" / "demo" / "takeover.md").read_text() == "private")
     op_history = operator / "projects" / "demo" / ".history"
     assert any("takeover.md" in os.listdir(op_history / v) for v in versions)
+
+
+def test_changes_to_an_open_but_deleted_private_file_are_shown_to_nobody(mounter, store_url):
+    """Before: fchmod, fsetxattr and fremovexattr of an unlinked file were logged under
+    `inode/N`, a path in no area, so bob's `events` showed them, the value included."""
+    alice = mounter("alice", "--agent", "alice")
+    bob = mounter("bob", "--agent", "bob")
+    path = alice / "memories" / "alice" / "s"
+    path.write_text("x")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.unlink(path)
+        os.setxattr(fd, "user.note", b"the launch code is 1234")
+        os.setxattr(fd, "user.other", b"gone soon")
+        os.removexattr(fd, "user.other")
+        os.fchmod(fd, 0o600)
+        os.utime(fd, ns=(1_000_000_000, 2_000_000_000))
+        # This mount's kernel still sees the changes on the open file.
+        assert os.getxattr(fd, "user.note") == b"the launch code is 1234"
+        assert os.listxattr(fd) == ["user.note"]
+        assert os.fstat(fd).st_mode & 0o7777 == 0o600
+        assert os.fstat(fd).st_mtime_ns == 2_000_000_000
+    finally:
+        os.close(fd)
+    (alice / "projects" / "after").mkdir()
+    eventually(lambda: "projects/after" in (bob / "events").read_text())
+    for mount in (bob, alice):   # nothing was logged: not even alice's own view holds it
+        text = (mount / "events").read_text()
+        assert "inode/" not in text and "launch code" not in text and "setxattr" not in text
