@@ -11,11 +11,11 @@ import subprocess
 import uuid
 
 import pytest
-from mounting import eventually
-from redis_server import RedisServer
 
 from lighthousefs import errors
 from lighthousefs.api import Client
+from tests.harness.mounts import eventually
+from tests.harness.redis_servers import RedisServer
 
 pytestmark = pytest.mark.mount
 
