@@ -65,8 +65,7 @@ class OpenFile:
 
 
 class FileHandle:
-    __slots__ = ("open_file", "writable", "flush_failed", "append", "wrote", "truncated", "refused",
-                 "flush_refused")
+    __slots__ = ("open_file", "writable", "flush_failed", "append", "wrote", "truncated", "refused")
 
     def __init__(self, open_file: OpenFile, writable: bool, append: bool = False):
         self.open_file = open_file
@@ -74,9 +73,6 @@ class FileHandle:
         self.append = append   # O_APPEND: every write goes to the end of the file
         # close() already reported this commit's failure: release does not retry it.
         self.flush_failed = False
-        # A close refused what the release would commit (see Writer.flush): the release's
-        # refusal of it is not logged again.
-        self.flush_refused = False
         # A write or ftruncate through this handle since its last commit (see flush).
         self.wrote = False
         self.truncated = False   # opened with O_TRUNC: committed at its release (see release)

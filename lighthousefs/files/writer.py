@@ -266,14 +266,15 @@ class Writer:
                     self.revert(open_file, exc)
                     await self.drop_stale_pages(open_file)
                 raise
-            handle.flush_failed = handle.flush_refused = False
+            handle.flush_failed = False
         elif self._release_commits(handle):
-            # What the release will commit is checked here, where the caller sees it (an
-            # empty state.json), changing nothing: bash closes the descriptor it dup'd
-            # before it writes, and its write and last close still store the document.
-            handle.flush_refused = True
-            await self._check_content(open_file.ino, self._format_of(open_file.ino), open_file.buffer, None)
-            handle.flush_refused = False
+            # What the release will commit is checked here, where the caller sees it (an empty
+            # state.json), changing nothing and unlogged (Repeated): bash closes the descriptor
+            # it dup'd before it writes; the release logs the refusal if it still stands then.
+            try:
+                await self._check_content(open_file.ino, self._format_of(open_file.ino), open_file.buffer, None)
+            except CONTENT_REFUSALS as exc:
+                raise Repeated(exc) from None
 
     async def fsync(self, handle: object) -> None:
         """The file's content stored and durable, or an error (the file's creation and
@@ -323,8 +324,8 @@ class Writer:
             if self._release_commits(handle):
                 try:
                     await self.commit(open_file.ino, open_file.buffer, open_file)
-                except CONTENT_REFUSALS as exc:   # (logged already if its close refused it)
-                    raise (Repeated(exc) if handle.flush_refused else exc) from None
+                except CONTENT_REFUSALS as exc:   # (logged already if a write or close refused it)
+                    raise (Repeated(exc) if handle.refused is not None else exc) from None
         finally:
             open_file.refs -= 1
             if open_file.refs == 0:
