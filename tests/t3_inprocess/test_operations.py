@@ -4,42 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
-from types import SimpleNamespace
 
 import pyfuse3
 import pytest
-import trio
 
 from lighthousefs.domain.layout import PROJECTS_INO
-from lighthousefs.domain.rules import Policy
-from lighthousefs.engine.journal import Journal
-from lighthousefs.engine.projection import load_tree
-from lighthousefs.fs.operations import LighthouseOperations
-from lighthousefs.metrics import Metrics
-from lighthousefs.store.breaker import Breaker
-from lighthousefs.store.sqlite import SQLiteStore
-
-CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
-
-
-def run(tmp_path, body):
-    """Run `body(ops)` with a committer, against a fresh store."""
-    store = SQLiteStore(str(tmp_path / "s.db"))
-
-    async def main():
-        journal = Journal(store, load_tree(store), actor="operator", breaker=Breaker("store", call_timeout=30.0))
-        ops = LighthouseOperations(journal, Policy(journal.tree, None, False), lambda name: b"", Metrics())
-        async with trio.open_nursery() as nursery:
-            await nursery.start(journal.run_committer)
-            try:
-                await body(ops)
-            finally:
-                nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(main)
-    finally:
-        store.close()
+from tests.harness.inprocess import CTX, run_operations
 
 
 def test_a_file_created_written_and_closed_is_stored_once_and_counted_by_the_kernel(tmp_path):
@@ -62,7 +32,7 @@ def test_a_file_created_written_and_closed_is_stored_once_and_counted_by_the_ker
         assert await ops.read(info.fh, 0, 100) == b"hello"
         await ops.release(info.fh)
 
-    run(tmp_path, body)
+    run_operations(tmp_path, body)
 
 
 @pytest.mark.expect_log("failed unexpectedly")
@@ -75,4 +45,4 @@ def test_an_unexpected_error_in_a_handler_is_eio_and_forget_survives_anything(tm
         await ops.forget([(PROJECTS_INO, 1)])
         assert "forget" in caplog.text and "unexpectedly" in caplog.text
 
-    run(tmp_path, body)
+    run_operations(tmp_path, body)

@@ -5,50 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from types import SimpleNamespace
 
 import pyfuse3
 import pytest
-import trio
 
 from lighthousefs.domain.layout import PROJECTS_INO, ROOT_INO
-from lighthousefs.domain.rules import Policy
-from lighthousefs.engine.health import Monitor
-from lighthousefs.engine.journal import Journal
-from lighthousefs.engine.projection import load_tree
-from lighthousefs.fs.operations import LighthouseOperations
-from lighthousefs.metrics import Metrics
-from lighthousefs.store.breaker import Breaker
-from lighthousefs.store.sqlite import SQLiteStore
-from lighthousefs.views.control import Control
 from lighthousefs.views.events_file import EVENTS_INO
-
-CTX = SimpleNamespace(uid=os.getuid(), gid=os.getgid(), pid=os.getpid(), umask=0o022)
-
-
-def run(tmp_path, body):
-    """Run `body(ops)` with a committer and the daemon's Control, against a fresh store."""
-    store = SQLiteStore(str(tmp_path / "s.db"))
-
-    async def main():
-        journal = Journal(store, load_tree(store), actor="operator", breaker=Breaker("store", call_timeout=30.0))
-        control = Control("/mnt", "sqlite:///s.db", None, False)
-        control.monitor = Monitor(journal)
-        metrics = Metrics()
-        ops = LighthouseOperations(journal, Policy(journal.tree, None, False), control.render, metrics)
-        control.attach(journal.tree, metrics, open_files=lambda: len(ops.writer.open_files),
-                       kernel_inodes=lambda: ops.kernel.inodes)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(journal.run_committer)
-            try:
-                await body(ops)
-            finally:
-                nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(main)
-    finally:
-        store.close()
+from tests.harness.inprocess import CTX, run_operations
 
 
 async def listing(ops, ino):
@@ -102,7 +65,7 @@ def test_each_view_is_reached_by_its_door_and_listed_where_it_belongs(tmp_path):
         assert await read_all(ops, past.st_ino) == b"one"
         assert (await ops.getattr(past.st_ino)).st_mode & 0o222 == 0
 
-    run(tmp_path, body)
+    run_operations(tmp_path, body)
 
 
 def test_a_change_to_a_view_or_its_door_gets_the_views_refusal(tmp_path):
@@ -127,4 +90,4 @@ def test_a_change_to_a_view_or_its_door_gets_the_views_refusal(tmp_path):
         await ops.forget([(past.st_ino, 1), (version, 1)])   # numbered inodes go with the kernel's references
         assert await refused(ops.getattr(past.st_ino)) == errno.ENOENT
 
-    run(tmp_path, body)
+    run_operations(tmp_path, body)
