@@ -148,8 +148,13 @@ async def _bootstrap(journal: Journal, config: MountConfig) -> None:
 
 
 async def _wait_answering(mountpoint: str) -> None:
-    """Ready means the kernel gets answers: stat a control file through the mount."""
-    await trio.to_thread.run_sync(os.stat, os.path.join(mountpoint, ".lighthouse", "health"))
+    """Ready means the kernel gets answers: stat a control file through the mount.
+
+    The thread is abandoned on cancel: a SIGTERM in the meantime stops the FUSE loop, and
+    a stat it left unanswered returns only once the mount is gone, which the unmount after
+    this nursery brings about (waiting for the thread here would wait for ever)."""
+    await trio.to_thread.run_sync(os.stat, os.path.join(mountpoint, ".lighthouse", "health"),
+                                  abandon_on_cancel=True)
 
 
 async def _watch_signals(cancel: Callable[[], None], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
